@@ -1,0 +1,3 @@
+from ndl.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The catalogue: dataset metadata, publication and search."""

@@ -1,0 +1,80 @@
+"""Publishing metadata into the hub catalogue and reading it back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ndl.catalogue.metadata import DatasetMeta
+from ndl.catalogue.models import Dataset
+from ndl.catalogue.search import reindex
+from ndl.core.db import utcnow
+from ndl.core.errors import NotFound
+from ndl.core.keys import SigningKey
+from ndl.federation.models import Datasite
+from ndl.ledger import register
+
+
+def publish(
+    session: Session, key: SigningKey, datasite: Datasite, metas: list[DatasetMeta]
+) -> list[dict[str, Any]]:
+    """Upsert a datasite's datasets. A changed dataset gets a new version and a register entry."""
+    out = []
+    for meta in metas:
+        ds_id = f"{datasite.id}/{meta.name}"
+        digest = meta.content_hash()
+        ds = session.get(Dataset, ds_id)
+        if ds is not None and ds.metadata_hash == digest:
+            out.append({"id": ds_id, "version": ds.version, "changed": False})
+            continue
+        if ds is None:
+            ds = Dataset(id=ds_id, datasite_id=datasite.id, org_id=datasite.org_id, version=1)
+            session.add(ds)
+        else:
+            ds.version += 1
+            ds.updated_at = utcnow()
+        ds.name, ds.title, ds.description = meta.name, meta.title, meta.description
+        ds.publisher, ds.tier, ds.keywords = meta.publisher, meta.tier, list(meta.keywords)
+        ds.columns = [c.model_dump(mode="json") for c in meta.columns]
+        ds.row_count, ds.metadata_hash = meta.row_count, digest
+        session.flush()
+        reindex(session, ds)
+        register.append(
+            session, key, kind="dataset.published", actor=f"datasite:{datasite.id}",
+            subject=ds_id, payload={"version": ds.version, "tier": ds.tier,
+                                    "metadata_hash": digest},
+        )
+        out.append({"id": ds_id, "version": ds.version, "changed": True})
+    return out
+
+
+def get_dataset(session: Session, dataset_id: str) -> Dataset:
+    ds = session.get(Dataset, dataset_id)
+    if ds is None:
+        raise NotFound(
+            f"dataset {dataset_id!r} is not in the catalogue; find ids with 'ndl search' "
+            "or GET /api/datasets?q=..."
+        )
+    return ds
+
+
+def list_datasets(session: Session, datasite_id: str) -> list[Dataset]:
+    return list(session.scalars(select(Dataset).where(Dataset.datasite_id == datasite_id)))
+
+
+def summary_json(ds: Dataset) -> dict[str, Any]:
+    return {
+        "id": ds.id, "name": ds.name, "title": ds.title, "publisher": ds.publisher,
+        "org": ds.org_id, "datasite": ds.datasite_id, "tier": ds.tier,
+        "description": ds.description, "keywords": ds.keywords, "row_count": ds.row_count,
+        "version": ds.version,
+    }
+
+
+def detail_json(ds: Dataset) -> dict[str, Any]:
+    return {
+        **summary_json(ds), "columns": ds.columns,
+        "published_at": ds.published_at.isoformat(), "updated_at": ds.updated_at.isoformat(),
+    }

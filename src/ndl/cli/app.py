@@ -1,0 +1,51 @@
+"""The Typer application and the helpers every command shares."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from ndl.core.errors import NdlError
+
+app = typer.Typer(
+    name="ndl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="ndl: a federated National Data Library. Run a hub, a datasite or the demo; "
+         "search the catalogue; query data where it lives.",
+)
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def console_error(exc: NdlError) -> None:
+    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+
+
+def environ(ctx: typer.Context | None = None) -> dict[str, str]:
+    if ctx is not None and isinstance(ctx.find_root().obj, dict):
+        env = ctx.find_root().obj.get("environ")
+        if isinstance(env, dict):
+            return env
+    return dict(os.environ)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn ndl's errors into a red message and the error's documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NdlError as exc:
+            console_error(exc)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+from ndl.cli import client_cmds, demo_cmd, servers  # noqa: E402,F401  (registers commands)

@@ -1,0 +1,199 @@
+"""Commands for people using a hub: login, search, show, query, verify."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ndl.cli import config
+from ndl.cli.app import app, console, environ, handle_errors
+from ndl.client import Client
+from ndl.core.errors import InvalidInput, NdlError
+
+HubOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL. [env NDL_HUB; saved by login]")]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="API token. [env NDL_TOKEN]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _client(ctx: typer.Context, hub: str | None, token: str | None) -> Client:
+    env = environ(ctx)
+    return Client(config.hub_url(env, hub), config.token(env, token))
+
+
+@app.command()
+@handle_errors
+def login(
+    ctx: typer.Context, hub: HubOpt = None,
+    username: Annotated[str, typer.Option(prompt=True, help="Your username.")] = "",
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True,
+                                          help="Your password (prompted if not given).")] = "",
+) -> None:
+    """Log in to a hub and save the token for later commands."""
+    env = environ(ctx)
+    url = config.hub_url(env, hub)
+    with Client(url) as client:
+        token = client.login(username, password)
+        me = client.me()
+    path = config.save(env, hub=url, token=token)
+    console.print(f"logged in to {url} as {me['username']} ({', '.join(me['roles'])}); "
+                  f"token saved in {path}")
+
+
+@app.command()
+@handle_errors
+def search(
+    ctx: typer.Context, query: Annotated[str, typer.Argument(help="Words to look for.")] = "",
+    publisher: Annotated[str | None, typer.Option(help="Only this publisher.")] = None,
+    tier: Annotated[str | None, typer.Option(help="open, safeguarded or controlled.")] = None,
+    limit: Annotated[int, typer.Option(help="How many results.")] = 20,
+    hub: HubOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Search the catalogue (datasets and their columns)."""
+    with _client(ctx, hub, token) as client:
+        res = client.search(query or None, publisher=publisher, tier=tier, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    table = Table(title=f"{res['total']} datasets found")
+    for col in ("id", "title", "publisher", "tier"):
+        table.add_column(col)
+    for d in res["results"]:
+        table.add_row(d["id"], d["title"], d["publisher"], d["tier"])
+    console.print(table)
+    for facet, counts in res["facets"].items():
+        console.print(f"{facet}: " + ", ".join(f"{k} ({n})" for k, n in counts.items()))
+
+
+@app.command()
+@handle_errors
+def show(
+    ctx: typer.Context, dataset_id: Annotated[str, typer.Argument(help="e.g. nhs-trust/patients")],
+    hub: HubOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Show one dataset's metadata and schema."""
+    with _client(ctx, hub, token) as client:
+        d = client.dataset(dataset_id)
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    console.print(f"[bold]{d['title']}[/]  ({d['id']}, {d['tier']}, v{d['version']})")
+    console.print(f"{d['publisher']} · {d['row_count']} rows\n{d['description']}")
+    table = Table()
+    for col in ("column", "type", "sensitivity", "join key", "description"):
+        table.add_column(col)
+    for c in d["columns"]:
+        table.add_row(c["name"], c["type"], c.get("sensitivity", ""), c.get("join_key") or "",
+                      c.get("description", ""))
+    console.print(table)
+
+
+@app.command()
+@handle_errors
+def query(
+    ctx: typer.Context, dataset_id: Annotated[str, typer.Argument(help="e.g. nhs-trust/ae-attendances")],
+    count_by: Annotated[list[str] | None, typer.Option(
+        "--count-by", help="Group the count by this column (repeat for up to three).")] = None,
+    hub: HubOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Count rows of a dataset at its datasite, optionally grouped by columns."""
+    with _client(ctx, hub, token) as client:
+        ans = client.query(dataset_id, count_by=count_by or [])
+    if as_json:
+        typer.echo(json.dumps(ans.raw, indent=2))
+        return
+    table = Table(title=f"{dataset_id}: count" + (f" by {', '.join(count_by)}" if count_by else ""))
+    for col in ans.columns:
+        table.add_column(col)
+    for row in ans.rows:
+        table.add_row(*["<suppressed>" if v is None and i == len(row) - 1 else str(v)
+                        for i, v in enumerate(row)])
+    console.print(table)
+    if ans.suppressed:
+        console.print(f"{ans.suppressed} groups had fewer than {ans.threshold} rows and are "
+                      "suppressed")
+
+
+@app.command()
+@handle_errors
+def datasites(ctx: typer.Context, hub: HubOpt = None, token: TokenOpt = None) -> None:
+    """List the datasites registered with the hub and whether they are online."""
+    with _client(ctx, hub, token) as client:
+        sites = client.datasites()
+    table = Table()
+    for col in ("id", "org", "name", "online", "last seen"):
+        table.add_column(col)
+    for s in sites:
+        table.add_row(s["id"], s["org"], s["name"], "yes" if s["online"] else "no",
+                      s["last_seen_at"] or "never")
+    console.print(table)
+
+
+@app.command()
+@handle_errors
+def verify(
+    ctx: typer.Context,
+    db: Annotated[str | None, typer.Option(
+        help="Verify this hub database directly (operator mode).")] = None,
+    data_dir: Annotated[Path, typer.Option(help="The hub's data folder (holds its key).")
+                        ] = Path(".ndl") / "hub",
+    expect_head: Annotated[str | None, typer.Option(
+        help="SEQ:HASH of a head you saved earlier; it must still be in the register.")] = None,
+    hub: HubOpt = None,
+) -> None:
+    """Check the register's hash chain and signatures; exit 1 if anything was tampered with.
+
+    Without --db it downloads the public register from the hub and checks it here, so you
+    need not trust the hub's own answer.
+    """
+    from ndl.core.db import Database
+    from ndl.core.keys import SigningKey
+    from ndl.ledger import register
+
+    expected = None
+    if expect_head:
+        seq, _, digest = expect_head.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise InvalidInput("--expect-head must look like 42:<64 hex characters>")
+        expected = (int(seq), digest)
+    if db:
+        key = SigningKey.load_or_create(data_dir / "hub-key.pem")
+        database = Database(db)
+        with database.read() as s:
+            report = register.verify(s, key.public_b64, expect_head=expected)
+    else:
+        report = _verify_remote(ctx, hub, expected)
+    if report.ok:
+        console.print(f"[green]register OK[/]: {report.entries} entries, head "
+                      f"{report.head_seq}:{report.head_hash}")
+        return
+    for p in report.problems:
+        console.print(f"[red]✗[/] {p}")
+    raise typer.Exit(1)
+
+
+def _verify_remote(ctx: typer.Context, hub: str | None,
+                   expected: tuple[int, str] | None) -> Any:
+    from ndl.ledger import register
+
+    entries: list[Any] = []
+    head: tuple[int, str] | None = None
+    key = ""
+    with _client(ctx, hub, None) as client:
+        after = 0
+        while True:
+            page = client.register_entries(after=after, limit=1000)
+            if head is None:
+                head, key = (page["head"]["seq"], page["head"]["hash"]), page["hub_public_key"]
+            batch = [e for e in page["entries"] if e["seq"] <= head[0]]
+            entries += [SimpleNamespace(**e) for e in batch]
+            if len(batch) < len(page["entries"]) or not page["entries"]:
+                break
+            after = page["entries"][-1]["seq"]
+    if head is None:
+        raise NdlError("the hub returned no register")
+    return register.verify_entries(entries, key, head=head, expect_head=expected)

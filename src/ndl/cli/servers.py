@@ -1,0 +1,165 @@
+"""``ndl hub``, ``ndl datasite`` and ``ndl admin``: run and administer the services."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from ndl.access import accounts
+from ndl.cli.app import app, console, environ, handle_errors
+from ndl.core.db import Database
+from ndl.core.keys import SigningKey
+from ndl.ledger import register
+
+DEFAULT_HUB_DIR = Path(".ndl") / "hub"
+
+
+def _hub_db(env: dict[str, str], db: str | None, data_dir: Path) -> str:
+    return db or env.get("NDL_HUB_DB") or str(data_dir / "hub.db")
+
+
+@app.command()
+@handle_errors
+def hub(
+    ctx: typer.Context,
+    db: Annotated[str | None, typer.Option(
+        help="Database URL or SQLite path; PostgreSQL as postgresql+psycopg://user@host/db. "
+             "[env NDL_HUB_DB; default DATA_DIR/hub.db]")] = None,
+    data_dir: Annotated[Path, typer.Option(help="Where the hub keeps its key and files.")
+                        ] = DEFAULT_HUB_DIR,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8700,
+    query_timeout: Annotated[float, typer.Option(
+        help="Seconds a query waits for its datasite before giving up.")] = 30.0,
+    lease_seconds: Annotated[float, typer.Option(
+        help="Seconds a datasite has to answer a message before it is offered again.")] = 30.0,
+    insecure_cookies: Annotated[bool, typer.Option(
+        help="Send session cookies over plain HTTP (local development only).")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the library hub: catalogue, accounts, mailbox, register and web pages."""
+    import uvicorn
+
+    from ndl.hub.app import create_app
+    from ndl.hub.state import HubSettings
+
+    settings = HubSettings(
+        db_url=_hub_db(environ(ctx), db, data_dir), data_dir=data_dir,
+        query_timeout=query_timeout, lease_seconds=lease_seconds,
+        secure_cookies=not insecure_cookies,
+    )
+    application = create_app(settings)
+    console.print(f"ndl hub on http://{host}:{port}  (database {application.state.hub.db.safe_url})")
+    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
+
+
+@app.command()
+@handle_errors
+def datasite(
+    ctx: typer.Context,
+    dir: Annotated[Path, typer.Option("--dir", help="The datasite's folder (datasets/ inside).")],
+    hub_url: Annotated[str | None, typer.Option("--hub", help="The hub's URL. [env NDL_HUB]")
+                       ] = None,
+    id: Annotated[str | None, typer.Option("--id", help="Datasite id (default: the org id).")
+                  ] = None,
+    org: Annotated[str | None, typer.Option(help="Organisation id this datasite belongs to.")
+                   ] = None,
+    name: Annotated[str | None, typer.Option(help="A human name for the datasite.")] = None,
+    token: Annotated[str | None, typer.Option(
+        help="A data steward's API token, needed for the first registration. [env NDL_TOKEN]")
+    ] = None,
+    hub_key: Annotated[str | None, typer.Option(
+        help="The hub's public key, if you want to pin it rather than trust on first use.")
+    ] = None,
+    poll_wait: Annotated[float, typer.Option(help="Seconds each long-poll waits.")] = 20.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run a datasite: register, publish the catalogue, then answer work from the hub."""
+    from ndl.cli.config import hub_url as resolve_hub
+    from ndl.core.errors import InvalidInput
+    from ndl.datasite.agent import Agent
+    from ndl.datasite.store import DatasiteStore
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    env = environ(ctx)
+    store = DatasiteStore(dir)
+    cfg = store.config()
+    org_id = org or cfg.get("org")
+    if not org_id:
+        raise InvalidInput("give --org the first time a datasite starts (e.g. --org nhs-trust)")
+    agent = Agent(
+        store, resolve_hub(env, hub_url or cfg.get("hub_url")), datasite_id=id or cfg.get("id")
+        or org_id, org=org_id, name=name or cfg.get("name"), token=token or env.get("NDL_TOKEN"),
+        hub_key=hub_key, poll_wait=poll_wait,
+    )
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        agent.stop()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    console.print(f"datasite {agent.id} ({len(store.datasets())} datasets) -> {agent.hub_url}")
+    try:
+        agent.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        agent.close()
+
+
+admin = typer.Typer(help="Administer a hub's database directly (run on the hub's machine).",
+                    no_args_is_help=True)
+app.add_typer(admin, name="admin")
+
+
+@admin.command("create-org")
+@handle_errors
+def create_org(
+    ctx: typer.Context, org_id: str, name: str,
+    kind: Annotated[str, typer.Option(help=", ".join(accounts.ORG_KINDS))] = "other",
+    db: Annotated[str | None, typer.Option(help="Hub database URL or path.")] = None,
+    data_dir: Annotated[Path, typer.Option(help="The hub's data folder.")] = DEFAULT_HUB_DIR,
+) -> None:
+    """Create an organisation."""
+    database = Database(_hub_db(environ(ctx), db, data_dir))
+    database.migrate()
+    key = SigningKey.load_or_create(data_dir / "hub-key.pem")
+    with database.write() as s:
+        accounts.create_org(s, org_id, name, kind)
+        register.append(s, key, kind="org.created", actor="admin-cli", subject=org_id,
+                        payload={"name": name, "kind": kind})
+    console.print(f"created organisation {org_id}")
+
+
+@admin.command("create-user")
+@handle_errors
+def create_user(
+    ctx: typer.Context, username: str,
+    role: Annotated[list[str], typer.Option(help=f"Repeat for several: {', '.join(accounts.ROLES)}")],
+    org: Annotated[str | None, typer.Option(help="Organisation id.")] = None,
+    password_stdin: Annotated[bool, typer.Option(help="Read a password from standard input.")
+                              ] = False,
+    token: Annotated[bool, typer.Option(help="Also issue and print an API token.")] = False,
+    db: Annotated[str | None, typer.Option(help="Hub database URL or path.")] = None,
+    data_dir: Annotated[Path, typer.Option(help="The hub's data folder.")] = DEFAULT_HUB_DIR,
+) -> None:
+    """Create a user (and optionally print an API token for it)."""
+    database = Database(_hub_db(environ(ctx), db, data_dir))
+    database.migrate()
+    key = SigningKey.load_or_create(data_dir / "hub-key.pem")
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    with database.write() as s:
+        user = accounts.create_user(s, username, roles=role, org_id=org, password=password)
+        register.append(s, key, kind="user.created", actor="admin-cli",
+                        subject=f"user:{username}", payload={"roles": sorted(role), "org": org})
+        issued = accounts.issue_token(s, user, name="admin-cli") if token else None
+    console.print(f"created user {username}")
+    if issued:
+        typer.echo(issued)

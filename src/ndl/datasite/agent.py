@@ -1,0 +1,187 @@
+"""The datasite's loop: register, publish, long-poll the hub, answer, never twice.
+
+Delivery is at-least-once from the hub and exactly-once in effect here: before working on a
+message the agent records it; once answered it stores the reply (fsync'd by SQLite) before
+sending. A redelivered message that is already answered gets the stored reply again; a reply
+that could not be sent (hub down) is retried until the hub takes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from ndl.core.envelope import open_envelope, seal
+from ndl.core.errors import (
+    EnvelopeRejected,
+    InvalidInput,
+    NdlError,
+    UpstreamUnavailable,
+    error_from_json,
+)
+from ndl.datasite import engine
+from ndl.datasite.store import DatasiteStore
+from ndl.query.spec import DEFAULT_THRESHOLD, CountQuery, QueryResult
+
+log = logging.getLogger("ndl.datasite")
+HUB_ID = "hub"
+
+
+class Agent:
+    def __init__(
+        self, store: DatasiteStore, hub_url: str, *, datasite_id: str, org: str,
+        name: str | None = None, token: str | None = None, hub_key: str | None = None,
+        poll_wait: float = 20.0, threshold: int = DEFAULT_THRESHOLD,
+    ) -> None:
+        self.store, self.hub_url = store, hub_url.rstrip("/")
+        self.id, self.org, self.name = datasite_id, org, name or datasite_id
+        self.token, self.pinned_key = token, hub_key
+        self.poll_wait, self.threshold = poll_wait, threshold
+        self.http = httpx.Client(base_url=self.hub_url, timeout=httpx.Timeout(10.0,
+                                 read=poll_wait + 15.0))
+        self.stop_event = threading.Event()
+        self.backoff = 0.5
+
+    # -- talking to the hub ---------------------------------------------------------------
+    def _post(self, path: str, kind: str, body: dict[str, Any],
+              headers: dict[str, str] | None = None) -> dict[str, Any]:
+        env = seal(self.store.key, sender=self.id, recipient=HUB_ID, kind=kind, body=body)
+        try:
+            resp = self.http.post(path, json=env, headers=headers)
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(f"cannot reach the hub at {self.hub_url}: {exc}") from exc
+        try:
+            data: Any = resp.json()
+        except ValueError:
+            data = resp.text
+        if resp.status_code >= 400:
+            raise error_from_json(resp.status_code, data)
+        result: dict[str, Any] = data
+        return result
+
+    def register(self) -> None:
+        cfg = self.store.config()
+        if cfg.get("registered") and cfg.get("hub_url") == self.hub_url and cfg.get("hub_key"):
+            return
+        if not self.token:
+            raise InvalidInput(
+                "this datasite is not registered with the hub yet: pass a data steward's API "
+                "token with --token (or NDL_TOKEN) for the first start"
+            )
+        data = self._post("/api/federation/register", "register",
+                          {"datasite_id": self.id, "org": self.org, "name": self.name,
+                           "public_key": self.store.key.public_b64},
+                          headers={"Authorization": f"Bearer {self.token}"})
+        hub_key = data["hub_public_key"]
+        if self.pinned_key and hub_key != self.pinned_key:
+            raise EnvelopeRejected(
+                "the hub's public key is not the one given with --hub-key: refusing to trust it"
+            )
+        self.store.save_config(id=self.id, org=self.org, name=self.name,
+                               hub_url=self.hub_url, hub_key=hub_key, registered=True)
+        log.info("registered datasite %s with %s", self.id, self.hub_url)
+
+    def publish(self) -> list[dict[str, Any]]:
+        metas = [d.meta.model_dump(mode="json") for d in self.store.datasets()]
+        out: list[dict[str, Any]] = self._post("/api/federation/publish", "publish",
+                                               {"datasets": metas})["published"]
+        log.info("published %d datasets (%d changed)", len(out),
+                 sum(1 for p in out if p["changed"]))
+        return out
+
+    def flush_replies(self) -> None:
+        for message_id, reply in self.store.unsent():
+            self._post("/api/federation/reply", "reply", {"message_id": message_id, **reply})
+            self.store.mark_sent(message_id)
+
+    def poll_once(self, wait: float | None = None) -> int:
+        self.flush_replies()
+        data = self._post("/api/federation/poll", "poll",
+                          {"wait": self.poll_wait if wait is None else wait})
+        for env in data.get("messages", []):
+            self.handle(env)
+        return len(data.get("messages", []))
+
+    # -- doing the work -------------------------------------------------------------------
+    def handle(self, env: dict[str, Any]) -> None:
+        hub_key = self.store.config().get("hub_key")
+        try:
+            opened = open_envelope(env, public_key_for=lambda s: hub_key if s == HUB_ID else None,
+                                   recipient=self.id, guard=self.store, kinds=("query",))
+        except EnvelopeRejected as exc:
+            log.warning("refused a message: %s", exc)
+            return
+        message_id = str(opened["body"]["message_id"])
+        known = self.store.message(message_id)
+        if known is not None and known[0] == "done":
+            log.info("message %s was answered before; re-sending the stored reply", message_id)
+            self.store.mark_sent(message_id, sent=False)
+        else:
+            self.store.mark_working(message_id)
+            self.store.mark_done(message_id, self.answer(opened["body"]))
+        self.flush_replies()
+
+    def answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            ds = self.store.dataset(str(body.get("dataset")))
+            spec = CountQuery.model_validate(body.get("spec") or {})
+            spec.check_against([c.model_dump() for c in ds.meta.columns])
+            columns, rows = engine.count_by(ds.path, spec.by, [c.name for c in ds.meta.columns])
+            suppressed, threshold = 0, None
+            if ds.meta.tier != "open":
+                threshold = self.threshold
+                for row in rows:
+                    if row[-1] is not None and row[-1] < threshold:
+                        row[-1], suppressed = None, suppressed + 1
+            result = QueryResult(columns=columns, rows=rows, suppressed=suppressed,
+                                 threshold=threshold, tier=ds.meta.tier)
+            return {"ok": True, "result": result.model_dump()}
+        except NdlError as exc:
+            return {"ok": False, "error": exc.to_json()["error"]}
+        except Exception as exc:
+            log.exception("query failed")
+            return {"ok": False, "error": {"code": "internal_error",
+                                           "message": f"the datasite failed to run it: {exc}"}}
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until stop() is called; every failure to reach the hub backs off and retries."""
+        ready = False
+        while not self.stop_event.is_set():
+            try:
+                if not ready:
+                    self.register()
+                    self.publish()
+                    ready = True
+                self.poll_once()
+                self.backoff = 0.5
+            except UpstreamUnavailable as exc:
+                self._sleep(f"hub unreachable ({exc})")
+            except EnvelopeRejected as exc:
+                if "unknown sender" in str(exc):
+                    # The hub forgot us (a fresh database): register again when we can.
+                    self.store.save_config(registered=False)
+                    ready = False
+                self._sleep(f"hub refused our message: {exc}")
+            except NdlError as exc:
+                if exc.http_status < 500 and not ready:
+                    raise
+                self._sleep(f"hub error: {exc}")
+
+    def _sleep(self, why: str) -> None:
+        delay = self.backoff * (0.5 + random.random())  # jitter, so sites do not stampede
+        log.warning("%s; retrying in %.1f s", why, delay)
+        self.stop_event.wait(delay)
+        self.backoff = min(self.backoff * 2, 30.0)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def close(self) -> None:
+        self.http.close()
+        self.store.close()

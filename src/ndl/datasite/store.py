@@ -1,0 +1,155 @@
+"""A datasite's folder: its identity, its datasets and its durable state.
+
+Layout::
+
+    <root>/datasite.json                 id, organisation, hub URL, the hub's pinned key
+    <root>/key.pem                       the datasite's Ed25519 key (mode 0600)
+    <root>/state.sqlite                  answered messages, unsent replies, seen nonces
+    <root>/datasets/<name>/data.parquet  the data (never leaves except as checked aggregates)
+    <root>/datasets/<name>/metadata.json what the catalogue shows
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ndl.catalogue.metadata import DatasetMeta
+from ndl.core.envelope import CLOCK_SKEW
+from ndl.core.errors import InvalidInput, NotFound
+from ndl.core.keys import SigningKey
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    message_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,            -- 'working' or 'done'
+    reply TEXT,                     -- the JSON reply body once done
+    sent INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nonces (
+    sender TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL,
+    PRIMARY KEY (sender, nonce)
+);
+"""
+
+
+@dataclass(frozen=True)
+class LocalDataset:
+    meta: DatasetMeta
+    path: Path
+
+
+class DatasiteStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "datasets").mkdir(exist_ok=True)
+        self.key = SigningKey.load_or_create(root / "key.pem")
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(root / "state.sqlite", check_same_thread=False,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # an answered message must survive a crash
+        self._db.executescript(_SCHEMA)
+
+    # -- identity -------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "datasite.json"
+
+    def config(self) -> dict[str, Any]:
+        if not self.config_path.exists():
+            return {}
+        data: dict[str, Any] = json.loads(self.config_path.read_text("utf-8"))
+        return data
+
+    def save_config(self, **changes: Any) -> dict[str, Any]:
+        cfg = {**self.config(), **changes}
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n", "utf-8")
+        os.replace(tmp, self.config_path)
+        return cfg
+
+    # -- datasets -------------------------------------------------------------------------
+    def datasets(self) -> list[LocalDataset]:
+        out = []
+        for meta_path in sorted((self.root / "datasets").glob("*/metadata.json")):
+            out.append(self._load(meta_path))
+        return out
+
+    def dataset(self, name: str) -> LocalDataset:
+        meta_path = self.root / "datasets" / name / "metadata.json"
+        if "/" in name or ".." in name or not meta_path.exists():
+            raise NotFound(f"dataset {name!r} is not held at this datasite")
+        return self._load(meta_path)
+
+    def _load(self, meta_path: Path) -> LocalDataset:
+        try:
+            meta = DatasetMeta.model_validate_json(meta_path.read_text("utf-8"))
+        except (ValidationError, ValueError) as exc:
+            raise InvalidInput(f"{meta_path} is not valid dataset metadata: {exc}") from exc
+        data = meta_path.parent / "data.parquet"
+        if not data.exists():
+            raise InvalidInput(f"{meta_path.parent} has metadata but no data.parquet")
+        return LocalDataset(meta, data)
+
+    # -- durable message state ------------------------------------------------------------
+    def message(self, message_id: str) -> tuple[str, dict[str, Any] | None, bool] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state, reply, sent FROM messages WHERE message_id = ?", (message_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return row[0], (json.loads(row[1]) if row[1] else None), bool(row[2])
+
+    def mark_working(self, message_id: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO messages (message_id, state, updated) VALUES (?, ?, ?)",
+                (message_id, "working", time.time()),
+            )
+
+    def mark_done(self, message_id: str, reply: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE messages SET state = 'done', reply = ?, updated = ? "
+                "WHERE message_id = ?",
+                (json.dumps(reply), time.time(), message_id),
+            )
+
+    def mark_sent(self, message_id: str, sent: bool = True) -> None:
+        with self._lock:
+            self._db.execute("UPDATE messages SET sent = ? WHERE message_id = ?",
+                             (int(sent), message_id))
+
+    def unsent(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT message_id, reply FROM messages WHERE state = 'done' AND sent = 0"
+            ).fetchall()
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    # -- replay guard (the ReplayGuard protocol) ------------------------------------------
+    def claim(self, sender: str, nonce: str, expires_at: int) -> bool:
+        with self._lock:
+            self._db.execute("DELETE FROM nonces WHERE expires < ?",
+                             (int(time.time()) - CLOCK_SKEW,))
+            try:
+                self._db.execute("INSERT INTO nonces VALUES (?, ?, ?)",
+                                 (sender, nonce, expires_at))
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,1 @@
+"""Synthetic demonstration data for the National Data Library."""

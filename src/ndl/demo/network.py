@@ -1,0 +1,261 @@
+"""Start a whole local library: one hub and three datasites, on loopback, as real processes.
+
+Everything lives under one folder (``--dir``): the synthetic data (``sites/``), the hub's
+database and key (``hub/``), each datasite's state and logs (``logs/``). Running the demo
+again reuses it; ``--fresh`` starts over. Children run in their own sessions so that Ctrl-C
+reaches only this process, which then stops them in order and waits for them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from ndl.access import accounts
+from ndl.access.models import User
+from ndl.core.db import Database
+from ndl.core.errors import UpstreamUnavailable
+from ndl.core.keys import SigningKey
+from ndl.demo.synth import ORGS, generate_demo_data
+from ndl.ledger import register
+
+console = Console()
+PASSWORD = "demo-password"  # local demo only: the hub listens on 127.0.0.1
+
+
+@dataclass
+class DemoUser:
+    username: str
+    roles: tuple[str, ...]
+    org: str | None
+    display: str
+
+
+USERS = [
+    DemoUser("admin", ("admin",), None, "Library administrator"),
+    DemoUser("alice", ("researcher",), None, "Alice Researcher (University of Northshire)"),
+    DemoUser("oscar", ("output_checker",), None, "Oscar Output-Checker"),
+    *[DemoUser(f"steward-{o.slug}", ("steward",), o.slug, f"Data steward, {o.name}") for o in ORGS],
+]
+
+
+def bootstrap_hub(hub_dir: Path, db_url: str) -> dict[str, str]:
+    """Create the demo's organisations and users (once); return a steward token per org."""
+    db = Database(db_url)
+    db.migrate()
+    key = SigningKey.load_or_create(hub_dir / "hub-key.pem")
+    tokens: dict[str, str] = {}
+    with db.write() as s:
+        for org in ORGS:
+            if s.get(accounts.Org, org.slug) is None:
+                accounts.create_org(s, org.slug, org.name, org.kind)
+                register.append(
+                    s,
+                    key,
+                    kind="org.created",
+                    actor="demo",
+                    subject=org.slug,
+                    payload={"name": org.name, "kind": org.kind},
+                )
+        for u in USERS:
+            user = s.query(User).filter_by(username=u.username).one_or_none()
+            if user is None:
+                user = accounts.create_user(
+                    s,
+                    u.username,
+                    roles=u.roles,
+                    org_id=u.org,
+                    display_name=u.display,
+                    password=f"{PASSWORD}-{u.username}",
+                )
+                register.append(
+                    s,
+                    key,
+                    kind="user.created",
+                    actor="demo",
+                    subject=f"user:{u.username}",
+                    payload={"roles": list(u.roles), "org": u.org},
+                )
+            if u.org:
+                tokens[u.org] = accounts.issue_token(s, user, name="demo-datasite")
+    db.dispose()
+    return tokens
+
+
+def wait_for(url: str, timeout: float, procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                raise UpstreamUnavailable(f"a demo process exited early (code {p.returncode})")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise UpstreamUnavailable(f"{url} did not come up within {timeout:g} s")
+
+
+def stop_all(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """Datasites first, then the hub: SIGTERM, then SIGKILL after ten seconds."""
+    for _, p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for name, p in reversed(procs):
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            console.print(f"{name} did not stop in 10 s; killing it")
+            p.kill()
+            p.wait()
+
+
+def run_demo(
+    root: Path,
+    *,
+    port: int = 8700,
+    people: int = 2000,
+    seed: int = 7,
+    fresh: bool = False,
+    db: str | None = None,
+    block: bool = True,
+) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    started = time.monotonic()
+    root = root.resolve()
+    if fresh and root.exists():
+        shutil.rmtree(root)
+    sites, hub_dir, logs = root / "sites", root / "hub", root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    if not (sites / ".complete").exists():
+        with console.status(f"generating synthetic data for {people:,} people…"):
+            generate_demo_data(sites, people=people, seed=seed)
+        (sites / ".complete").write_text(f"people={people} seed={seed}\n")
+    db_url = db or str(hub_dir / "hub.db")
+    tokens = bootstrap_hub(hub_dir, db_url)
+    hub_url = f"http://127.0.0.1:{port}"
+    # Children get a minimal environment: tokens travel by env, never on the command line.
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("NDL_")}
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def spawn(name: str, args: list[str], extra: dict[str, str] | None = None) -> None:
+        log = (logs / f"{name}.log").open("ab")
+        p = subprocess.Popen(
+            [sys.executable, "-m", "ndl", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**base_env, **(extra or {})},
+            start_new_session=True,
+        )
+        procs.append((name, p))
+
+    try:
+        spawn(
+            "hub",
+            [
+                "hub",
+                "--db",
+                db_url,
+                "--data-dir",
+                str(hub_dir),
+                "--port",
+                str(port),
+                "--insecure-cookies",
+                "--log-level",
+                "warning",
+            ],
+        )
+        wait_for(f"{hub_url}/healthz", 30, [p for _, p in procs])
+        for org in ORGS:
+            spawn(
+                f"datasite-{org.slug}",
+                [
+                    "datasite",
+                    "--dir",
+                    str(sites / org.slug),
+                    "--hub",
+                    hub_url,
+                    "--org",
+                    org.slug,
+                    "--name",
+                    f"{org.name} datasite",
+                ],
+                {"NDL_TOKEN": tokens[org.slug]},
+            )
+        _wait_published(hub_url, len(ORGS), 45, [p for _, p in procs])
+    except BaseException:
+        stop_all(procs)
+        raise
+    _tour(hub_url, root, time.monotonic() - started)
+    if not block:
+        return procs
+    try:
+        while all(p.poll() is None for _, p in procs):
+            time.sleep(0.5)
+        dead = [f"{n} (exit {p.returncode})" for n, p in procs if p.poll() is not None]
+        console.print(f"[red]stopping: {', '.join(dead)} stopped unexpectedly; see {logs}[/]")
+    except KeyboardInterrupt:
+        console.print("\nstopping the demo…")
+    finally:
+        stop_all(procs)
+    console.print("demo stopped")
+    return procs
+
+
+def _wait_published(
+    hub_url: str, n_sites: int, timeout: float, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                raise UpstreamUnavailable(
+                    f"a demo process exited early (code {p.returncode}); see the logs folder"
+                )
+        try:
+            sites = httpx.get(f"{hub_url}/api/datasites", timeout=2).json()["datasites"]
+            ds = httpx.get(f"{hub_url}/api/datasets", params={"limit": 1}, timeout=2).json()
+            if len(sites) >= n_sites and all(s["online"] for s in sites) and ds["total"] > 0:
+                return
+        except (httpx.TransportError, KeyError, ValueError):
+            pass
+        time.sleep(0.3)
+    raise UpstreamUnavailable(f"the datasites did not come online within {timeout:g} s")
+
+
+def _tour(hub_url: str, root: Path, took: float) -> None:
+    ndl = "ndl" if shutil.which("ndl") else f"{sys.executable} -m ndl"
+    console.print(
+        f"""
+[bold green]Your National Data Library is running[/] (ready in {took:.1f} s)
+
+  Web catalogue   {hub_url}/
+  API docs        {hub_url}/api/docs
+  Register (JSON) {hub_url}/api/register
+  Demo data       {root}   (logs in {root / "logs"})
+
+Datasites: nhs-trust, dfe, local-authority. Users (password = demo-password-<username>):
+  alice (researcher), oscar (output checker), admin, steward-nhs-trust, steward-dfe,
+  steward-local-authority
+
+Try, in another shell (after `source .venv/bin/activate`, or use .venv/bin/ndl):
+  {ndl} search "A&E"
+  {ndl} show nhs-trust/ae-attendances
+  {ndl} login --username alice --password demo-password-alice
+  {ndl} query nhs-trust/ae-attendances --count-by region
+  {ndl} datasites
+  {ndl} verify
+
+Press Ctrl-C to stop every process.
+""",
+        highlight=False,
+    )

@@ -1,0 +1,1 @@
+"""The library hub: a FastAPI app that wires the domains to HTTP."""

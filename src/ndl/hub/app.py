@@ -1,0 +1,121 @@
+"""Build the hub's FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ndl import __version__
+from ndl.core.db import Database
+from ndl.core.errors import InternalError, InvalidInput, NdlError, NotFound, PayloadTooLarge
+from ndl.core.keys import SigningKey
+from ndl.hub import api, federation_api
+from ndl.hub.state import HubSettings, HubState
+
+log = logging.getLogger("ndl.hub")
+
+
+class BodyLimit:
+    """Refuse request bodies over a size, whether or not they declare a Content-Length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _send_error(send, PayloadTooLarge(self._msg()))
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.limit:
+                raise PayloadTooLarge(self._msg())
+            return msg
+
+        await self.app(scope, limited, send)
+
+    def _msg(self) -> str:
+        return f"the request body is larger than the {self.limit:,} byte limit"
+
+
+async def _send_error(send: Send, err: NdlError) -> None:
+    resp = JSONResponse(err.to_json(), status_code=err.http_status)
+    await send({"type": "http.response.start", "status": resp.status_code,
+                "headers": resp.raw_headers})
+    await send({"type": "http.response.body", "body": resp.body})
+
+
+def error_response(err: NdlError) -> JSONResponse:
+    return JSONResponse(err.to_json(), status_code=err.http_status)
+
+
+def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    if migrate:
+        db.migrate()
+    key = SigningKey.load_or_create(settings.data_dir / "hub-key.pem")
+    app = FastAPI(title="ndl library hub", version=__version__, docs_url="/api/docs",
+                  openapi_url="/api/openapi.json", redoc_url=None)
+    app.state.hub = HubState(settings=settings, db=db, key=key)
+
+    @app.exception_handler(NdlError)
+    async def _ndl_error(_: Request, exc: NdlError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg")}
+            for e in exc.errors()
+        ]
+        first = problems[0] if problems else {"where": "body", "problem": "invalid"}
+        return error_response(InvalidInput(
+            f"{first['where']}: {first['problem']}", detail=problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Any:
+        if exc.status_code == 404:
+            return error_response(NotFound(f"no such page or endpoint: {request.url.path}"))
+        err = NdlError(str(exc.detail))
+        return JSONResponse({"error": {"code": f"http_{exc.status_code}",
+                                       "message": err.message}}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(InternalError(
+            "the hub hit an internal error; nothing was changed. The hub log has details."))
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, Any]:
+        return {"ok": True, "version": __version__}
+
+    app.include_router(api.router)
+    app.include_router(federation_api.router)
+    _mount_web(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def _mount_web(app: FastAPI) -> None:
+    """The server-rendered pages share the same service functions as the API."""
+    try:
+        from ndl.web import mount
+    except ImportError:  # pragma: no cover - web pages are part of every install
+        return
+    mount(app, Path(__file__).parent.parent / "web")

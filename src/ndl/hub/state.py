@@ -1,0 +1,95 @@
+"""What one running hub holds: settings, database, key, wake-ups and rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ndl.core.db import Database
+from ndl.core.errors import RateLimited
+from ndl.core.keys import SigningKey
+from ndl.federation.service import SqlReplayGuard
+
+
+@dataclass
+class HubSettings:
+    """Settings for ``ndl hub``; each one is also a command-line option (see ``ndl hub --help``)."""
+
+    db_url: str
+    data_dir: Path
+    query_timeout: float = 30.0
+    lease_seconds: float = 30.0
+    poll_wait_max: float = 25.0
+    max_body_bytes: int = 2_000_000
+    login_failures_allowed: int = 10
+    login_window_seconds: float = 300.0
+    secure_cookies: bool = True
+
+
+class Notifier:
+    """Wake-ups between requests in this process (a new message, an answer arrived).
+
+    Waiters also re-check the database on a short timer, so several hub processes behind one
+    database still work, only with a little more latency.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def event(self, key: str) -> asyncio.Event:
+        ev = self._events.get(key)
+        if ev is None:
+            ev = self._events[key] = asyncio.Event()
+        return ev
+
+    def notify(self, key: str) -> None:
+        ev = self._events.get(key)
+        if ev is not None:
+            ev.set()
+
+    def forget(self, key: str) -> None:
+        self._events.pop(key, None)
+
+
+class LoginLimiter:
+    """Refuse logins after too many failures from one address or for one username."""
+
+    def __init__(self, allowed: int, window: float) -> None:
+        self.allowed, self.window = allowed, window
+        self._fails: dict[str, deque[float]] = defaultdict(deque)
+
+    def _recent(self, key: str) -> deque[float]:
+        q, cutoff = self._fails[key], time.monotonic() - self.window
+        while q and q[0] < cutoff:
+            q.popleft()
+        return q
+
+    def check(self, *keys: str) -> None:
+        for key in keys:
+            q = self._recent(key)
+            if len(q) >= self.allowed:
+                wait = int(self.window - (time.monotonic() - q[0])) + 1
+                raise RateLimited(f"too many failed logins; try again in {wait} s")
+
+    def failed(self, *keys: str) -> None:
+        for key in keys:
+            self._recent(key).append(time.monotonic())
+
+
+@dataclass
+class HubState:
+    settings: HubSettings
+    db: Database
+    key: SigningKey
+    notifier: Notifier = field(default_factory=Notifier)
+    limiter: LoginLimiter = field(init=False)
+    guard: SqlReplayGuard = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = LoginLimiter(
+            self.settings.login_failures_allowed, self.settings.login_window_seconds
+        )
+        self.guard = SqlReplayGuard(self.db)

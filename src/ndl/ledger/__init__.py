@@ -1,0 +1,1 @@
+"""The public register: an append-only, hash-chained, signed log of events."""

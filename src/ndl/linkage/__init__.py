@@ -1,0 +1,1 @@
+"""Record linkage: identifier validation and matching across datasites."""

@@ -1,0 +1,1 @@
+"""Query specifications shared by the hub (validation) and the datasite (execution)."""

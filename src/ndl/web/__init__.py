@@ -1,0 +1,45 @@
+"""The hub's web pages: server-rendered HTML in the GOV.UK Design System look.
+
+``mount`` adds the page routes and serves the built assets (``scripts/build_assets.sh``) at
+``/static``. Without the built assets the pages still work, unstyled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
+
+from ndl.web.pages import router
+from ndl.web.render import Pages, assets_built, make_environment
+
+__all__ = ["mount"]
+
+_warned_missing = False
+
+
+class _StaticFiles(StaticFiles):
+    """Static files that are never sniffed, and a plain 404 if the assets were never built."""
+
+    async def check_config(self) -> None:
+        if self.directory is not None and Path(self.directory).is_dir():
+            await super().check_config()
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def mount(app: FastAPI, web_dir: Path) -> None:
+    """Add the catalogue pages to ``app`` and serve ``web_dir/static`` at ``/static``."""
+    global _warned_missing
+    static_dir = web_dir / "static"
+    styled = assets_built(static_dir, warn=not _warned_missing)
+    _warned_missing = _warned_missing or not styled
+    app.state.ndl_pages = Pages(make_environment(web_dir / "templates"), styled=styled)
+    app.include_router(router)
+    app.mount("/static", _StaticFiles(directory=static_dir, check_dir=False), name="static")
