@@ -6,7 +6,8 @@
 #
 # Inputs:  package.json + package-lock.json (pinned govuk-frontend and sass),
 #          src/ndl/web/assets/ (ndl.scss, ndl.js)
-# Outputs: src/ndl/web/static/ (ndl.css, ndl.js, govuk-frontend.min.js). Generated, not committed.
+# Outputs: src/ndl/web/static/ (ndl.css, ndl.js, govuk-frontend.min.js, favicon.svg).
+#          Generated, not committed.
 #
 # ndl is not a GOV.UK service: the stylesheet uses Arial, and no GDS Transport font files, crown
 # or crest images are copied. The pages still render (unstyled) if this has not been run.
@@ -18,7 +19,7 @@ cd "$ROOT"
 SRC=src/ndl/web/assets
 OUT=src/ndl/web/static
 GOVUK=node_modules/govuk-frontend/dist/govuk
-OUTPUTS=("$OUT/ndl.css" "$OUT/ndl.js" "$OUT/govuk-frontend.min.js")
+OUTPUTS=("$OUT/ndl.css" "$OUT/ndl.js" "$OUT/govuk-frontend.min.js" "$OUT/favicon.svg")
 INPUTS=(package.json package-lock.json scripts/build_assets.sh "$SRC")
 
 force=0
@@ -60,7 +61,7 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
 fi
 
 mkdir -p "$OUT"
-tmp="$(mktemp -d "$OUT/.build.XXXXXX")"
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/ndl-assets.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 
 node_modules/.bin/sass --no-source-map --no-error-css --style=compressed \
@@ -70,10 +71,10 @@ if grep -q "GDS Transport" "$tmp/ndl.css"; then
   exit 1
 fi
 cp "$GOVUK/govuk-frontend.min.js" "$tmp/govuk-frontend.min.js"
-cp "$SRC/ndl.js" "$tmp/ndl.js"
+cp "$SRC/ndl.js" "$SRC/favicon.svg" "$tmp/"
 
 # Move into place only when everything built, so a failed build never leaves a half set.
-for f in govuk-frontend.min.js ndl.js ndl.css; do
+for f in favicon.svg govuk-frontend.min.js ndl.js ndl.css; do
   mv -f "$tmp/$f" "$OUT/$f"
 done
 

@@ -19,7 +19,7 @@ from ndl.core.errors import AuthenticationRequired, Conflict, InvalidInput, NotF
 
 ROLES = ("researcher", "steward", "output_checker", "admin")
 ORG_KINDS = ("nhs", "education", "local_authority", "government", "academic", "other")
-TOKEN_PREFIX = "ndl_"
+TOKEN_PREFIX = "ndl_"  # noqa: S105 - a prefix, not a secret
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
 _hasher = PasswordHasher()

@@ -95,7 +95,8 @@ def show(
 @app.command()
 @handle_errors
 def query(
-    ctx: typer.Context, dataset_id: Annotated[str, typer.Argument(help="e.g. nhs-trust/ae-attendances")],
+    ctx: typer.Context,
+    dataset_id: Annotated[str, typer.Argument(help="e.g. nhs-trust/ae-attendances")],
     count_by: Annotated[list[str] | None, typer.Option(
         "--count-by", help="Group the count by this column (repeat for up to three).")] = None,
     hub: HubOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
@@ -106,7 +107,8 @@ def query(
     if as_json:
         typer.echo(json.dumps(ans.raw, indent=2))
         return
-    table = Table(title=f"{dataset_id}: count" + (f" by {', '.join(count_by)}" if count_by else ""))
+    title = f"{dataset_id}: count" + (f" by {', '.join(count_by)}" if count_by else "")
+    table = Table(title=title)
     for col in ans.columns:
         table.add_column(col)
     for row in ans.rows:

@@ -55,7 +55,8 @@ def hub(
         secure_cookies=not insecure_cookies,
     )
     application = create_app(settings)
-    console.print(f"ndl hub on http://{host}:{port}  (database {application.state.hub.db.safe_url})")
+    safe_url = application.state.hub.db.safe_url
+    console.print(f"ndl hub on http://{host}:{port}  (database {safe_url})")
     uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
 
 
@@ -88,6 +89,7 @@ def datasite(
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per long-poll is noise
     env = environ(ctx)
     store = DatasiteStore(dir)
     cfg = store.config()
@@ -142,7 +144,8 @@ def create_org(
 @handle_errors
 def create_user(
     ctx: typer.Context, username: str,
-    role: Annotated[list[str], typer.Option(help=f"Repeat for several: {', '.join(accounts.ROLES)}")],
+    role: Annotated[list[str], typer.Option(
+        help=f"Repeat for several: {', '.join(accounts.ROLES)}")],
     org: Annotated[str | None, typer.Option(help="Organisation id.")] = None,
     password_stdin: Annotated[bool, typer.Option(help="Read a password from standard input.")
                               ] = False,

@@ -24,9 +24,12 @@ class NoiseRates:
     """Probability that a source record shows each kind of error, per record or field."""
 
     typo: float = 0.05  # one substitution/transposition/deletion in a name
-    nickname: float = 0.05  # short form, applied when the given name has one
+    # Rates below apply only to records where the error is possible: ~1/3 of given names
+    # have a short form and ~36% of birth dates have a day of 1-12 unequal to the month,
+    # so these defaults give roughly 5% and 2% of all records respectively.
+    nickname: float = 0.15  # short form or alternative spelling of the given name
     family_name_change: float = 0.02  # marriage, divorce, double-barrelling
-    dob_day_month_swap: float = 0.02  # only possible when the day is 1-12
+    dob_day_month_swap: float = 0.05  # day and month transposed
     moved: float = 0.10  # a different postcode from the true home
     missing: float = 0.03  # per quasi-identifier field
     case_whitespace: float = 0.05  # per name/postcode field: case, spacing, accents

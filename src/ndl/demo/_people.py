@@ -140,7 +140,7 @@ def random_postcodes(
 
 
 def nhs_numbers(rng: np.random.Generator, n: int) -> np.ndarray:
-    """n distinct valid NHS numbers (first digit 4-7), vectorised for large populations."""
+    """n distinct valid NHS numbers in the 999 test range, vectorised for large populations."""
     weights = np.asarray(CHECK_WEIGHTS)
     found: list[np.ndarray] = []
     seen: set[str] = set()
@@ -148,7 +148,7 @@ def nhs_numbers(rng: np.random.Generator, n: int) -> np.ndarray:
     while total < n:
         batch = int((n - total) * 1.15) + 16  # about 1 in 11 draws has no valid check digit
         digits = rng.integers(0, 10, (batch, 9))
-        digits[:, 0] = rng.integers(4, 8, batch)
+        digits[:, :3] = 9  # 999 is reserved for testing: never a real person's number
         check = 11 - (digits @ weights) % 11
         check[check == 11] = 0
         digits = np.column_stack([digits[check != 10], check[check != 10]])

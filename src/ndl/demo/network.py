@@ -29,7 +29,8 @@ from ndl.demo.synth import ORGS, generate_demo_data
 from ndl.ledger import register
 
 console = Console()
-PASSWORD = "demo-password"  # local demo only: the hub listens on 127.0.0.1
+# Local demo only (the hub listens on 127.0.0.1); the tour prints it.
+PASSWORD = "demo-password"  # noqa: S105
 
 
 @dataclass

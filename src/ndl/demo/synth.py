@@ -4,8 +4,9 @@ One true population is generated, then each organisation gets its own noisy view
 the people it would know about: an NHS trust (everyone, plus A&E attendances), the
 Department for Education (school-age children) and a county council (children known
 to social care). The mapping from records to true people goes only to
-``<root>/ground-truth/truth.parquet``, outside every organisation's folder, so record
-linkage can be scored later without any dataset revealing the answer.
+``<root>/ground-truth/truth.parquet`` (with the true attributes of each person in
+``people.parquet`` beside it), outside every organisation's folder, so record linkage
+can be scored later without any dataset revealing the answer.
 """
 
 from __future__ import annotations
@@ -393,7 +394,7 @@ def _to_arrow(values: np.ndarray, type_name: str) -> pa.Array:
 def _write_dataset(org_dir: Path, spec: cat.DatasetSpec, publisher: str, cols: Columns) -> Path:
     names = [c.name for c in spec.columns]
     if sorted(names) != sorted(cols):
-        raise AssertionError(f"{spec.name}: columns {sorted(cols)} != spec {sorted(names)}")
+        raise RuntimeError(f"{spec.name}: columns {sorted(cols)} != spec {sorted(names)}")
     schema = pa.schema([pa.field(c.name, _ARROW_TYPES[c.type]) for c in spec.columns])
     table = pa.Table.from_arrays(
         [_to_arrow(cols[c.name], c.type) for c in spec.columns], schema=schema
@@ -406,6 +407,25 @@ def _write_dataset(org_dir: Path, spec: cat.DatasetSpec, publisher: str, cols: C
         json.dumps(meta, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     return ds_dir
+
+
+def _write_people(pop: Population, path: Path) -> None:
+    """The true attributes of every person, for diagnosing linkage errors (not a dataset)."""
+    table = pa.table(
+        {
+            "person_id": pa.array(pop.person_id.tolist(), type=pa.string()),
+            "household_id": pa.array(pop.household, type=pa.int64()),
+            "given_name": pa.array(pop.given_name.tolist(), type=pa.string()),
+            "family_name": pa.array(pop.family_name.tolist(), type=pa.string()),
+            "date_of_birth": pa.array(pop.date_of_birth, type=pa.date32()),
+            "sex": pa.array(pop.sex.tolist(), type=pa.string()),
+            "postcode": pa.array(pop.postcode.tolist(), type=pa.string()),
+            "region": pa.array(pop.region.tolist(), type=pa.string()),
+            "ethnicity": pa.array(pop.ethnicity.tolist(), type=pa.string()),
+            "nhs_number": pa.array(pop.nhs_number.tolist(), type=pa.string()),
+        }
+    )
+    pq.write_table(table, path, compression="zstd")
 
 
 def generate_demo_data(
@@ -468,4 +488,5 @@ def generate_demo_data(
         {k: pa.array(np.concatenate(v).tolist(), type=pa.string()) for k, v in truth.items()}
     )
     pq.write_table(truth_table, truth_path, compression="zstd")
+    _write_people(pop, truth_dir / "people.parquet")
     return DemoData(root=root, orgs=list(ORGS), datasets=datasets, truth_path=truth_path)

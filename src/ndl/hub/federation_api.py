@@ -84,7 +84,7 @@ def publish(signed: Signed, state: HubDep) -> dict[str, Any]:
 
 
 @router.post("/poll")
-async def poll(signed: Signed, state: HubDep) -> dict[str, Any]:
+async def poll(request: Request, signed: Signed, state: HubDep) -> dict[str, Any]:
     """Long-poll: return as soon as there is work, or empty-handed after ``wait`` seconds."""
     site, env = signed
     if env["kind"] != "poll":
@@ -104,8 +104,11 @@ async def poll(signed: Signed, state: HubDep) -> dict[str, Any]:
         remaining = deadline - time.monotonic()
         if messages or remaining <= 0:
             return {"messages": messages}
+        if await request.is_disconnected():
+            # The datasite went away; leaving now also lets the hub shut down promptly.
+            return {"messages": []}
         try:
-            await asyncio.wait_for(ev.wait(), timeout=min(1.0, remaining))
+            await asyncio.wait_for(ev.wait(), timeout=min(0.25, remaining))
         except TimeoutError:
             pass
 

@@ -10,9 +10,9 @@ any head a reader saved earlier (``ndl verify --expect-head``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from collections.abc import Iterable
 from typing import Any, Protocol
 
 import rfc8785

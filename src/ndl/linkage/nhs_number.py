@@ -66,12 +66,11 @@ def format_nhs_number(nhs_number: str) -> str:
 def generate(rng: random.Random) -> str:
     """Generate a random valid NHS number using the caller's RNG (deterministic per seed).
 
-    The first digit is drawn from 4-7 so values look like numbers issued in England
-    rather than the obvious 999 test range; they carry no real data, but a generated
-    number can coincide with a real person's, so never join synthetic data to real data.
+    Numbers start 999, the range NHS England reserves for testing, so a synthetic number can
+    never coincide with a real person's.
     """
     while True:
-        first9 = str(rng.randint(4, 7)) + "".join(str(rng.randrange(10)) for _ in range(8))
+        first9 = "999" + "".join(str(rng.randrange(10)) for _ in range(6))
         check = check_digit(first9)
         # Retry rather than patch a digit so the output stays uniform over valid numbers.
         if check is not None:

@@ -153,6 +153,6 @@ def search_page(
 def dataset_page(request: Request, site: str, name: str, _: Public) -> HTMLResponse:
     def build(session: Session) -> tuple[str, dict[str, Any]]:
         ds = catalogue.get_dataset(session, f"{site}/{name}")
-        return "dataset.html", {"ds": ds, "json_href": f"/api/datasets/{ds.id}"}
+        return "dataset.html", {"ds": ds}
 
     return _page(request, build)

@@ -16,7 +16,7 @@ log = logging.getLogger("ndl.web")
 SERVICE_NAME = "National Data Library (ndl)"
 
 # The files scripts/build_assets.sh writes. Without them pages are plain HTML.
-ASSET_FILES = ("ndl.css", "ndl.js", "govuk-frontend.min.js")
+ASSET_FILES = ("ndl.css", "ndl.js", "govuk-frontend.min.js", "favicon.svg")
 
 # Pages load only their own CSS and JS; no inline script, no framing, no other origins.
 SECURITY_HEADERS = {

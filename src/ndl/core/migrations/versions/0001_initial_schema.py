@@ -5,11 +5,10 @@ Revises:
 Create Date: 2026-11-25
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 import ndl.core.db
-
 
 revision = "0001"
 down_revision = None

@@ -1,0 +1,102 @@
+"""Fixtures shared by every test tier. See tests/README.md for what each tier covers."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+PG_BASE = os.environ.get("NDL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _require(var: str) -> bool:
+    return os.environ.get(var, "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end.
+
+    Skips when no server answers, unless NDL_REQUIRE_PG=1 (CI sets it) makes that a failure.
+    """
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
+    name = f"ndl_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        if _require("NDL_REQUIRE_PG"):
+            pytest.fail(f"NDL_REQUIRE_PG is set but PostgreSQL is unreachable: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_BASE}")
+    url = PG_BASE.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """An empty schema for one test: drop everything the previous test created."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    engine.dispose()
+    yield pg_server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Run the test once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "hub.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def write_dataset(root: Path, name: str, table: pa.Table, *, tier: str = "safeguarded",
+                  title: str | None = None, publisher: str = "Test Trust",
+                  keywords: list[str] | None = None, description: str = "") -> Path:
+    """Write a dataset folder (Parquet + metadata.json) the way a datasite keeps it."""
+    types = {pa.string(): "string", pa.int64(): "integer", pa.float64(): "float",
+             pa.bool_(): "boolean", pa.date32(): "date"}
+    d = root / "datasets" / name
+    d.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, d / "data.parquet")
+    meta = {
+        "name": name, "title": title or name.replace("-", " ").title(),
+        "description": description, "publisher": publisher, "tier": tier,
+        "keywords": keywords or [], "row_count": table.num_rows,
+        "columns": [{"name": f.name, "type": types.get(f.type, "string")}
+                    for f in table.schema],
+    }
+    (d / "metadata.json").write_text(json.dumps(meta), "utf-8")
+    return d
+
+
+@pytest.fixture
+def small_site(tmp_path: Path) -> Path:
+    """A datasite folder with one safeguarded and one open dataset of known counts."""
+    root = tmp_path / "site"
+    regions = ["North East"] * 25 + ["London"] * 12 + ["Wales"] * 3
+    write_dataset(root, "ae-attendances", pa.table({
+        "region": regions, "acuity": [i % 3 + 1 for i in range(len(regions))],
+    }), title="A&E attendances", keywords=["A&E", "emergency"],
+        description="Synthetic A&E attendances for tests.")
+    write_dataset(root, "ward-population", pa.table({
+        "ward": ["A", "B", "C"], "population": [100, 5, 7],
+    }), tier="open", title="Ward population")
+    return root
