@@ -127,6 +127,8 @@ class HubProcess(_Process):
         with self.db.write() as s:
             user = accounts.create_user(s, username, roles=roles, org_id=org,
                                         password=password)
+            register.append(s, self.key, kind="user.created", actor="test",
+                            subject=f"user:{username}", payload={"roles": roles, "org": org})
             return accounts.issue_token(s, user, name="test")
 
 

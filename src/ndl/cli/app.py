@@ -17,8 +17,8 @@ app = typer.Typer(
     help="ndl: a federated National Data Library. Run a hub, a datasite or the demo; "
          "search the catalogue; query data where it lives.",
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -60,7 +60,10 @@ def search(
         typer.echo(json.dumps(res, indent=2))
         return
     table = Table(title=f"{res['total']} datasets found")
-    for col in ("id", "title", "publisher", "tier"):
+    # Ids are what people copy into the next command: never truncate them.
+    longest = max((len(d["id"]) for d in res["results"]), default=2)
+    table.add_column("id", no_wrap=True, min_width=longest)
+    for col in ("title", "publisher", "tier"):
         table.add_column(col)
     for d in res["results"]:
         table.add_row(d["id"], d["title"], d["publisher"], d["tier"])
@@ -127,7 +130,8 @@ def datasites(ctx: typer.Context, hub: HubOpt = None, token: TokenOpt = None) ->
     with _client(ctx, hub, token) as client:
         sites = client.datasites()
     table = Table()
-    for col in ("id", "org", "name", "online", "last seen"):
+    table.add_column("id", no_wrap=True, min_width=max((len(s["id"]) for s in sites), default=2))
+    for col in ("org", "name", "online", "last seen"):
         table.add_column(col)
     for s in sites:
         table.add_row(s["id"], s["org"], s["name"], "yes" if s["online"] else "no",

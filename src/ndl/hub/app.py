@@ -36,17 +36,34 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await _send_error(send, PayloadTooLarge(self._msg()))
             return
-        seen = 0
+        seen, too_big, started = 0, False, False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, too_big
+            if too_big:
+                return {"type": "http.disconnect"}
             msg = await receive()
             seen += len(msg.get("body", b""))
             if seen > self.limit:
-                raise PayloadTooLarge(self._msg())
+                # Tell the app the client went away; we answer 413 ourselves below.
+                too_big = True
+                return {"type": "http.disconnect"}
             return msg
 
-        await self.app(scope, limited, send)
+        async def guarded_send(msg: Message) -> None:
+            nonlocal started
+            if too_big:
+                return
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self.app(scope, limited, guarded_send)
+        except Exception:
+            if not too_big:
+                raise
+        if too_big and not started:
+            await _send_error(send, PayloadTooLarge(self._msg()))
 
     def _msg(self) -> str:
         return f"the request body is larger than the {self.limit:,} byte limit"

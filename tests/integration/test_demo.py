@@ -1,0 +1,83 @@
+"""``ndl demo`` as a newcomer meets it: up within 60 s, the tour's commands work, Ctrl-C stops
+every process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from ndl.testing import free_port
+
+
+def _ndl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ndl", *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def _alive_under(root: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(root) in cmd and " demo " not in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_demo_comes_up_answers_the_tour_and_stops_cleanly(tmp_path: Path) -> None:
+    port, root = free_port(), tmp_path / "demo"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NDL_")},
+           "NDL_CONFIG_DIR": str(tmp_path / "cfg"), "NDL_HUB": f"http://127.0.0.1:{port}"}
+    started = time.monotonic()
+    demo = subprocess.Popen([sys.executable, "-m", "ndl", "demo", "--dir", str(root),
+                             "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        out = ""
+        assert demo.stdout is not None
+        while "is running" not in out:
+            line = demo.stdout.readline()
+            assert line, f"demo exited early:\n{out}"
+            out += line
+            assert time.monotonic() - started < 60, out
+        ready = time.monotonic() - started
+        print(f"demo ready in {ready:.1f} s")
+
+        found = _ndl(env, "search", "A&E")
+        assert found.returncode == 0 and "nhs-trust/ae-attendances" in found.stdout
+
+        login = _ndl(env, "login", "--username", "alice", "--password",
+                     "demo-password-alice")
+        assert login.returncode == 0, login.stderr
+        counts = _ndl(env, "query", "nhs-trust/ae-attendances", "--count-by", "region",
+                      "--json")
+        assert counts.returncode == 0, counts.stderr
+        assert '"columns": [\n    "region",\n    "n"\n  ]' in counts.stdout
+
+        sites = httpx.get(f"http://127.0.0.1:{port}/api/datasites").json()["datasites"]
+        assert sorted(s["id"] for s in sites) == ["dfe", "local-authority", "nhs-trust"]
+        verify = _ndl(env, "verify")
+        assert verify.returncode == 0, verify.stdout
+
+        children = _alive_under(root)
+        assert len(children) == 4, children  # hub + three datasites
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=30) == 0
+        assert _alive_under(root) == []
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()
+        for pid in _alive_under(root):
+            os.kill(pid, signal.SIGKILL)

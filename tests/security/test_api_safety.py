@@ -1,0 +1,122 @@
+"""Every route declares who may call it; errors share one shape; logins are rate limited;
+oversized bodies are refused. In-process app (the rules are the same in a real process)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+
+from ndl.hub.app import create_app
+from ndl.hub.state import HubSettings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Any:
+    return create_app(HubSettings(db_url=str(tmp_path / "hub.db"), data_dir=tmp_path,
+                                  login_failures_allowed=3, max_body_bytes=10_000))
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+    app.state.hub.db.dispose()
+
+
+def _access_rules(route: APIRoute) -> list[str]:
+    rules: list[str] = []
+
+    def walk(dependant: Any) -> None:
+        for dep in dependant.dependencies:
+            rule = getattr(dep.call, "__ndl_access__", None)
+            if rule:
+                rules.append(rule)
+            walk(dep)
+
+    walk(route.dependant)
+    return rules
+
+
+def test_every_route_declares_exactly_one_access_rule(app: Any) -> None:
+    missing = []
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or route.path == "/healthz":
+            continue
+        rules = _access_rules(route)
+        if len(rules) != 1:
+            missing.append(f"{sorted(route.methods)} {route.path}: {rules}")
+    assert not missing, "routes without exactly one access rule:\n" + "\n".join(missing)
+
+
+def test_write_routes_are_never_public(app: Any) -> None:
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.methods & {"POST", "PUT", "PATCH", "DELETE"}:
+            rules = _access_rules(route)
+            if route.path == "/api/auth/login":
+                continue
+            assert rules and rules[0] != "public", f"{route.path} is writable by anyone"
+
+
+@pytest.mark.parametrize("method,path,body,status", [
+    ("GET", "/api/nope", None, 404),
+    ("GET", "/api/me", None, 401),
+    ("GET", "/api/datasets/x/y", None, 404),
+    ("POST", "/api/orgs", {"id": "x", "name": "y"}, 401),
+    ("POST", "/api/auth/login", {"username": ""}, 422),
+    ("GET", "/api/datasets?limit=100000", None, 422),
+    ("POST", "/api/federation/poll", {"v": 1}, 401),
+    ("DELETE", "/api/datasets", None, 405),
+])
+def test_errors_share_one_json_shape(client: TestClient, method: str, path: str,
+                                     body: Any, status: int) -> None:
+    r = client.request(method, path, json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) <= {"code", "message", "detail"} and err["code"] and err["message"]
+
+
+def test_logins_are_rate_limited(client: TestClient) -> None:
+    for _ in range(3):
+        r = client.post("/api/auth/login", json={"username": "alice", "password": "nope"})
+        assert r.status_code == 401
+    r = client.post("/api/auth/login", json={"username": "alice", "password": "nope"})
+    assert r.status_code == 429 and "too many failed logins" in r.json()["error"]["message"]
+    # Another username from the same address is limited too (the address is counted).
+    r = client.post("/api/auth/login", json={"username": "bob", "password": "nope"})
+    assert r.status_code == 429
+
+
+def test_oversized_bodies_are_refused(client: TestClient) -> None:
+    r = client.post("/api/auth/login", content=b"x" * 20_000,
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_oversized_chunked_bodies_are_refused(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(30):
+            yield b"x" * 1000
+
+    r = client.post("/api/auth/login", content=chunks(),
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_wrong_role_is_refused_with_the_needed_role(client: TestClient, app: Any) -> None:
+    from ndl.access import accounts
+
+    with app.state.hub.db.write() as s:
+        user = accounts.create_user(s, "rita", roles=["researcher"])
+        token = accounts.issue_token(s, user)
+    r = client.post("/api/orgs", json={"id": "new-org", "name": "New"},
+                    headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403 and "admin" in r.json()["error"]["message"]
