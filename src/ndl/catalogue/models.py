@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ndl.core.db import Base, UTCDateTime, utcnow
@@ -28,5 +28,49 @@ class Dataset(Base):
     row_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     metadata_hash: Mapped[str] = mapped_column(String(64))
+    # The full validated metadata (DCAT, access and ndl fields) as the datasite published it.
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DatasetFacet(Base):
+    """One (facet, value) a dataset carries: publisher, tier, theme, geography, year, join key.
+
+    A table rather than JSON columns so every facet filters and counts through one index.
+    """
+
+    __tablename__ = "dataset_facets"
+    __table_args__ = (Index("ix_dataset_facets_facet_value", "facet", "value"),)
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    facet: Mapped[str] = mapped_column(String(20), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+class DatasetVersion(Base):
+    """Every version of a dataset's metadata the catalogue has seen."""
+
+    __tablename__ = "dataset_versions"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metadata_hash: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DatasetMock(Base):
+    """Synthetic mock rows for a dataset (Parquet bytes): same schema, no real row."""
+
+    __tablename__ = "dataset_mocks"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    parquet: Mapped[bytes] = mapped_column(LargeBinary)
+    method: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -16,8 +16,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ndl.catalogue.models import Dataset
+from ndl.core.errors import InvalidInput
 
-FACETS = ("publisher", "tier")
+FACETS = ("publisher", "tier", "theme", "geography", "year", "join_key")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -74,6 +75,14 @@ class SearchResult:
     facets: dict[str, dict[str, int]]
 
 
+SORTS = {
+    "relevance": "m.score, d.title",
+    "title": "d.title, d.id",
+    "updated": "d.updated_at DESC, d.id",
+    "rows": "d.row_count DESC, d.id",
+}
+
+
 def _match_cte(session: Session, q: str | None) -> tuple[str, dict[str, Any]] | None:
     """SQL for (dataset_id, score) rows matching q; lower score is better. None = match all."""
     if not q or not q.strip():
@@ -97,24 +106,40 @@ def _match_cte(session: Session, q: str | None) -> tuple[str, dict[str, Any]] | 
 
 def search(
     session: Session, q: str | None = None, *, filters: dict[str, str | None] | None = None,
-    limit: int = 20, offset: int = 0,
+    limit: int = 20, offset: int = 0, sort: str = "relevance",
 ) -> SearchResult:
-    filters = {k: v for k, v in (filters or {}).items() if v and k in FACETS}
+    """Ranked full-text search with facet filters and counts.
+
+    ``filters`` maps a facet in :data:`FACETS` to one value. Each facet's counts apply every
+    filter but its own, so a user can switch between that facet's values.
+    """
+    if sort not in SORTS:
+        raise InvalidInput(f"sort must be one of {', '.join(SORTS)}")
+    unknown = [k for k in (filters or {}) if k not in FACETS]
+    if unknown:
+        raise InvalidInput(f"unknown filter {unknown[0]!r}; filters are {', '.join(FACETS)}")
+    filters = {k: v for k, v in (filters or {}).items() if v}
     q = q.replace("\x00", "") if q else q  # PostgreSQL text cannot hold NUL; it is never meant
     match = _match_cte(session, q)
     params: dict[str, Any] = {}
     if match is not None:
         source = f"datasets d JOIN ({match[0]}) m ON m.dataset_id = d.id"
         params.update(match[1])
-        order = "m.score, d.title"
+        order = SORTS[sort]
     else:
-        source, order = "datasets d", "d.title"
+        source = "datasets d"
+        order = SORTS["title" if sort == "relevance" else sort]
 
     def where(skip: str | None = None) -> str:
-        parts = [f"d.{k} = :f_{k}" for k in filters if k != skip]
+        parts = [
+            f"d.id IN (SELECT dataset_id FROM dataset_facets WHERE facet = :fk_{k} "
+            f"AND value = :fv_{k})"
+            for k in filters if k != skip
+        ]
         return (" WHERE " + " AND ".join(parts)) if parts else ""
 
-    params.update({f"f_{k}": v for k, v in filters.items()})
+    for k, v in filters.items():
+        params[f"fk_{k}"], params[f"fv_{k}"] = k, v
     # Only fixed SQL and whitelisted facet names are interpolated; user values are parameters.
     total = session.execute(
         text(f"SELECT count(*) FROM {source}{where()}"), params  # noqa: S608
@@ -130,11 +155,12 @@ def search(
     by_id = {d.id: d for d in session.query(Dataset).filter(Dataset.id.in_(ids))} if ids else {}
     facets: dict[str, dict[str, int]] = {}
     for facet in FACETS:
-        # Each facet counts with every filter but its own, so users can switch between values.
         rows = session.execute(
-            text(f"SELECT d.{facet}, count(*) FROM {source}{where(skip=facet)} "  # noqa: S608
-                 f"GROUP BY d.{facet} ORDER BY count(*) DESC, d.{facet}"),
-            params,
+            text(f"SELECT f.value, count(*) FROM dataset_facets f "  # noqa: S608
+                 f"WHERE f.facet = :facet AND f.dataset_id IN "
+                 f"(SELECT d.id FROM {source}{where(skip=facet)}) "
+                 f"GROUP BY f.value ORDER BY count(*) DESC, f.value"),
+            {**params, "facet": facet},
         )
         facets[facet] = {str(k): int(n) for k, n in rows}
     return SearchResult(int(total), [by_id[i] for i in ids if i in by_id], facets)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from datetime import date
+
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ndl.catalogue.metadata import DatasetMeta
-from ndl.catalogue.models import Dataset
+from ndl.catalogue.models import Dataset, DatasetFacet, DatasetVersion
 from ndl.catalogue.search import reindex
 from ndl.core.db import utcnow
 from ndl.core.errors import NotFound
@@ -39,7 +41,11 @@ def publish(
         ds.publisher, ds.tier, ds.keywords = meta.publisher, meta.tier, list(meta.keywords)
         ds.columns = [c.model_dump(mode="json") for c in meta.columns]
         ds.row_count, ds.metadata_hash = meta.row_count, digest
+        ds.meta = meta.model_dump(mode="json")
         session.flush()
+        session.add(DatasetVersion(dataset_id=ds_id, version=ds.version, meta=ds.meta,
+                                   metadata_hash=digest))
+        set_facets(session, ds_id, facet_values(meta))
         reindex(session, ds)
         register.append(
             session, key, kind="dataset.published", actor=f"datasite:{datasite.id}",
@@ -48,6 +54,31 @@ def publish(
         )
         out.append({"id": ds_id, "version": ds.version, "changed": True})
     return out
+
+
+def facet_values(meta: DatasetMeta) -> dict[str, set[str]]:
+    """The facet values a dataset is found under."""
+    years: set[str] = set()
+    if meta.temporal is not None:
+        end = (meta.temporal.end or date.today()).year
+        years = {str(y) for y in range(max(meta.temporal.start.year, end - 99), end + 1)}
+    return {
+        "publisher": {meta.publisher}, "tier": {meta.tier}, "theme": set(meta.themes),
+        "geography": {meta.spatial} if meta.spatial else set(), "year": years,
+        "join_key": set(meta.join_keys),
+    }
+
+
+def set_facets(session: Session, dataset_id: str, values: dict[str, set[str]]) -> None:
+    session.execute(delete(DatasetFacet).where(DatasetFacet.dataset_id == dataset_id))
+    session.add_all(DatasetFacet(dataset_id=dataset_id, facet=f, value=v)
+                    for f, vs in values.items() for v in sorted(vs))
+
+
+def versions(session: Session, dataset_id: str) -> list[DatasetVersion]:
+    return list(session.scalars(
+        select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id)
+        .order_by(DatasetVersion.version.desc())))
 
 
 def get_dataset(session: Session, dataset_id: str) -> Dataset:
@@ -64,6 +95,10 @@ def list_datasets(session: Session, datasite_id: str) -> list[Dataset]:
     return list(session.scalars(select(Dataset).where(Dataset.datasite_id == datasite_id)))
 
 
+_SUMMARY_KEYS = {"name", "title", "publisher", "tier", "description", "keywords", "row_count",
+                 "columns"}
+
+
 def summary_json(ds: Dataset) -> dict[str, Any]:
     return {
         "id": ds.id, "name": ds.name, "title": ds.title, "publisher": ds.publisher,
@@ -74,7 +109,8 @@ def summary_json(ds: Dataset) -> dict[str, Any]:
 
 
 def detail_json(ds: Dataset) -> dict[str, Any]:
+    extra = {k: v for k, v in (ds.meta or {}).items() if k not in _SUMMARY_KEYS}
     return {
-        **summary_json(ds), "columns": ds.columns,
+        **extra, **summary_json(ds), "columns": ds.columns,
         "published_at": ds.published_at.isoformat(), "updated_at": ds.updated_at.isoformat(),
     }

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
 
 from ndl.access import accounts
 from ndl.access.accounts import Principal
 from ndl.access.models import Org
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.search import search
-from ndl.core.db import utcnow
-from ndl.core.errors import UpstreamTimeout, error_from_json
 from ndl.federation import service as federation
-from ndl.federation.models import Datasite, Message
+from ndl.federation.models import Datasite
 from ndl.hub.deps import authenticated, hub, public, requires
+from ndl.hub.roundtrip import ask_datasite
 from ndl.hub.state import HubState
 from ndl.ledger import register
 from ndl.query.spec import CountQuery
@@ -136,70 +132,10 @@ async def query_dataset(
     who: Annotated[Principal, Depends(requires("researcher"))],
 ) -> dict[str, Any]:
     """Send an aggregate query to the dataset's datasite and wait for its answer."""
-    dataset_id = f"{site}/{name}"
-
-    def submit() -> str:
-        with state.db.write() as s:
-            ds = catalogue.get_dataset(s, dataset_id)
-            spec.check_against(ds.columns)
-            msg = federation.enqueue(
-                s, datasite_id=ds.datasite_id, kind="query",
-                body={"dataset": ds.name, "spec": spec.model_dump(),
-                      "requested_by": who.username},
-                timeout=state.settings.query_timeout,
-            )
-            register.append(s, state.key, kind="query.submitted", actor=who.username,
-                            subject=dataset_id,
-                            payload={"message_id": msg.id, "spec": spec.model_dump()})
-            return msg.id
-
-    message_id = await run_in_threadpool(submit)
-    state.notifier.notify(f"site:{site}")
-    reply = await wait_for_reply(state, message_id, site)
-    if not reply.get("ok"):
-        raise error_from_json(400, {"error": reply.get("error", {})})
-    return {"dataset": dataset_id, "message_id": message_id, **reply["result"]}
-
-
-async def wait_for_reply(state: HubState, message_id: str, site: str) -> dict[str, Any]:
-    key = f"msg:{message_id}"
-    ev = state.notifier.event(key)
-    deadline = time.monotonic() + state.settings.query_timeout
-    try:
-        while True:
-            ev.clear()
-
-            def look() -> Message | None:
-                with state.db.read() as s:
-                    return s.get(Message, message_id)
-
-            msg = await run_in_threadpool(look)
-            if msg is not None and msg.state == "answered" and msg.reply is not None:
-                return msg.reply
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return await run_in_threadpool(_give_up, state, message_id, site)
-            try:
-                await asyncio.wait_for(ev.wait(), timeout=min(0.5, remaining))
-            except TimeoutError:
-                pass
-    finally:
-        state.notifier.forget(key)
-
-
-def _give_up(state: HubState, message_id: str, site: str) -> dict[str, Any]:
-    with state.db.write() as s:
-        msg = s.get(Message, message_id)
-        if msg is not None and msg.state == "answered" and msg.reply is not None:
-            return msg.reply
-        federation.expire(s, message_id)
-        ds = s.get(Datasite, site)
-        seen = ds.last_seen_at if ds else None
-    when = (f"last seen {int((utcnow() - seen).total_seconds())} s ago" if seen
-            else "never seen")
-    raise UpstreamTimeout(
-        f"datasite {site!r} did not answer within {state.settings.query_timeout:g} s "
-        f"({when}); it may be offline. Nothing was run; try again later."
+    return await ask_datasite(
+        state, who, f"{site}/{name}", kind="query", body={"spec": spec.model_dump()},
+        check=lambda ds: spec.check_against(ds.columns), record="query.submitted",
+        payload={"spec": spec.model_dump()},
     )
 
 
