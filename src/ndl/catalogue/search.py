@@ -132,7 +132,7 @@ def search(
 
     def where(skip: str | None = None) -> str:
         parts = [
-            f"d.id IN (SELECT dataset_id FROM dataset_facets WHERE facet = :fk_{k} "
+            f"d.id IN (SELECT dataset_id FROM dataset_facets WHERE facet = :fk_{k} "  # noqa: S608
             f"AND value = :fv_{k})"
             for k in filters if k != skip
         ]

@@ -48,4 +48,4 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-from ndl.cli import client_cmds, demo_cmd, servers  # noqa: E402,F401  (registers commands)
+from ndl.cli import client_cmds, demo_cmd, mcp_cmd, servers  # noqa: E402,F401  (registers commands)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -20,11 +21,12 @@ from ndl.core.errors import (
     EnvelopeRejected,
     InvalidInput,
     NdlError,
+    PermissionDenied,
     UpstreamUnavailable,
     error_from_json,
 )
 from ndl.datasite import engine
-from ndl.datasite.store import DatasiteStore
+from ndl.datasite.store import DatasiteStore, LocalDataset
 from ndl.query.spec import DEFAULT_THRESHOLD, CountQuery, QueryResult
 
 log = logging.getLogger("ndl.datasite")
@@ -111,7 +113,7 @@ class Agent:
         hub_key = self.store.config().get("hub_key")
         try:
             opened = open_envelope(env, public_key_for=lambda s: hub_key if s == HUB_ID else None,
-                                   recipient=self.id, guard=self.store, kinds=("query",))
+                                   recipient=self.id, guard=self.store, kinds=tuple(HANDLERS))
         except EnvelopeRejected as exc:
             log.warning("refused a message: %s", exc)
             return
@@ -122,41 +124,35 @@ class Agent:
             self.store.mark_sent(message_id, sent=False)
         else:
             self.store.mark_working(message_id)
-            self.store.mark_done(message_id, self.answer(opened["body"]))
+            self.store.mark_done(message_id, self.answer(opened["kind"], opened["body"]))
         self.flush_replies()
 
-    def answer(self, body: dict[str, Any]) -> dict[str, Any]:
+    def answer(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Run one handler; any failure becomes an error reply rather than a crash."""
         try:
             ds = self.store.dataset(str(body.get("dataset")))
-            spec = CountQuery.model_validate(body.get("spec") or {})
-            spec.check_against([c.model_dump() for c in ds.meta.columns])
-            columns, rows = engine.count_by(ds.path, spec.by, [c.name for c in ds.meta.columns])
-            suppressed, threshold = 0, None
-            if ds.meta.tier != "open":
-                threshold = self.threshold
-                for row in rows:
-                    if row[-1] is not None and row[-1] < threshold:
-                        row[-1], suppressed = None, suppressed + 1
-            result = QueryResult(columns=columns, rows=rows, suppressed=suppressed,
-                                 threshold=threshold, tier=ds.meta.tier)
-            return {"ok": True, "result": result.model_dump()}
+            result = HANDLERS[kind](self, ds, body)
+            return {"ok": True, "result": result}
         except NdlError as exc:
             return {"ok": False, "error": exc.to_json()["error"]}
         except Exception as exc:
-            log.exception("query failed")
+            log.exception("%s failed", kind)
             return {"ok": False, "error": {"code": "internal_error",
                                            "message": f"the datasite failed to run it: {exc}"}}
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> None:
         """Run until stop() is called; every failure to reach the hub backs off and retries."""
-        ready = False
+        ready, seen = False, None
         while not self.stop_event.is_set():
             try:
                 if not ready:
                     self.register()
-                    self.publish()
                     ready = True
+                now = self.store.fingerprint()
+                if now != seen:  # first start, or a steward published or edited something
+                    self.publish()
+                    seen = now
                 self.poll_once()
                 self.backoff = 0.5
             except UpstreamUnavailable as exc:
@@ -165,7 +161,7 @@ class Agent:
                 if "unknown sender" in str(exc):
                     # The hub forgot us (a fresh database): register again when we can.
                     self.store.save_config(registered=False)
-                    ready = False
+                    ready, seen = False, None
                 self._sleep(f"hub refused our message: {exc}")
             except NdlError as exc:
                 if exc.http_status < 500 and not ready:
@@ -184,3 +180,55 @@ class Agent:
     def close(self) -> None:
         self.http.close()
         self.store.close()
+
+
+# -- what the datasite does for each kind of message -----------------------------------------
+# Each handler re-checks what it is asked against the datasite's own copy of the metadata:
+# the hub's checks are a convenience, these are the ones that count.
+
+def _count(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str, Any]:
+    spec = CountQuery.model_validate(body.get("spec") or {})
+    spec.check_against([c.model_dump() for c in ds.meta.columns])
+    columns, rows = engine.count_by(ds.path, spec.by, [c.name for c in ds.meta.columns])
+    suppressed, threshold = 0, None
+    if ds.meta.tier != "open":
+        threshold = agent.threshold
+        for row in rows:
+            if row[-1] is not None and row[-1] < threshold:
+                row[-1], suppressed = None, suppressed + 1
+    return QueryResult(columns=columns, rows=rows, suppressed=suppressed, threshold=threshold,
+                       tier=ds.meta.tier).model_dump()
+
+
+def _open_sql(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str, Any]:
+    if ds.meta.tier != "open":
+        raise PermissionDenied(
+            f"{ds.meta.name} is {ds.meta.tier} data: SQL over rows is only for open data")
+    sql = body.get("sql")
+    if not isinstance(sql, str) or not sql.strip():
+        raise InvalidInput("give the SQL as a string, e.g. SELECT * FROM data LIMIT 10")
+    limit = min(int(body.get("limit") or OPEN_SQL_MAX_ROWS), OPEN_SQL_MAX_ROWS)
+    budget = float(body.get("time_budget") or OPEN_SQL_TIMEOUT)
+    columns, rows, truncated = engine.run_sql(ds.path, sql, limit=limit,
+                                              timeout=min(budget, OPEN_SQL_TIMEOUT))
+    return {"columns": columns, "rows": rows, "truncated": truncated, "limit": limit}
+
+
+def _update_metadata(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str, Any]:
+    from ndl.datasite.metadata_edit import apply_metadata_changes
+
+    changes = body.get("changes")
+    if not isinstance(changes, dict) or not changes:
+        raise InvalidInput("give the changes as an object of field: value")
+    meta = apply_metadata_changes(agent.store.root, ds.meta.name, changes)
+    agent.publish()
+    return {"metadata": meta.model_dump(mode="json")}
+
+
+OPEN_SQL_MAX_ROWS = 10_000
+OPEN_SQL_TIMEOUT = 10.0
+HANDLERS: dict[str, Callable[[Agent, LocalDataset, dict[str, Any]], dict[str, Any]]] = {
+    "query": _count,
+    "open_sql": _open_sql,
+    "metadata.update": _update_metadata,
+}

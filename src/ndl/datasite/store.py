@@ -86,6 +86,15 @@ class DatasiteStore:
             out.append(self._load(meta_path))
         return out
 
+    def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        """Cheap change detector for the datasets folder (names, sizes and mtimes)."""
+        out = []
+        for p in sorted((self.root / "datasets").glob("*/*")):
+            if p.name in ("metadata.json", "data.parquet", "mock.parquet"):
+                st = p.stat()
+                out.append((str(p.relative_to(self.root)), st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
     def dataset(self, name: str) -> LocalDataset:
         meta_path = self.root / "datasets" / name / "metadata.json"
         if "/" in name or ".." in name or not meta_path.exists():

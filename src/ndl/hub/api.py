@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from ndl.access import accounts
 from ndl.access.accounts import Principal
 from ndl.access.models import Org
+from ndl.catalogue import mocks
 from ndl.catalogue import service as catalogue
+from ndl.catalogue.models import Dataset
 from ndl.catalogue.search import search
+from ndl.core.errors import PermissionDenied
 from ndl.federation import service as federation
 from ndl.federation.models import Datasite
 from ndl.hub.deps import authenticated, hub, public, requires
@@ -100,12 +103,15 @@ def create_user(body: UserBody, state: HubDep,
 def search_datasets(
     state: HubDep, _: Annotated[Principal | None, Depends(public)],
     q: str | None = Query(default=None, max_length=500),
-    publisher: str | None = None, tier: str | None = None,
+    publisher: str | None = None, tier: str | None = None, theme: str | None = None,
+    geography: str | None = None, year: str | None = None, join_key: str | None = None,
+    sort: str = "relevance",
     limit: int = Query(default=20, ge=1, le=100), offset: int = Query(default=0, ge=0),
 ) -> dict[str, Any]:
+    filters = {"publisher": publisher, "tier": tier, "theme": theme, "geography": geography,
+               "year": year, "join_key": join_key}
     with state.db.read() as s:
-        res = search(s, q, filters={"publisher": publisher, "tier": tier}, limit=limit,
-                     offset=offset)
+        res = search(s, q, filters=filters, limit=limit, offset=offset, sort=sort)
         return {"total": res.total, "limit": limit, "offset": offset,
                 "results": [catalogue.summary_json(d) for d in res.items],
                 "facets": res.facets}
@@ -116,6 +122,77 @@ def get_dataset(site: str, name: str, state: HubDep,
                 _: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
     with state.db.read() as s:
         return catalogue.detail_json(catalogue.get_dataset(s, f"{site}/{name}"))
+
+
+@router.get("/datasets/{site}/{name}/versions")
+def dataset_versions(site: str, name: str, state: HubDep,
+                     _: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
+    with state.db.read() as s:
+        catalogue.get_dataset(s, f"{site}/{name}")
+        return {"versions": [
+            {"version": v.version, "published_at": v.published_at.isoformat(),
+             "metadata_hash": v.metadata_hash}
+            for v in catalogue.versions(s, f"{site}/{name}")]}
+
+
+@router.get("/datasets/{site}/{name}/mock")
+def dataset_mock(
+    site: str, name: str, state: HubDep, who: Annotated[Principal, Depends(authenticated)],
+    limit: int = Query(default=100, ge=1, le=10_000),
+    format: str = Query(default="json", pattern="^(json|csv)$"),
+) -> Any:
+    """Synthetic mock rows: same schema as the real data, no real row. Any signed-in user."""
+    with state.db.read() as s:
+        mock = mocks.get_mock(s, f"{site}/{name}")
+    table = mocks.read_rows(mock, limit)
+    if format == "csv":
+        return Response(mocks.to_csv(table), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="{site}--{name}--mock.csv"'})
+    return {"dataset": f"{site}/{name}", "synthetic": True, "method": mock.method,
+            "version": mock.version, "total_rows": mock.rows, **mocks.to_json(table)}
+
+
+class SqlBody(BaseModel):
+    sql: str = Field(min_length=1, max_length=10_000)
+    limit: int = Field(default=1000, ge=1, le=10_000)
+
+
+@router.post("/datasets/{site}/{name}/sql")
+async def dataset_sql(site: str, name: str, body: SqlBody, state: HubDep,
+                      who: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
+    """Read-only SQL over an open dataset's rows (the table is called ``data``)."""
+
+    def open_only(ds: Dataset) -> None:
+        if ds.tier != "open":
+            raise PermissionDenied(
+                f"{ds.id} is {ds.tier} data: SQL over rows is only for open data. Use an "
+                "aggregate query, or ask for access"
+            )
+
+    anyone = who or Principal(0, "anonymous", frozenset(), None)
+    return await ask_datasite(
+        state, anyone, f"{site}/{name}", kind="open_sql",
+        body={"sql": body.sql, "limit": body.limit}, check=open_only, record="open.sql",
+        payload={"sql": body.sql},
+    )
+
+
+@router.patch("/datasets/{site}/{name}/metadata")
+async def edit_metadata(site: str, name: str, changes: dict[str, Any], state: HubDep,
+                        who: Annotated[Principal, Depends(requires("steward", "admin"))],
+                        ) -> dict[str, Any]:
+    """A steward edits metadata; the datasite validates and keeps it, then republishes."""
+
+    def own_org(ds: Dataset) -> None:
+        if not (who.has("admin") or who.org_id == ds.org_id):
+            raise PermissionDenied(f"only a steward of {ds.org_id!r} can edit {ds.id}")
+
+    result = await ask_datasite(
+        state, who, f"{site}/{name}", kind="metadata.update", body={"changes": changes},
+        check=own_org, record="metadata.edit.submitted", payload={"fields": sorted(changes)},
+    )
+    return {"dataset": result["dataset"], "metadata": result["metadata"]}
 
 
 @router.get("/datasites")

@@ -18,6 +18,7 @@ from ndl.core.errors import InternalError, InvalidInput, NdlError, NotFound, Pay
 from ndl.core.keys import SigningKey
 from ndl.hub import api, federation_api
 from ndl.hub.state import HubSettings, HubState
+from ndl.mcp.server import mount_mcp
 
 log = logging.getLogger("ndl.hub")
 
@@ -125,6 +126,7 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     app.include_router(api.router)
     app.include_router(federation_api.router)
     _mount_web(app)
+    mount_mcp(app)  # MCP for AI agents at /mcp, with the caller's own token
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ndl.access.accounts import Principal
+from ndl.catalogue import mocks
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.metadata import DatasetMeta
 from ndl.core.envelope import open_envelope
@@ -81,6 +83,25 @@ def publish(signed: Signed, state: HubDep) -> dict[str, Any]:
         site_row = s.get(Datasite, site.id)
         assert site_row is not None
         return {"published": catalogue.publish(s, state.key, site_row, metas)}
+
+
+@router.post("/mock")
+def upload_mock(signed: Signed, state: HubDep) -> dict[str, Any]:
+    """A datasite sends the synthetic mock of one of its non-open datasets."""
+    site, env = signed
+    if env["kind"] != "mock":
+        raise InvalidInput(f"expected a 'mock' envelope, got {env['kind']!r}")
+    body = env["body"]
+    try:
+        parquet = base64.b64decode(str(body.get("parquet_b64", "")), validate=True)
+    except ValueError as exc:
+        raise InvalidInput("parquet_b64 is not base64") from exc
+    with state.db.write() as s:
+        ds = catalogue.get_dataset(s, f"{site.id}/{body.get('dataset')}")
+        if ds.tier == "open":
+            raise InvalidInput(f"{ds.id} is open data: it needs no mock")
+        mock = mocks.store_mock(s, state.key, ds, parquet, method=str(body.get("method", "")))
+        return {"dataset": ds.id, "rows": mock.rows, "version": mock.version}
 
 
 @router.post("/poll")

@@ -43,7 +43,9 @@ async def ask_datasite(
                 check(ds)
             msg = federation.enqueue(
                 s, datasite_id=ds.datasite_id, kind=kind,
-                body={"dataset": ds.name, "requested_by": who.username, **body},
+                body={"dataset": ds.name, "requested_by": who.username,
+                      # Leave the datasite time to report a timeout of its own.
+                      "time_budget": max(1.0, state.settings.query_timeout - 2.0), **body},
                 timeout=state.settings.query_timeout,
             )
             register.append(s, state.key, kind=record, actor=who.username, subject=dataset_id,
@@ -96,5 +98,5 @@ def _give_up(state: HubState, message_id: str, site: str) -> dict[str, Any]:
             else "never seen")
     raise UpstreamTimeout(
         f"datasite {site!r} did not answer within {state.settings.query_timeout:g} s "
-        f"({when}); it may be offline. Nothing was run; try again later."
+        f"({when}); it may be offline or busy. Try again later."
     )

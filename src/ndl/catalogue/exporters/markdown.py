@@ -1,0 +1,201 @@
+"""Markdown versions of the catalogue and of dataset pages, for people and language models.
+
+The same facts as the HTML dataset page, in plain Markdown: what the data is, who holds it,
+which tier it is in and how to get access, its coverage and its columns, and where the
+machine-readable versions are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ndl.catalogue.exporters._links import LIBRARY_NAME, TIER_SUMMARY, HubLinks, Links
+from ndl.catalogue.metadata import LICENCES
+
+# Example request body shown to readers (a constant, so no SQL is ever built from input).
+_SQL_EXAMPLE = '{"sql": "SELECT * FROM data LIMIT 10"}'
+TIER_TITLES = {"open": "Open", "safeguarded": "Safeguarded", "controlled": "Controlled"}
+
+
+def _cell(value: Any) -> str:
+    """Text safe inside one Markdown table cell: no pipes or line breaks to break the row."""
+    text = "" if value is None else str(value)
+    return " ".join(text.split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _inline(value: Any) -> str:
+    return " ".join(str(value or "").split())
+
+
+def first_sentence(text: str, limit: int = 200) -> str:
+    text = _inline(text)
+    cut = text.find(". ")
+    if 0 < cut < limit:
+        return text[:cut + 1]
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def how_to_get_access(detail: dict[str, Any], base_url: str) -> list[str]:
+    """Steps to reach the data in this dataset's tier, as Markdown lines."""
+    links, hub = Links.of(base_url, detail), HubLinks.of(base_url)
+    tier = detail["tier"]
+    if tier == "open":
+        lines = [
+            "Anyone may read the rows; no account is needed.",
+            "",
+            f"- Download the rows as CSV: <{links.rows_csv}>",
+            f"- Run SQL over the table `data`: `POST {links.sql}` with `{_SQL_EXAMPLE}`",
+            f"- Or use the Python SDK, the CLI (`ndl search`) or the MCP server at <{hub.mcp}>.",
+        ]
+    elif tier == "safeguarded":
+        lines = [
+            "Sign in as a registered researcher with a project. Aggregate questions (counts, "
+            "sums, means by group) are answered at once with differential privacy; no row "
+            "ever leaves the organisation.",
+            "",
+            f"- Ask an aggregate query: `POST {links.query}` (needs the researcher role)",
+            f"- Write code first against synthetic mock rows: <{links.mock_csv}> (any "
+            "signed-in user)",
+        ]
+    else:
+        lines = [
+            "Make an access request for an approved project. Reviewed code then runs at the "
+            "organisation's datasite; only outputs that pass disclosure checks and an output "
+            "checker are released.",
+            "",
+            f"- Develop against synthetic mock rows first: <{links.mock_csv}> (any signed-in "
+            "user)",
+        ]
+    access = detail.get("access") or {}
+    extra = []
+    if access.get("route"):
+        extra.append(f"- Access route: {_inline(access['route'])}")
+    if access.get("lead_time_days") is not None:
+        extra.append(f"- Expected wait: {access['lead_time_days']} days")
+    if access.get("cost"):
+        extra.append(f"- Cost: {_inline(access['cost'])}")
+    if detail.get("policy_summary"):
+        extra.append(f"- Policy: {_inline(detail['policy_summary'])}")
+    return lines + extra
+
+
+def _facts(detail: dict[str, Any]) -> list[str]:
+    tier = detail["tier"]
+    facts = [
+        f"- **Publisher:** {_inline(detail['publisher'])}",
+        f"- **Identifier:** `{detail['id']}`",
+        f"- **Access tier:** {TIER_TITLES.get(tier, tier)}. {TIER_SUMMARY[tier]}",
+    ]
+    if detail.get("row_count") is not None:
+        facts.append(f"- **Rows:** {int(detail['row_count']):,}")
+    if detail.get("version") is not None:
+        updated = str(detail.get("updated_at") or "")[:10]
+        facts.append(f"- **Version:** {detail['version']}"
+                     + (f" (catalogue entry updated {updated})" if updated else ""))
+    licence = detail.get("licence")
+    if licence:
+        uri = LICENCES.get(licence, licence)
+        facts.append(f"- **Licence:** [{licence}]({uri})")
+    contact = detail.get("contact")
+    if contact:
+        facts.append(f"- **Contact:** {_inline(contact['name'])} <{contact['email']}>")
+    if detail.get("keywords"):
+        facts.append(f"- **Keywords:** {', '.join(_inline(k) for k in detail['keywords'])}")
+    if detail.get("themes"):
+        facts.append(f"- **Themes:** {', '.join(detail['themes'])}")
+    if detail.get("update_frequency"):
+        facts.append(f"- **Updated:** {detail['update_frequency']}")
+    return facts
+
+
+def _coverage(detail: dict[str, Any]) -> list[str]:
+    lines = []
+    if detail.get("spatial"):
+        lines.append(f"- **Geography:** {_inline(detail['spatial'])}")
+    temporal = detail.get("temporal")
+    if temporal:
+        lines.append(f"- **Time:** {temporal['start']} to {temporal.get('end') or 'now'}")
+    if detail.get("population_size") is not None:
+        lines.append(f"- **Population:** {int(detail['population_size']):,}")
+    for field, label in (("issued", "First issued"), ("modified", "Last modified"),
+                         ("last_verified", "Last verified")):
+        if detail.get(field):
+            lines.append(f"- **{label}:** {detail[field]}")
+    return lines
+
+
+def _schema(columns: list[dict[str, Any]]) -> list[str]:
+    rows = ["| Column | Type | Description | Sensitivity | Join key | Unit |",
+            "|---|---|---|---|---|---|"]
+    for c in columns:
+        sensitivity = str(c.get("sensitivity") or "none").replace("_", " ")
+        rows.append(
+            f"| `{_cell(c.get('name'))}` | {_cell(c.get('type'))} | "
+            f"{_cell(c.get('description'))} | {_cell(sensitivity)} | "
+            f"{_cell(c.get('join_key') or '')} | {_cell(c.get('unit') or '')} |"
+        )
+    return rows
+
+
+def dataset_markdown(detail: dict[str, Any], base_url: str) -> str:
+    """The dataset page as Markdown."""
+    links = Links.of(base_url, detail)
+    description = str(detail.get("description") or "").strip()
+    out = [f"# {_inline(detail['title'])}", ""]
+    if description:
+        out += [f"> {first_sentence(description)}", ""]
+    out += [*_facts(detail), "", "## How to get access", ""]
+    out += [*how_to_get_access(detail, base_url), ""]
+    out += ["## Description", "", description or "The publisher has not written a description "
+            "yet.", ""]
+    coverage = _coverage(detail)
+    if coverage:
+        out += ["## Coverage", "", *coverage, ""]
+    columns = detail.get("columns") or []
+    out += ["## Schema", "", f"{len(columns)} columns.", "", *_schema(columns), ""]
+    if detail.get("known_issues"):
+        out += ["## Known issues", "", str(detail["known_issues"]).strip(), ""]
+    out += [
+        "## Machine-readable versions", "",
+        f"- [Web page]({links.page})",
+        f"- [JSON metadata]({links.api})",
+        f"- [DCAT-3 JSON-LD (DCAT-AP 3.0)]({links.dcat})",
+        f"- [Croissant JSON-LD]({links.croissant})",
+        f"- [Metadata versions]({links.api}/versions)",
+    ]
+    if detail["tier"] != "open":
+        out.append(f"- [Synthetic mock rows, CSV (sign-in needed)]({links.mock_csv})")
+    return "\n".join(out) + "\n"
+
+
+def catalogue_markdown(details: list[dict[str, Any]], base_url: str, *,
+                       total: int | None = None) -> str:
+    """Every dataset, grouped by publisher, each linking to its Markdown page."""
+    hub = HubLinks.of(base_url)
+    shown = len(details)
+    out = [f"# {LIBRARY_NAME} catalogue", "",
+           f"> {total if total is not None else shown} datasets held by organisations across "
+           "the library. Each links to a Markdown page with its access tier, coverage and "
+           "columns.", ""]
+    if total is not None and total > shown:
+        out += [f"The first {shown} are listed here; search them all with "
+                f"`GET {hub.api}/datasets?q=...`.", ""]
+    by_publisher: dict[str, list[dict[str, Any]]] = {}
+    for d in details:
+        by_publisher.setdefault(str(d["publisher"]), []).append(d)
+    for publisher in sorted(by_publisher):
+        out += [f"## {_inline(publisher)}", ""]
+        for d in sorted(by_publisher[publisher], key=lambda d: str(d["title"]).lower()):
+            out.append(dataset_line(d, base_url))
+        out.append("")
+    return "\n".join(out)
+
+
+def dataset_line(detail: dict[str, Any], base_url: str) -> str:
+    """One list item: title linking to the Markdown page, tier, and the first sentence."""
+    links = Links.of(base_url, detail)
+    tier = TIER_TITLES.get(detail["tier"], detail["tier"])
+    summary = first_sentence(str(detail.get("description") or ""), 160)
+    title = _inline(detail["title"]).replace("[", "\\[").replace("]", "\\]")
+    line = f"- [{title}]({links.markdown}): {tier} tier, {_inline(detail['publisher'])}."
+    return f"{line} {summary}" if summary else line

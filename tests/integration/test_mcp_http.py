@@ -1,0 +1,128 @@
+"""MCP over the wire: streamable HTTP at the hub's /mcp, and ``ndl mcp`` on stdio.
+
+Real ``ndl hub`` and ``ndl datasite`` processes (the ``network`` fixture, on SQLite and
+PostgreSQL), spoken to with the MCP SDK's own clients.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+import httpx2
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult
+from netfixture import Network
+
+T = TypeVar("T")
+
+
+def _over_http(url: str, token: str | None, body: Callable[[Client], Awaitable[T]]) -> T:
+    async def main() -> T:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+            async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as c:
+                return await body(c)
+
+    return anyio.run(main)
+
+
+def _ok(res: CallToolResult) -> dict[str, Any]:
+    assert not res.is_error, res.content
+    assert res.structured_content is not None
+    return res.structured_content
+
+
+def _text(res: CallToolResult) -> str:
+    block = res.content[0]
+    assert block.type == "text"
+    return block.text
+
+
+def test_streamable_http_search_get_and_query(network: Network) -> None:
+    async def calls(c: Client) -> tuple[Any, ...]:
+        tools = (await c.list_tools()).tools
+        found = await c.call_tool("search_datasets", {"query": "A&E"})
+        detail = await c.call_tool("get_dataset", {"dataset_id": "nhs-trust/ae-attendances"})
+        rows = await c.call_tool("query_open_data", {
+            "dataset_id": "nhs-trust/ward-population",
+            "sql": "SELECT ward, population FROM data ORDER BY ward"})
+        refused = await c.call_tool("query_open_data", {
+            "dataset_id": "nhs-trust/ae-attendances", "sql": "SELECT * FROM data"})
+        return tools, found, detail, rows, refused
+
+    tools, found, detail, rows, refused = _over_http(network.hub.url, None, calls)
+    assert len(tools) == 8 and all(t.annotations.read_only_hint for t in tools)
+    assert _ok(found)["results"][0]["id"] == "nhs-trust/ae-attendances"
+    info = _ok(detail)
+    assert (info["title"], info["tier"], info["row_count"]) == ("A&E attendances",
+                                                                "safeguarded", 40)
+    assert info["column_names"] == ["region", "acuity"]
+    assert info["page"] == f"{network.hub.url}/datasets/nhs-trust/ae-attendances"
+    assert "A&E attendances" in _text(detail)
+    assert _ok(rows)["rows"] == [["A", 100], ["B", 5], ["C", 7]]
+    assert refused.is_error and "only for open data" in _text(refused)
+
+
+def test_http_forwards_the_callers_token(network: Network) -> None:
+    async def sample(c: Client) -> CallToolResult:
+        return await c.call_tool("get_sample",
+                                 {"dataset_id": "nhs-trust/ae-attendances", "rows": 5})
+
+    anonymous = _over_http(network.hub.url, None, sample)
+    assert anonymous.is_error and "signed-in" in _text(anonymous)
+    # The hub's mock endpoint needs a signed-in user: rows come back only if the caller's
+    # token reached it.
+    signed_in = _ok(_over_http(network.hub.url, network.researcher, sample))
+    assert signed_in["kind"] == "synthetic mock rows" and signed_in["real_data"] is False
+    assert signed_in["columns"] == ["region", "acuity"] and 0 < len(signed_in["rows"]) <= 5
+
+
+def test_http_refuses_a_bad_token_before_any_tool_runs(network: Network) -> None:
+    resp = httpx.post(
+        f"{network.hub.url}/mcp", timeout=10,
+        headers={"Authorization": "Bearer ndl_forged", "Accept": "application/json"},
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert resp.status_code == 401
+    assert resp.json()["error"]["code"] == "authentication_required"
+    assert resp.headers["www-authenticate"] == "Bearer"
+
+
+def test_the_hub_still_stops_cleanly_after_serving_mcp(network: Network) -> None:
+    async def search(c: Client) -> CallToolResult:
+        return await c.call_tool("search_datasets", {"query": "ward"})
+
+    assert _ok(_over_http(network.hub.url, None, search))["total"] == 1
+    proc = network.hub.proc
+    assert proc is not None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    log = network.hub.log()
+    assert "Traceback" not in log and "ERROR" not in log, log
+
+
+def test_ndl_mcp_over_stdio(network: Network, tmp_path: Path) -> None:
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "ndl", "mcp", "--hub", network.hub.url],
+        env={"NDL_CONFIG_DIR": str(tmp_path / "no-config")})
+
+    async def main() -> tuple[Any, ...]:
+        async with Client(params) as c:
+            tools = (await c.list_tools()).tools
+            found = await c.call_tool("search_datasets", {"query": "ward population"})
+            access = await c.call_tool("get_access_requirements",
+                                       {"dataset_id": "nhs-trust/ward-population"})
+            return tools, found, access
+
+    tools, found, access = anyio.run(main)
+    assert {t.name for t in tools} >= {"search_datasets", "get_dataset", "find_linkage"}
+    assert _ok(found)["results"][0]["id"] == "nhs-trust/ward-population"
+    a = _ok(access)
+    assert a["tier"] == "open" and a["expected_wait"].startswith("none")
+    assert a["page"] == f"{network.hub.url}/datasets/nhs-trust/ward-population"

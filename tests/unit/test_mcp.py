@@ -1,0 +1,260 @@
+"""The MCP tools, driven by an in-process MCP client against a real hub with the demo data.
+
+The server runs in-process (``mcp.Client(server)``); its library talks HTTP to a real
+``ndl hub`` process fed by three real datasites holding the synthetic demo data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult
+
+from ndl.demo.synth import ORGS, generate_demo_data
+from ndl.mcp import HubLibrary, create_server
+from ndl.testing import DatasiteProcess, HubProcess
+
+T = TypeVar("T")
+QUESTION = "which datasets have pupils' attainment by ethnicity?"
+
+
+@dataclass
+class Demo:
+    hub: HubProcess
+    researcher: str
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    root = tmp_path_factory.mktemp("mcp")
+    generate_demo_data(root / "sites", people=200, seed=7)
+    hub = HubProcess(root / "hub")
+    stewards = {}
+    for org in ORGS:
+        hub.create_org(org.slug, org.name, org.kind)
+        stewards[org.slug] = hub.create_user(f"steward-{org.slug}", ["steward"], org=org.slug)
+    researcher = hub.create_user("ada", ["researcher"])
+    with hub:
+        sites = [DatasiteProcess(root / "sites" / o.slug, hub.url, org=o.slug,
+                                 token=stewards[o.slug], poll_wait=2) for o in ORGS]
+        try:
+            for site in sites:
+                site.start(wait_online=False)
+            for site in sites:
+                site.wait_online()
+            _wait_for_catalogue(hub.url, 6)
+            yield Demo(hub, researcher)
+        finally:
+            for site in sites:
+                site.stop()
+
+
+def _wait_for_catalogue(url: str, n: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/api/datasets", timeout=5).json()["total"] >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the catalogue did not reach {n} datasets")
+
+
+def _with_client(url: str, token: str | None,
+                 body: Callable[[Client], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with HubLibrary(url, token) as lib, Client(create_server(lib)) as client:
+            return await body(client)
+
+    return anyio.run(main)
+
+
+def _ok(res: CallToolResult) -> dict[str, Any]:
+    assert not res.is_error, res.content
+    assert res.structured_content is not None
+    assert res.content and res.content[0].type == "text" and res.content[0].text
+    return res.structured_content
+
+
+def _text(res: CallToolResult) -> str:
+    block = res.content[0]
+    assert block.type == "text"
+    return block.text
+
+
+def test_an_agent_goes_from_a_question_to_dataset_schema_and_access_route(demo: Demo) -> None:
+    """Must show: 'which datasets have pupils' attainment by ethnicity?' answered with tools
+    alone: attainment lives in dfe/attainment, ethnicity in dfe/pupils, they link on UPN, and
+    each says how to get access."""
+
+    async def journey(client: Client) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        seen["search"] = _ok(await client.call_tool("search_datasets", {"query": QUESTION}))
+        seen["attainment"] = _ok(await client.call_tool(
+            "describe_schema", {"dataset_id": "dfe/attainment"}))
+        seen["linkage"] = _ok(await client.call_tool(
+            "find_linkage", {"dataset_id": "dfe/attainment"}))
+        seen["pupils"] = _ok(await client.call_tool(
+            "describe_schema", {"dataset_id": "dfe/pupils"}))
+        seen["access_attainment"] = _ok(await client.call_tool(
+            "get_access_requirements", {"dataset_id": "dfe/attainment"}))
+        seen["access_pupils"] = _ok(await client.call_tool(
+            "get_access_requirements", {"dataset_id": "dfe/pupils"}))
+        return seen
+
+    seen = _with_client(demo.hub.url, None, journey)
+
+    # 1. The question as asked: no dataset holds every word, so the tool ranks by words
+    # matched, and the two DfE datasets come first.
+    search = seen["search"]
+    top = [d["id"] for d in search["results"][:2]]
+    assert search["match"] == "any_word"
+    assert sorted(top) == ["dfe/attainment", "dfe/pupils"]
+    by_id = {d["id"]: d for d in search["results"]}
+    assert "attainment" in by_id["dfe/attainment"]["matched_terms"]
+    assert "ethnicity" in by_id["dfe/pupils"]["matched_terms"]
+
+    # 2. Attainment has results keyed by UPN but no ethnicity ...
+    att_cols = {c["name"]: c for c in seen["attainment"]["columns"]}
+    assert "ethnicity" not in att_cols and {"grade", "scaled_score"} <= set(att_cols)
+    assert att_cols["upn"]["join_key"] == "upn"
+    assert seen["attainment"]["join_keys"] == ["upn"]
+
+    # 3. ... and links on UPN to pupils, and only to pupils.
+    groups = {g["join_key"]: g for g in seen["linkage"]["groups"]}
+    assert [d["id"] for d in groups["upn"]["datasets"]] == ["dfe/pupils"]
+    assert groups["upn"]["datasets"][0]["columns"] == ["upn"]
+
+    # 4. Pupils holds ethnicity, marked sensitive.
+    pupil_cols = {c["name"]: c for c in seen["pupils"]["columns"]}
+    assert pupil_cols["ethnicity"]["sensitivity"] == "sensitive"
+    assert pupil_cols["upn"]["join_key"] == "upn"
+
+    # 5. The access route for each: attainment is safeguarded, pupils controlled.
+    att, pup = seen["access_attainment"], seen["access_pupils"]
+    assert (att["tier"], pup["tier"]) == ("safeguarded", "controlled")
+    assert "aggregate" in att["route"].lower() and "datasite" in pup["route"].lower()
+    assert "controlled" in pup["tier_meaning"].lower()
+    assert any("project" in step for step in pup["how_to_apply"])
+    assert att["page"].endswith("/datasets/dfe/attainment")
+
+
+def test_every_tool_is_listed_read_only_with_an_output_schema(demo: Demo) -> None:
+    async def tools(client: Client) -> Any:
+        return (await client.list_tools()).tools
+
+    listed = _with_client(demo.hub.url, None, tools)
+    assert sorted(t.name for t in listed) == [
+        "describe_schema", "find_linkage", "get_access_requirements", "get_dataset",
+        "get_sample", "list_facets", "query_open_data", "search_datasets"]
+    for t in listed:
+        assert t.annotations is not None and t.annotations.read_only_hint is True, t.name
+        assert t.annotations.open_world_hint is False and t.annotations.idempotent_hint
+        assert t.output_schema and t.output_schema.get("type") == "object", t.name
+        assert t.description, t.name
+
+
+def test_search_filters_and_facets(demo: Demo) -> None:
+    async def calls(client: Client) -> tuple[dict[str, Any], ...]:
+        open_only = _ok(await client.call_tool("search_datasets", {"tier": "open"}))
+        words = _ok(await client.call_tool("search_datasets", {"query": "attainment"}))
+        facets = _ok(await client.call_tool("list_facets", {}))
+        return open_only, words, facets
+
+    open_only, words, facets = _with_client(demo.hub.url, None, calls)
+    assert [d["id"] for d in open_only["results"]] == ["local-authority/ward-population"]
+    assert words["match"] == "all_words" and words["results"][0]["id"] == "dfe/attainment"
+    assert facets["total"] == 6
+    assert facets["facets"]["tier"] == {"controlled": 3, "open": 1, "safeguarded": 2}
+    assert facets["facets"]["publisher"]["Department for Education"] == 2
+
+
+def test_get_dataset_gives_metadata_and_versions(demo: Demo) -> None:
+    async def call(client: Client) -> CallToolResult:
+        return await client.call_tool("get_dataset", {"dataset_id": "dfe/pupils"})
+
+    res = _with_client(demo.hub.url, None, call)
+    info = _ok(res)
+    assert (info["title"], info["tier"]) == ("Pupil records", "controlled")
+    assert info["publisher"] == "Department for Education"
+    assert "ethnicity" in info["column_names"] and info["join_keys"] == [
+        "date_of_birth", "name", "postcode", "upn"]
+    assert info["versions"] and info["versions"][0]["version"] == 1
+    assert "Pupil records" in _text(res) and "Tier: controlled" in _text(res)
+
+
+def test_hub_refusals_come_back_as_tool_errors_with_the_hubs_message(demo: Demo) -> None:
+    async def calls(client: Client) -> tuple[CallToolResult, ...]:
+        return (
+            await client.call_tool("get_dataset", {"dataset_id": "dfe/no-such"}),
+            await client.call_tool("get_dataset", {"dataset_id": "../api/me"}),
+            await client.call_tool("query_open_data", {"dataset_id": "dfe/pupils",
+                                                       "sql": "SELECT * FROM data"}),
+            await client.call_tool("get_sample", {"dataset_id": "dfe/pupils"}),
+        )
+
+    missing, bad_id, not_open, no_token = _with_client(demo.hub.url, None, calls)
+    assert missing.is_error and "'dfe/no-such' is not in the catalogue" in _text(missing)
+    assert bad_id.is_error and "is not valid" in _text(bad_id)
+    assert not_open.is_error and "SQL over rows is only for open data" in _text(not_open)
+    assert no_token.is_error and "signed-in" in _text(no_token)
+
+
+def test_open_data_gives_real_rows_and_sql(demo: Demo) -> None:
+    ds = "local-authority/ward-population"
+
+    async def calls(client: Client) -> tuple[CallToolResult, ...]:
+        return (
+            await client.call_tool("get_sample", {"dataset_id": ds, "rows": 3}),
+            await client.call_tool("query_open_data", {
+                "dataset_id": ds, "max_rows": 50,
+                "sql": "SELECT year, sum(population) AS people FROM data GROUP BY year "
+                       "ORDER BY year"}),
+        )
+
+    sample, query = _with_client(demo.hub.url, None, calls)
+    s = _ok(sample)
+    assert (s["kind"], s["real_data"], len(s["rows"])) == ("open rows", True, 3)
+    assert s["columns"][:3] == ["ward_code", "ward_name", "year"]
+    q = _ok(query)
+    assert q["columns"] == ["year", "people"]
+    assert [row[0] for row in q["rows"]] == [2021, 2022, 2023, 2024, 2025]
+    assert q["truncated"] is False and all(row[1] > 0 for row in q["rows"])
+
+
+def test_other_tiers_give_mock_rows_clearly_labelled(demo: Demo) -> None:
+    async def call(client: Client) -> CallToolResult:
+        return await client.call_tool("get_sample", {"dataset_id": "dfe/pupils", "rows": 5})
+
+    res = _with_client(demo.hub.url, demo.researcher, call)
+    s = _ok(res)
+    assert (s["kind"], s["real_data"]) == ("synthetic mock rows", False)
+    assert 0 < len(s["rows"]) <= 5 and "ethnicity" in s["columns"]
+    assert "NOT REAL DATA" in _text(res)
+
+
+def test_a_bad_token_is_refused_by_the_hub(demo: Demo) -> None:
+    async def call(client: Client) -> CallToolResult:
+        return await client.call_tool("search_datasets", {"query": "pupils"})
+
+    res = _with_client(demo.hub.url, "ndl_not-a-real-token", call)
+    assert res.is_error and "token" in _text(res).lower()
+
+
+def test_find_linkage_groups_by_every_join_key(demo: Demo) -> None:
+    async def call(client: Client) -> CallToolResult:
+        return await client.call_tool("find_linkage",
+                                      {"dataset_id": "local-authority/childrens-social-care"})
+
+    k = _ok(_with_client(demo.hub.url, None, call))
+    groups = {g["join_key"]: {d["id"] for d in g["datasets"]} for g in k["groups"]}
+    assert set(groups) == {"date_of_birth", "local_id", "name", "nhs_number", "postcode"}
+    assert groups["nhs_number"] == {"nhs-trust/patients", "nhs-trust/ae-attendances"}
+    assert groups["local_id"] == set()
+    assert "dfe/pupils" in groups["postcode"] and "dfe/attainment" not in groups["postcode"]
