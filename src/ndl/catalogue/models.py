@@ -16,6 +16,8 @@ class Dataset(Base):
 
     # "<datasite id>/<dataset name>", e.g. "nhs-trust/ae-attendances".
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # A small stable integer per dataset: the search index and facet bitmaps are keyed by it.
+    num: Mapped[int] = mapped_column(Integer, unique=True)
     datasite_id: Mapped[str] = mapped_column(ForeignKey("datasites.id"), index=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))
@@ -74,3 +76,12 @@ class DatasetMock(Base):
     parquet: Mapped[bytes] = mapped_column(LargeBinary)
     method: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CatalogueState(Base):
+    """One row: a counter bumped by every change to the catalogue, so caches know to refresh."""
+
+    __tablename__ = "catalogue_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)

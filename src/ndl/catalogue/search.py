@@ -12,9 +12,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from ndl.catalogue.facet_index import bitset, get_index, members
 from ndl.catalogue.models import Dataset
 from ndl.core.errors import InvalidInput
 
@@ -38,10 +40,12 @@ def reindex(session: Session, ds: Dataset) -> None:
     doc = index_text(ds)
     if session.get_bind().dialect.name == "sqlite":
         session.execute(text("DELETE FROM dataset_fts WHERE dataset_id = :id"), {"id": ds.id})
+        # rowid = the dataset's number, so matches map straight onto the facet bitmaps.
         session.execute(
-            text("INSERT INTO dataset_fts (dataset_id, title, keywords, publisher, description,"
-                 " columns) VALUES (:id, :title, :keywords, :publisher, :description, :columns)"),
-            {"id": ds.id, **doc},
+            text("INSERT INTO dataset_fts (rowid, dataset_id, title, keywords, publisher, "
+                 "description, columns) VALUES (:num, :id, :title, :keywords, :publisher, "
+                 ":description, :columns)"),
+            {"num": ds.num, "id": ds.id, **doc},
         )
     else:
         session.execute(text("DELETE FROM dataset_search WHERE dataset_id = :id"), {"id": ds.id})
@@ -75,33 +79,63 @@ class SearchResult:
     facets: dict[str, dict[str, int]]
 
 
-SORTS = {
-    "relevance": "m.score, d.title",
-    "title": "d.title, d.id",
-    "updated": "d.updated_at DESC, d.id",
-    "rows": "d.row_count DESC, d.id",
-}
+SORTS = ("relevance", "title", "updated", "rows")
+# FTS5 column weights: title and keywords matter most, then columns, publisher, description.
+_BM25 = "bm25(dataset_fts, 0, 10.0, 8.0, 3.0, 1.0, 4.0)"
 
 
-def _match_cte(session: Session, q: str | None) -> tuple[str, dict[str, Any]] | None:
-    """SQL for (dataset_id, score) rows matching q; lower score is better. None = match all."""
-    if not q or not q.strip():
-        return None
+def _raw_rows(session: Session, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Rows straight from the DB-API cursor: tens of thousands of ids without ORM overhead."""
+    dbapi = session.connection().connection.dbapi_connection
+    assert dbapi is not None
+    cur = dbapi.cursor()
+    try:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+def _matches(session: Session, q: str, *, scored: bool
+             ) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Dataset numbers matching ``q`` and, if ``scored``, their scores (lower is better).
+
+    None when ``q`` has no words. Unscored matching skips the ranking function: much cheaper.
+    """
     if session.get_bind().dialect.name == "sqlite":
         fq = fts5_query(q)
         if fq is None:
             return None
-        # Column weights: title and keywords matter most, then columns, publisher, description.
-        return (
-            "SELECT dataset_id, bm25(dataset_fts, 0, 10.0, 8.0, 3.0, 1.0, 4.0) AS score "
-            "FROM dataset_fts WHERE dataset_fts MATCH :fq",
-            {"fq": fq},
-        )
-    return (
-        "SELECT dataset_id, -ts_rank_cd(doc, websearch_to_tsquery('english', :q)) AS score "
-        "FROM dataset_search WHERE doc @@ websearch_to_tsquery('english', :q)",
-        {"q": q},
-    )
+        cols = f"rowid, {_BM25}" if scored else "rowid"
+        rows = _raw_rows(session, f"SELECT {cols} FROM dataset_fts "  # noqa: S608
+                         "WHERE dataset_fts MATCH :fq", {"fq": fq})
+    else:
+        if not _WORD.search(q):
+            return None
+        cols = ("d.num, -ts_rank_cd(s.doc, websearch_to_tsquery('english', %(q)s))"
+                if scored else "d.num")
+        rows = _raw_rows(session, f"SELECT {cols} FROM dataset_search s JOIN datasets d "  # noqa: S608
+                         "ON d.id = s.dataset_id "
+                         "WHERE s.doc @@ websearch_to_tsquery('english', %(q)s)", {"q": q})
+    nums = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    if not scored:
+        return nums, None
+    return nums, np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+
+
+def _ranked_page(session: Session, q: str, limit: int, offset: int) -> list[int]:
+    """The page of best matches, ranked by the database's own scorer (BM25 / ts_rank_cd)."""
+    if session.get_bind().dialect.name == "sqlite":
+        sql = (f"SELECT rowid FROM dataset_fts WHERE dataset_fts MATCH :fq "  # noqa: S608
+               f"ORDER BY {_BM25}, rowid LIMIT :lim OFFSET :off")
+        params: dict[str, Any] = {"fq": fts5_query(q), "lim": limit, "off": offset}
+    else:
+        sql = ("SELECT d.num FROM dataset_search s JOIN datasets d ON d.id = s.dataset_id "
+               "WHERE s.doc @@ websearch_to_tsquery('english', :q) "
+               "ORDER BY ts_rank_cd(s.doc, websearch_to_tsquery('english', :q)) DESC, d.num "
+               "LIMIT :lim OFFSET :off")
+        params = {"q": q, "lim": limit, "off": offset}
+    return [r[0] for r in session.execute(text(sql), params)]
 
 
 def search(
@@ -118,49 +152,40 @@ def search(
     unknown = [k for k in (filters or {}) if k not in FACETS]
     if unknown:
         raise InvalidInput(f"unknown filter {unknown[0]!r}; filters are {', '.join(FACETS)}")
-    filters = {k: v for k, v in (filters or {}).items() if v}
-    q = q.replace("\x00", "") if q else q  # PostgreSQL text cannot hold NUL; it is never meant
-    match = _match_cte(session, q)
-    params: dict[str, Any] = {}
-    if match is not None:
-        source = f"datasets d JOIN ({match[0]}) m ON m.dataset_id = d.id"
-        params.update(match[1])
-        order = SORTS[sort]
-    else:
-        source = "datasets d"
-        order = SORTS["title" if sort == "relevance" else sort]
-
-    def where(skip: str | None = None) -> str:
-        parts = [
-            f"d.id IN (SELECT dataset_id FROM dataset_facets WHERE facet = :fk_{k} "  # noqa: S608
-            f"AND value = :fv_{k})"
-            for k in filters if k != skip
-        ]
-        return (" WHERE " + " AND ".join(parts)) if parts else ""
-
-    for k, v in filters.items():
-        params[f"fk_{k}"], params[f"fv_{k}"] = k, v
-    # Only fixed SQL and whitelisted facet names are interpolated; user values are parameters.
-    total = session.execute(
-        text(f"SELECT count(*) FROM {source}{where()}"), params  # noqa: S608
-    ).scalar_one()
-    ids = [
-        row[0]
-        for row in session.execute(
-            text(f"SELECT d.id FROM {source}{where()} "  # noqa: S608
-                 f"ORDER BY {order} LIMIT :lim OFFSET :off"),
-            {**params, "lim": limit, "off": offset},
-        )
-    ]
-    by_id = {d.id: d for d in session.query(Dataset).filter(Dataset.id.in_(ids))} if ids else {}
-    facets: dict[str, dict[str, int]] = {}
+    chosen = {k: str(v) for k, v in (filters or {}).items() if v}
+    q = (q or "").replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
+    idx = get_index(session, str(session.get_bind().url))
+    ranked_here = bool(q) and sort == "relevance" and bool(chosen)
+    found = _matches(session, q, scored=ranked_here) if q else None
+    matched = scores = None
+    if found is not None:
+        matched, scores = found
+        fresh = matched < idx.size  # anything published after the index was built waits
+        matched, scores = matched[fresh], (scores[fresh] if scores is not None else None)
+    match_mask = bitset(matched, idx.size) if matched is not None else idx.everything
+    masks = {k: idx.mask({k: v}) for k, v in chosen.items()}
+    base = match_mask
+    for m in masks.values():
+        base &= m
+    facets = {}
     for facet in FACETS:
-        rows = session.execute(
-            text(f"SELECT f.value, count(*) FROM dataset_facets f "  # noqa: S608
-                 f"WHERE f.facet = :facet AND f.dataset_id IN "
-                 f"(SELECT d.id FROM {source}{where(skip=facet)}) "
-                 f"GROUP BY f.value ORDER BY count(*) DESC, f.value"),
-            {**params, "facet": facet},
-        )
-        facets[facet] = {str(k): int(n) for k, n in rows}
-    return SearchResult(int(total), [by_id[i] for i in ids if i in by_id], facets)
+        others = match_mask
+        for k, m in masks.items():
+            if k != facet:
+                others &= m
+        facets[facet] = idx.counts(others, facet)
+    if matched is not None and sort == "relevance":
+        if scores is not None:
+            # Filters narrow the matches: rank the survivors from the scores already fetched.
+            keep = np.isin(matched, members(base, idx.size))
+            order = np.lexsort((matched[keep], scores[keep]))
+            page = [int(n) for n in matched[keep][order][offset:offset + limit]]
+        else:
+            page = _ranked_page(session, q, limit, offset)
+    else:
+        nums = members(base, idx.size)
+        rank = idx.order["title" if sort == "relevance" else sort][nums]
+        page = nums[np.argsort(rank, kind="stable")][offset:offset + limit].tolist()
+    by_num = ({d.num: d for d in session.query(Dataset).filter(Dataset.num.in_(page))}
+              if page else {})
+    return SearchResult(base.bit_count(), [by_num[n] for n in page if n in by_num], facets)

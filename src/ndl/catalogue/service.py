@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ndl.catalogue.metadata import DatasetMeta
-from ndl.catalogue.models import Dataset, DatasetFacet, DatasetVersion
+from ndl.catalogue.models import CatalogueState, Dataset, DatasetFacet, DatasetVersion
 from ndl.catalogue.search import reindex
 from ndl.core.db import utcnow
 from ndl.core.errors import NotFound
@@ -31,7 +31,9 @@ def publish(
             out.append({"id": ds_id, "version": ds.version, "changed": False})
             continue
         if ds is None:
-            ds = Dataset(id=ds_id, datasite_id=datasite.id, org_id=datasite.org_id, version=1)
+            num = (session.scalar(select(func.max(Dataset.num))) or 0) + 1
+            ds = Dataset(id=ds_id, num=num, datasite_id=datasite.id, org_id=datasite.org_id,
+                         version=1)
             session.add(ds)
         else:
             ds.version += 1
@@ -46,6 +48,8 @@ def publish(
                                    metadata_hash=digest))
         set_facets(session, ds_id, facet_values(meta))
         reindex(session, ds)
+        session.execute(update(CatalogueState).where(CatalogueState.id == 1)
+                        .values(generation=CatalogueState.generation + 1))
         register.append(
             session, key, kind="dataset.published", actor=f"datasite:{datasite.id}",
             subject=ds_id, payload={"version": ds.version, "tier": ds.tier,

@@ -49,15 +49,37 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("dataset_id", "version"),
     )
+    op.create_table(
+        "catalogue_state",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("generation", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.execute("INSERT INTO catalogue_state (id, generation) VALUES (1, 0)")
     with op.batch_alter_table("datasets", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("num", sa.Integer(), nullable=True))
         batch_op.add_column(
             sa.Column("meta", sa.JSON(), nullable=False, server_default=sa.text("'{}'"))
         )
-
+    # Number existing datasets in id order; the search index is keyed by this number.
+    op.execute(
+        "UPDATE datasets SET num = (SELECT count(*) FROM datasets d2 WHERE d2.id <= datasets.id)"
+    )
+    with op.batch_alter_table("datasets", schema=None) as batch_op:
+        batch_op.alter_column("num", existing_type=sa.Integer(), nullable=False)
+        batch_op.create_unique_constraint("uq_datasets_num", ["num"])
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute(
+            "UPDATE dataset_fts SET rowid = "
+            "(SELECT num FROM datasets WHERE datasets.id = dataset_fts.dataset_id)"
+        )
 
 def downgrade() -> None:
     with op.batch_alter_table("datasets", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_datasets_num", type_="unique")
+        batch_op.drop_column("num")
         batch_op.drop_column("meta")
+    op.drop_table("catalogue_state")
 
     op.drop_table("dataset_versions")
     op.drop_table("dataset_mocks")
