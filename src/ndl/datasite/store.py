@@ -11,6 +11,7 @@ Layout::
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -20,12 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from ndl.catalogue.metadata import DatasetMeta
 from ndl.core.envelope import CLOCK_SKEW
 from ndl.core.errors import InvalidInput, NotFound
 from ndl.core.keys import SigningKey
+
+MOCK_ROWS = 1000
+MOCK_SAMPLE_ROWS = 1_000_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -90,7 +96,7 @@ class DatasiteStore:
         """Cheap change detector for the datasets folder (names, sizes and mtimes)."""
         out = []
         for p in sorted((self.root / "datasets").glob("*/*")):
-            if p.name in ("metadata.json", "data.parquet", "mock.parquet"):
+            if p.name in ("metadata.json", "data.parquet"):
                 st = p.stat()
                 out.append((str(p.relative_to(self.root)), st.st_size, st.st_mtime_ns))
         return tuple(out)
@@ -110,6 +116,49 @@ class DatasiteStore:
         if not data.exists():
             raise InvalidInput(f"{meta_path.parent} has metadata but no data.parquet")
         return LocalDataset(meta, data)
+
+    # -- mock data ----------------------------------------------------------------------
+    def mock_for(self, ds: LocalDataset) -> tuple[bytes, str]:
+        """The dataset's mock as Parquet bytes and its method, synthesised if stale.
+
+        Cached beside the data as mock.parquet with mock.json naming the metadata it was made
+        for, so restarts do not spend privacy budget again.
+        """
+        from ndl.catalogue.mock import synthesise_mock
+
+        folder = ds.path.parent
+        stamp, cache = folder / "mock.json", folder / "mock.parquet"
+        digest = ds.meta.content_hash()
+        data_mtime = ds.path.stat().st_mtime_ns
+        if stamp.exists() and cache.exists():
+            info = json.loads(stamp.read_text("utf-8"))
+            if info.get("metadata_hash") == digest and info.get("data_mtime") == data_mtime:
+                return cache.read_bytes(), str(info["method"])
+        pf = pq.ParquetFile(ds.path)
+        # Learning marginals needs no more than a large sample; bounded memory matters more.
+        batches, rows = [], 0
+        for batch in pf.iter_batches(batch_size=65_536):
+            batches.append(batch)
+            rows += batch.num_rows
+            if rows >= MOCK_SAMPLE_ROWS:
+                break
+        table = pa.Table.from_batches(batches, schema=pf.schema_arrow)
+        result = synthesise_mock(table, ds.meta, rows=MOCK_ROWS, seed=int(digest[:8], 16))
+        buf = io.BytesIO()
+        pq.write_table(result.table, buf)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, cache)
+        self._write_json(stamp, {"metadata_hash": digest, "data_mtime": data_mtime,
+                                 "method": result.method, "rows": result.table.num_rows,
+                                 "rho": result.rho})
+        return buf.getvalue(), result.method
+
+    @staticmethod
+    def _write_json(path: Path, data: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n", "utf-8")
+        os.replace(tmp, path)
 
     # -- durable message state ------------------------------------------------------------
     def message(self, message_id: str) -> tuple[str, dict[str, Any] | None, bool] | None:

@@ -39,7 +39,7 @@ class DatasetSpec:
     columns: tuple[ColumnSpec, ...]
 
     def metadata(self, publisher: str, row_count: int) -> dict[str, Any]:
-        return {
+        base = {
             "name": self.name,
             "title": self.title,
             "description": self.description,
@@ -49,6 +49,7 @@ class DatasetSpec:
             "row_count": row_count,
             "columns": [c.to_json() for c in self.columns],
         }
+        return {**base, **DCAT_EXTRAS.get(self.name, {})}
 
 
 _SYNTHETIC = (
@@ -278,3 +279,73 @@ WARD_POPULATION = DatasetSpec(
         ColumnSpec("population", "integer", "Resident population, rounded to nearest 5.", "none"),
     ),
 )
+
+
+# Catalogue fields beyond the schema (DCAT-3 core, HDR UK access fields, ndl fields), so the
+# demo catalogue shows what a well-described dataset looks like.
+_COVERAGE = {"spatial": "Northshire (North East England)", "update_frequency": "monthly",
+             "issued": "2024-04-01", "modified": "2025-09-01", "last_verified": "2025-09-15"}
+_ACCESS = {
+    "controlled": {"route": "Apply through the library with a project; the data owner reviews "
+                            "the code that will run at the datasite.",
+                   "lead_time_days": 20, "cost": "Free for public-benefit research"},
+    "safeguarded": {"route": "Registered researchers with a project get differentially private "
+                             "aggregate answers at once.",
+                    "lead_time_days": 0, "cost": "Free"},
+}
+
+
+def _contact(team: str, email: str) -> dict[str, str]:
+    return {"name": team, "email": email}
+
+
+DCAT_EXTRAS: dict[str, dict[str, Any]] = {
+    "patients": {**_COVERAGE, "themes": ["health"], "licence": "restricted",
+                 "temporal": {"start": "2022-04-01", "end": "2025-08-31"},
+                 "contact": _contact("Northshire Trust data office", "data@northshire-nhs.example"),
+                 "access": {**_ACCESS["controlled"],
+                            "linkable_datasets": ["nhs-trust/ae-attendances",
+                                                  "local-authority/childrens-social-care"]},
+                 "policy_summary": "Controlled: code-to-data jobs only, outputs checked.",
+                 "known_issues": "About 1% of records lack a verified NHS number."},
+    "ae-attendances": {**_COVERAGE, "themes": ["health"], "licence": "restricted",
+                       "temporal": {"start": "2022-04-01", "end": "2025-08-31"},
+                       "contact": _contact("Northshire Trust data office",
+                                           "data@northshire-nhs.example"),
+                       "access": {**_ACCESS["safeguarded"],
+                                  "linkable_datasets": ["nhs-trust/patients"]},
+                       "policy_summary": "Safeguarded: aggregate answers with differential "
+                                         "privacy; small counts suppressed."},
+    "pupils": {**_COVERAGE, "themes": ["education"], "licence": "restricted",
+               "update_frequency": "annual",
+               "temporal": {"start": "2021-09-01", "end": "2025-07-31"},
+               "contact": _contact("DfE data sharing team", "data.sharing@education.example"),
+               "access": {**_ACCESS["controlled"],
+                          "linkable_datasets": ["dfe/attainment",
+                                                "local-authority/childrens-social-care"]},
+               "policy_summary": "Controlled: pupil-level records never leave the DfE datasite."},
+    "attainment": {**_COVERAGE, "themes": ["education"], "licence": "restricted",
+                   "update_frequency": "annual",
+                   "temporal": {"start": "2021-09-01", "end": "2025-07-31"},
+                   "contact": _contact("DfE data sharing team", "data.sharing@education.example"),
+                   "access": {**_ACCESS["safeguarded"], "linkable_datasets": ["dfe/pupils"]},
+                   "policy_summary": "Safeguarded: aggregate answers with differential privacy."},
+    "childrens-social-care": {**_COVERAGE, "themes": ["social-care"], "licence": "restricted",
+                              "temporal": {"start": "2021-04-01", "end": "2025-08-31"},
+                              "contact": _contact("Northshire children's services data team",
+                                                  "csc.data@northshire.example"),
+                              "access": {**_ACCESS["controlled"], "lead_time_days": 30,
+                                         "linkable_datasets": ["dfe/pupils",
+                                                               "nhs-trust/patients"]},
+                              "policy_summary": "Controlled: two approvers; outputs checked.",
+                              "known_issues": "NHS number is missing for about 30% of "
+                                              "children; a few children appear twice."},
+    "ward-population": {**_COVERAGE, "themes": ["population"], "licence": "OGL-UK-3.0",
+                        "update_frequency": "annual",
+                        "temporal": {"start": "2021-01-01", "end": "2025-12-31"},
+                        "contact": _contact("Northshire insight team",
+                                            "insight@northshire.example"),
+                        "access": {"route": "Open data: download or query it directly.",
+                                   "lead_time_days": 0, "cost": "Free"},
+                        "policy_summary": "Open: anyone may use it under the OGL."},
+}
