@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+
+from ndl.testing import write_dataset
 
 PG_BASE = os.environ.get("NDL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -65,26 +65,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "hub.db")
     url: str = request.getfixturevalue("pg_url")
     return url
-
-
-def write_dataset(root: Path, name: str, table: pa.Table, *, tier: str = "safeguarded",
-                  title: str | None = None, publisher: str = "Test Trust",
-                  keywords: list[str] | None = None, description: str = "") -> Path:
-    """Write a dataset folder (Parquet + metadata.json) the way a datasite keeps it."""
-    types = {pa.string(): "string", pa.int64(): "integer", pa.float64(): "float",
-             pa.bool_(): "boolean", pa.date32(): "date"}
-    d = root / "datasets" / name
-    d.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, d / "data.parquet")
-    meta = {
-        "name": name, "title": title or name.replace("-", " ").title(),
-        "description": description, "publisher": publisher, "tier": tier,
-        "keywords": keywords or [], "row_count": table.num_rows,
-        "columns": [{"name": f.name, "type": types.get(f.type, "string")}
-                    for f in table.schema],
-    }
-    (d / "metadata.json").write_text(json.dumps(meta), "utf-8")
-    return d
 
 
 @pytest.fixture

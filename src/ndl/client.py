@@ -100,16 +100,68 @@ class Client:
         return result
 
     # -- queries --------------------------------------------------------------------------
-    def query(self, dataset_id: str, *, count_by: list[str] | str | None = None) -> QueryAnswer:
-        """Count rows of a dataset, grouped by zero to three columns, computed at its datasite."""
+    def query(self, dataset_id: str, *, count_by: list[str] | str | None = None,
+              project: str | None = None) -> QueryAnswer:
+        """Count rows of a dataset, grouped by zero to three columns, computed at its datasite.
+
+        Non-open data needs ``project``: a project of yours with an active grant for it.
+        """
         by = [count_by] if isinstance(count_by, str) else list(count_by or [])
-        data = self._request("POST", f"/api/datasets/{dataset_id}/query",
-                             json={"op": "count", "by": by})
+        body: dict[str, Any] = {"op": "count", "by": by}
+        if project:
+            body["project"] = project
+        data = self._request("POST", f"/api/datasets/{dataset_id}/query", json=body)
         return QueryAnswer(
             dataset=data["dataset"], columns=data["columns"], rows=data["rows"],
             suppressed=data.get("suppressed", 0), threshold=data.get("threshold"),
             tier=data.get("tier", ""), message_id=data.get("message_id", ""), raw=data,
         )
+
+    def sql(self, dataset_id: str, sql: str, *, limit: int = 1000) -> QueryAnswer:
+        """Run one read-only SELECT over an open dataset (the table is called ``data``)."""
+        data = self._request("POST", f"/api/datasets/{dataset_id}/sql",
+                             json={"sql": sql, "limit": limit})
+        return QueryAnswer(dataset=data["dataset"], columns=data["columns"], rows=data["rows"],
+                           tier="open", message_id=data.get("message_id", ""), raw=data)
+
+    # -- access -------------------------------------------------------------------------
+    def create_project(self, *, title: str, purpose: str, lay_summary: str,
+                       legal_basis: str, end_date: str, purpose_category: str = "research",
+                       members: list[str] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", "/api/projects", json={
+            "title": title, "purpose": purpose, "purpose_category": purpose_category,
+            "lay_summary": lay_summary, "legal_basis": legal_basis, "end_date": end_date,
+            "members": members or []})
+        return result
+
+    def project(self, project_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/api/projects/{project_id}")
+        return result
+
+    def request_access(self, project_id: str, datasets: list[str]) -> dict[str, Any]:
+        """Ask for several datasets (at several organisations) in one request."""
+        result: dict[str, Any] = self._request(
+            "POST", f"/api/projects/{project_id}/requests", json={"datasets": datasets})
+        return result
+
+    def steward_queue(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", "/api/stewards/queue")["pending"]
+        return result
+
+    def decide(self, item_id: int, decision: str, reason: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "POST", f"/api/requests/items/{item_id}/decision",
+            json={"decision": decision, "reason": reason})
+        return result
+
+    def revoke_grant(self, grant_id: str, reason: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", f"/api/grants/{grant_id}/revoke",
+                                               json={"reason": reason})
+        return result
+
+    def time_to_access(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/api/metrics/time-to-access")
+        return result
 
     # -- accounts and the register --------------------------------------------------------
     def login(self, username: str, password: str) -> str:

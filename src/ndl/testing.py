@@ -10,6 +10,7 @@ exercises the real wire (HTTP, signed envelopes, long-polling) rather than a fak
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -20,12 +21,34 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ndl.access import accounts
 from ndl.core.db import Database
 from ndl.core.errors import UpstreamUnavailable
 from ndl.core.keys import SigningKey
 from ndl.ledger import register
+
+
+def write_dataset(root: Path, name: str, table: pa.Table, *, tier: str = "safeguarded",
+                  title: str | None = None, publisher: str = "Test Trust",
+                  keywords: list[str] | None = None, description: str = "") -> Path:
+    """Write a dataset folder (Parquet + metadata.json) the way a datasite keeps it."""
+    types = {pa.string(): "string", pa.int64(): "integer", pa.float64(): "float",
+             pa.bool_(): "boolean", pa.date32(): "date"}
+    d = root / "datasets" / name
+    d.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, d / "data.parquet")
+    meta = {
+        "name": name, "title": title or name.replace("-", " ").title(),
+        "description": description, "publisher": publisher, "tier": tier,
+        "keywords": keywords or [], "row_count": table.num_rows,
+        "columns": [{"name": f.name, "type": types.get(f.type, "string")}
+                    for f in table.schema],
+    }
+    (d / "metadata.json").write_text(json.dumps(meta), "utf-8")
+    return d
 
 
 def free_port() -> int:
@@ -122,14 +145,33 @@ class HubProcess(_Process):
             register.append(s, self.key, kind="org.created", actor="test", subject=org_id)
 
     def create_user(self, username: str, roles: list[str], *, org: str | None = None,
-                    password: str | None = None) -> str:
+                    password: str | None = None, accredited: bool = False) -> str:
         """Create a user and return a fresh API token for it."""
         with self.db.write() as s:
             user = accounts.create_user(s, username, roles=roles, org_id=org,
                                         password=password)
+            user.accredited = accredited
             register.append(s, self.key, kind="user.created", actor="test",
                             subject=f"user:{username}", payload={"roles": roles, "org": org})
             return accounts.issue_token(s, user, name="test")
+
+
+def granted_project(hub_url: str, token: str, datasets: list[str], *,
+                    title: str = "Test project") -> str:
+    """Create a project and ask for ``datasets``; return the project id.
+
+    With an accredited researcher and the default safeguarded policy the grants are immediate;
+    datasets whose policy routes to a steward stay pending for the caller to decide.
+    """
+    from ndl.client import Client
+
+    with Client(hub_url, token) as c:
+        project = c.create_project(
+            title=title, purpose="Measure how emergency care use varies by region for planning.",
+            lay_summary="Counts of hospital visits by area, to plan services.",
+            legal_basis="public-task", end_date="2099-12-31")
+        c.request_access(project["id"], datasets)
+    return str(project["id"])
 
 
 class DatasiteProcess(_Process):
@@ -170,4 +212,7 @@ class DatasiteProcess(_Process):
         self.stop()
 
 
-__all__ = ["DatasiteProcess", "HubProcess", "free_port", "wait_http"]
+__all__ = [
+    "DatasiteProcess", "HubProcess", "free_port", "granted_project", "wait_http",
+    "write_dataset",
+]

@@ -14,6 +14,7 @@ class Network:
     site: DatasiteProcess
     researcher: str
     steward: str
+    project: str
 
     def client(self, token: str | None = None) -> Client:
         return Client(self.hub.url, token if token is not None else self.researcher)

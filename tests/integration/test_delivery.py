@@ -20,7 +20,7 @@ from ndl.datasite import agent as agent_module
 from ndl.datasite.agent import Agent
 from ndl.datasite.store import DatasiteStore
 from ndl.federation.models import Message
-from ndl.testing import HubProcess
+from ndl.testing import HubProcess, granted_project
 
 
 def test_an_answer_survives_a_hub_crash_and_is_never_recomputed(
@@ -29,7 +29,7 @@ def test_an_answer_survives_a_hub_crash_and_is_never_recomputed(
     hub = HubProcess(tmp_path / "hub", extra_args=["--query-timeout", "30"])
     hub.create_org("nhs-trust", "NHS", "nhs")
     steward = hub.create_user("sam", ["steward"], org="nhs-trust")
-    researcher = hub.create_user("alice", ["researcher"])
+    researcher = hub.create_user("alice", ["researcher"], accredited=True)
     runs: list[Any] = []
     real = agent_module.engine.count_by
 
@@ -43,11 +43,12 @@ def test_an_answer_survives_a_hub_crash_and_is_never_recomputed(
                       org="nhs-trust", token=steward, poll_wait=1)
         agent.register()
         agent.publish()
+        project = granted_project(hub.url, researcher, ["nhs-trust/ae-attendances"])
 
         def ask() -> None:
             try:
                 with Client(hub.url, researcher) as c:
-                    c.query("nhs-trust/ae-attendances", count_by="region")
+                    c.query("nhs-trust/ae-attendances", count_by="region", project=project)
             except NdlError:
                 pass  # the hub dies under this request; that is the point
 

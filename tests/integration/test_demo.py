@@ -44,7 +44,7 @@ def test_demo_comes_up_answers_the_tour_and_stops_cleanly(tmp_path: Path) -> Non
     try:
         out = ""
         assert demo.stdout is not None
-        while "is running" not in out:
+        while "Press Ctrl-C" not in out:
             line = demo.stdout.readline()
             assert line, f"demo exited early:\n{out}"
             out += line
@@ -58,11 +58,15 @@ def test_demo_comes_up_answers_the_tour_and_stops_cleanly(tmp_path: Path) -> Non
         login = _ndl(env, "login", "--username", "alice", "--password",
                      "demo-password-alice")
         assert login.returncode == 0, login.stderr
+        project = out.split("project show ", 1)[1].split()[0]
         counts = _ndl(env, "query", "nhs-trust/ae-attendances", "--count-by", "region",
-                      "--json")
+                      "--project", project, "--json")
         assert counts.returncode == 0, counts.stderr
         assert '"columns": [\n    "region",\n    "n"\n  ]' in counts.stdout
 
+        times = httpx.get(f"http://127.0.0.1:{port}/api/metrics/time-to-access").json()
+        assert set(times["by_tier"]) == {"safeguarded", "controlled"}  # the demo's decisions
+        assert times["pending"] == 0
         sites = httpx.get(f"http://127.0.0.1:{port}/api/datasites").json()["datasites"]
         assert sorted(s["id"] for s in sites) == ["dfe", "local-authority", "nhs-trust"]
         verify = _ndl(env, "verify")

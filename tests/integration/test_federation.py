@@ -33,7 +33,7 @@ def test_count_query_round_trip_matches_the_data(network: Network) -> None:
     table = pq.read_table(network.site.root / "datasets/ae-attendances/data.parquet")
     expected = table.to_pandas()["region"].value_counts().to_dict()
     with network.client() as c:
-        ans = c.query("nhs-trust/ae-attendances", count_by="region")
+        ans = c.query("nhs-trust/ae-attendances", count_by="region", project=network.project)
     got = dict(zip(ans.to_pandas()["region"], ans.to_pandas()["n"], strict=True))
     # Safeguarded data: groups under 10 rows are withheld (Wales has 3).
     assert got["North East"] == expected["North East"] == 25
@@ -43,21 +43,21 @@ def test_count_query_round_trip_matches_the_data(network: Network) -> None:
 
 
 def test_open_data_is_not_suppressed(network: Network) -> None:
-    with network.client() as c:
+    with network.client("") as c:  # open data: no token, no project, no grant
         ans = c.query("nhs-trust/ward-population", count_by=["ward"])
     assert ans.rows == [["A", 1], ["B", 1], ["C", 1]] and ans.suppressed == 0
 
 
 def test_queries_are_on_the_register(network: Network) -> None:
     with network.client() as c:
-        ans = c.query("nhs-trust/ae-attendances")
+        ans = c.query("nhs-trust/ae-attendances", project=network.project)
         entries = c.register_entries()["entries"]
     kinds = [e["kind"] for e in entries]
     assert {"org.created", "datasite.registered", "dataset.published", "query.submitted",
             "query.answered"} <= set(kinds)
     submitted = next(e for e in entries if e["kind"] == "query.submitted")
     assert submitted["payload"]["message_id"] == ans.message_id
-    assert submitted["actor"] == "alice"
+    assert submitted["actor"] == f"project:{network.project}"  # never the researcher's name
 
 
 @pytest.mark.parametrize("dataset,body,error,words", [
@@ -69,7 +69,8 @@ def test_queries_are_on_the_register(network: Network) -> None:
 def test_bad_queries_get_clear_errors(network: Network, dataset: str, body: dict,
                                       error: type, words: str) -> None:
     with network.client() as c, pytest.raises(error, match=words):
-        c._request("POST", f"/api/datasets/{dataset}/query", json=body)
+        c._request("POST", f"/api/datasets/{dataset}/query",
+                   json={**body, "project": network.project})
 
 
 def test_tokens_and_roles_are_checked(network: Network) -> None:
@@ -92,7 +93,7 @@ def test_a_vanished_datasite_gives_a_timeout_not_a_hang(network: Network) -> Non
     network.site.kill()
     started = time.monotonic()
     with network.client() as c, pytest.raises(UpstreamTimeout, match="did not answer"):
-        c.query("nhs-trust/ae-attendances")
+        c.query("nhs-trust/ae-attendances", project=network.project)
     assert time.monotonic() - started < 15
     with network.client() as c:
         msgs = c.register_entries()["entries"]
@@ -107,7 +108,8 @@ def test_datasite_survives_a_hub_restart(network: Network) -> None:
     while True:
         try:
             with network.client() as c:
-                ans = c.query("nhs-trust/ae-attendances", count_by="region")
+                ans = c.query("nhs-trust/ae-attendances", count_by="region",
+                              project=network.project)
             break
         except UpstreamTimeout:
             if time.monotonic() > deadline:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 from netfixture import Network
 
+from ndl.testing import HubProcess
+
 T = TypeVar("T")
 
 
@@ -31,6 +34,18 @@ def _over_http(url: str, token: str | None, body: Callable[[Client], Awaitable[T
                 return await body(c)
 
     return anyio.run(main)
+
+
+def wait_for_mock(url: str, token: str, dataset_id: str, timeout: float = 20) -> None:
+    """Datasites send their mocks after publishing; give the upload a moment to land."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = httpx.get(f"{url}/api/datasets/{dataset_id}/mock", params={"limit": 1},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        if resp.status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no mock of {dataset_id} reached the hub: {resp.text}")
 
 
 def _ok(res: CallToolResult) -> dict[str, Any]:
@@ -79,31 +94,34 @@ def test_http_forwards_the_callers_token(network: Network) -> None:
     assert anonymous.is_error and "signed-in" in _text(anonymous)
     # The hub's mock endpoint needs a signed-in user: rows come back only if the caller's
     # token reached it.
+    wait_for_mock(network.hub.url, network.researcher, "nhs-trust/ae-attendances")
     signed_in = _ok(_over_http(network.hub.url, network.researcher, sample))
     assert signed_in["kind"] == "synthetic mock rows" and signed_in["real_data"] is False
     assert signed_in["columns"] == ["region", "acuity"] and 0 < len(signed_in["rows"]) <= 5
 
 
-def test_http_refuses_a_bad_token_before_any_tool_runs(network: Network) -> None:
-    resp = httpx.post(
-        f"{network.hub.url}/mcp", timeout=10,
-        headers={"Authorization": "Bearer ndl_forged", "Accept": "application/json"},
-        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-    assert resp.status_code == 401
-    assert resp.json()["error"]["code"] == "authentication_required"
-    assert resp.headers["www-authenticate"] == "Bearer"
-
-
-def test_the_hub_still_stops_cleanly_after_serving_mcp(network: Network) -> None:
+def test_hub_mcp_refuses_bad_tokens_and_starts_and_stops_cleanly(tmp_path: Path) -> None:
     async def search(c: Client) -> CallToolResult:
         return await c.call_tool("search_datasets", {"query": "ward"})
 
-    assert _ok(_over_http(network.hub.url, None, search))["total"] == 1
-    proc = network.hub.proc
-    assert proc is not None
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == 0
-    log = network.hub.log()
+    hub = HubProcess(tmp_path / "hub", extra_args=["--log-level", "info"])
+    with hub:
+        assert _ok(_over_http(hub.url, None, search))["total"] == 0
+        # A token that is not valid is refused before any tool runs, as on the API.
+        resp = httpx.post(
+            f"{hub.url}/mcp", timeout=10,
+            headers={"Authorization": "Bearer ndl_forged", "Accept": "application/json"},
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert resp.status_code == 401
+        assert resp.json()["error"]["code"] == "authentication_required"
+        assert resp.headers["www-authenticate"] == "Bearer"
+        proc = hub.proc
+        assert proc is not None
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal once its graceful shutdown is done.
+        assert proc.wait(timeout=10) in (0, -signal.SIGTERM)
+    log = hub.log()
+    assert "Application startup complete" in log and "Application shutdown complete" in log
     assert "Traceback" not in log and "ERROR" not in log, log
 
 

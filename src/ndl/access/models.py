@@ -29,6 +29,8 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     disabled: Mapped[bool] = mapped_column(default=False)
+    # Accredited researcher status (e.g. under the Digital Economy Act), set by an admin.
+    accredited: Mapped[bool] = mapped_column(default=False)
     roles: Mapped[list[UserRole]] = relationship(
         cascade="all, delete-orphan", lazy="selectin"
     )

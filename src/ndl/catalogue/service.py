@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -12,7 +13,7 @@ from ndl.catalogue.metadata import DatasetMeta
 from ndl.catalogue.models import CatalogueState, Dataset, DatasetFacet, DatasetVersion
 from ndl.catalogue.search import reindex
 from ndl.core.db import utcnow
-from ndl.core.errors import NotFound
+from ndl.core.errors import InvalidInput, NotFound
 from ndl.core.keys import SigningKey
 from ndl.federation.models import Datasite
 from ndl.ledger import register
@@ -43,6 +44,7 @@ def publish(
         ds.columns = [c.model_dump(mode="json") for c in meta.columns]
         ds.row_count, ds.metadata_hash = meta.row_count, digest
         ds.meta = meta.model_dump(mode="json")
+        ds.policy = _policy(meta)
         session.flush()
         session.add(DatasetVersion(dataset_id=ds_id, version=ds.version, meta=ds.meta,
                                    metadata_hash=digest))
@@ -50,6 +52,10 @@ def publish(
         reindex(session, ds)
         session.execute(update(CatalogueState).where(CatalogueState.id == 1)
                         .values(generation=CatalogueState.generation + 1))
+        if ds.version == 1:
+            from ndl.wishlist.service import link_published
+
+            link_published(session, key, ds)
         register.append(
             session, key, kind="dataset.published", actor=f"datasite:{datasite.id}",
             subject=ds_id, payload={"version": ds.version, "tier": ds.tier,
@@ -57,6 +63,19 @@ def publish(
         )
         out.append({"id": ds_id, "version": ds.version, "changed": True})
     return out
+
+
+def _policy(meta: DatasetMeta) -> dict[str, Any]:
+    from ndl.access.policy import Policy, default_policy
+
+    raw = getattr(meta, "policy", None)
+    try:
+        policy = Policy.model_validate(raw) if raw else default_policy(meta.tier)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"{meta.name}: policy.{where}: {first['msg']}") from exc
+    return policy.model_dump(mode="json")
 
 
 def facet_values(meta: DatasetMeta) -> dict[str, set[str]]:
@@ -112,8 +131,13 @@ def summary_json(ds: Dataset) -> dict[str, Any]:
 
 
 def detail_json(ds: Dataset) -> dict[str, Any]:
+    from ndl.access.policy import Policy, default_policy
+
     extra = {k: v for k, v in (ds.meta or {}).items() if k not in _SUMMARY_KEYS}
+    policy = Policy.model_validate(ds.policy) if ds.policy else default_policy(ds.tier)
     return {
         **extra, **summary_json(ds), "columns": ds.columns,
+        "policy": policy.model_dump(mode="json"),
+        "policy_summary": extra.get("policy_summary") or policy.summary(ds.tier),
         "published_at": ds.published_at.isoformat(), "updated_at": ds.updated_at.isoformat(),
     }

@@ -48,4 +48,11 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-from ndl.cli import client_cmds, demo_cmd, mcp_cmd, servers  # noqa: E402,F401  (registers commands)
+from ndl.cli import (  # noqa: E402,F401  (importing registers the commands)
+    access_cmds,
+    client_cmds,
+    demo_cmd,
+    mcp_cmd,
+    publish_cmd,
+    servers,
+)

@@ -102,11 +102,14 @@ def query(
     dataset_id: Annotated[str, typer.Argument(help="e.g. nhs-trust/ae-attendances")],
     count_by: Annotated[list[str] | None, typer.Option(
         "--count-by", help="Group the count by this column (repeat for up to three).")] = None,
+    project: Annotated[str | None, typer.Option(
+        help="Your project whose grant covers this dataset (not needed for open data).")
+    ] = None,
     hub: HubOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Count rows of a dataset at its datasite, optionally grouped by columns."""
     with _client(ctx, hub, token) as client:
-        ans = client.query(dataset_id, count_by=count_by or [])
+        ans = client.query(dataset_id, count_by=count_by or [], project=project)
     if as_json:
         typer.echo(json.dumps(ans.raw, indent=2))
         return

@@ -28,6 +28,8 @@ def upgrade(db: Database, revision: str = "head") -> None:
 def all_models() -> None:
     """Import every module that defines tables, so Base.metadata is complete."""
     import ndl.access.models
+    import ndl.access.project_models
     import ndl.catalogue.models
     import ndl.federation.models
-    import ndl.ledger.models  # noqa: F401
+    import ndl.ledger.models
+    import ndl.wishlist.models  # noqa: F401

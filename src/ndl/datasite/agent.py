@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from ndl.access.grants import check_grant
 from ndl.core.envelope import open_envelope, seal
 from ndl.core.errors import (
     EnvelopeRejected,
@@ -90,7 +91,8 @@ class Agent:
         log.info("registered datasite %s with %s", self.id, self.hub_url)
 
     def publish(self) -> list[dict[str, Any]]:
-        metas = [d.meta.model_dump(mode="json") for d in self.store.datasets()]
+        metas = [{**d.meta.model_dump(mode="json"), "policy": d.policy.model_dump(mode="json")}
+                 for d in self.store.datasets()]
         out: list[dict[str, Any]] = self._post("/api/federation/publish", "publish",
                                                {"datasets": metas})["published"]
         log.info("published %d datasets (%d changed)", len(out),
@@ -150,6 +152,8 @@ class Agent:
         """Run one handler; any failure becomes an error reply rather than a crash."""
         try:
             ds = self.store.dataset(str(body.get("dataset")))
+            if kind in NEEDS_GRANT and ds.meta.tier != "open":
+                self.check_grant(ds, body)
             result = HANDLERS[kind](self, ds, body)
             return {"ok": True, "result": result}
         except NdlError as exc:
@@ -158,6 +162,15 @@ class Agent:
             log.exception("%s failed", kind)
             return {"ok": False, "error": {"code": "internal_error",
                                            "message": f"the datasite failed to run it: {exc}"}}
+
+    def check_grant(self, ds: LocalDataset, body: dict[str, Any]) -> None:
+        """Re-check the signed grant here: the hub's word is not enough."""
+        hub_key = self.store.config().get("hub_key")
+        if not hub_key:
+            raise PermissionDenied("this datasite has no pinned hub key; re-register it")
+        check_grant(body.get("grant"), str(hub_key), dataset=f"{self.id}/{ds.meta.name}",
+                    project=str(body.get("project")), member=str(body.get("requested_by")),
+                    revoked=self.store.revoked_grants())
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -212,7 +225,7 @@ def _count(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str, An
     columns, rows = engine.count_by(ds.path, spec.by, [c.name for c in ds.meta.columns])
     suppressed, threshold = 0, None
     if ds.meta.tier != "open":
-        threshold = agent.threshold
+        threshold = max(agent.threshold, ds.policy.min_cell_count)
         for row in rows:
             if row[-1] is not None and row[-1] < threshold:
                 row[-1], suppressed = None, suppressed + 1
@@ -245,10 +258,19 @@ def _update_metadata(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> di
     return {"metadata": meta.model_dump(mode="json")}
 
 
+def _grant_revoked(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str, Any]:
+    agent.store.revoke(str(body.get("grant_id")))
+    log.info("grant %s revoked: new work under it is refused", body.get("grant_id"))
+    return {"revoked": body.get("grant_id")}
+
+
 OPEN_SQL_MAX_ROWS = 10_000
 OPEN_SQL_TIMEOUT = 10.0
 HANDLERS: dict[str, Callable[[Agent, LocalDataset, dict[str, Any]], dict[str, Any]]] = {
     "query": _count,
     "open_sql": _open_sql,
     "metadata.update": _update_metadata,
+    "grant.revoked": _grant_revoked,
 }
+# Work on non-open data needs a grant; the rest is the hub administering the datasite.
+NEEDS_GRANT = frozenset({"query"})

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+from ndl.access.policy import Policy, load_policy
 from ndl.catalogue.metadata import DatasetMeta
 from ndl.core.envelope import CLOCK_SKEW
 from ndl.core.errors import InvalidInput, NotFound
@@ -41,6 +42,9 @@ CREATE TABLE IF NOT EXISTS messages (
     sent INTEGER NOT NULL DEFAULT 0,
     updated REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS revoked_grants (
+    grant_id TEXT PRIMARY KEY, at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS nonces (
     sender TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL,
     PRIMARY KEY (sender, nonce)
@@ -52,6 +56,7 @@ CREATE TABLE IF NOT EXISTS nonces (
 class LocalDataset:
     meta: DatasetMeta
     path: Path
+    policy: Policy
 
 
 class DatasiteStore:
@@ -96,7 +101,8 @@ class DatasiteStore:
         """Cheap change detector for the datasets folder (names, sizes and mtimes)."""
         out = []
         for p in sorted((self.root / "datasets").glob("*/*")):
-            if p.name in ("metadata.json", "data.parquet"):
+            if p.name in ("metadata.json", "data.parquet", "policy.yaml", "policy.yml",
+                          "policy.json"):
                 st = p.stat()
                 out.append((str(p.relative_to(self.root)), st.st_size, st.st_mtime_ns))
         return tuple(out)
@@ -115,7 +121,7 @@ class DatasiteStore:
         data = meta_path.parent / "data.parquet"
         if not data.exists():
             raise InvalidInput(f"{meta_path.parent} has metadata but no data.parquet")
-        return LocalDataset(meta, data)
+        return LocalDataset(meta, data, load_policy(meta_path.parent, meta.tier))
 
     # -- mock data ----------------------------------------------------------------------
     def mock_for(self, ds: LocalDataset) -> tuple[bytes, str]:
@@ -137,13 +143,16 @@ class DatasiteStore:
         pf = pq.ParquetFile(ds.path)
         # Learning marginals needs no more than a large sample; bounded memory matters more.
         batches, rows = [], 0
-        for batch in pf.iter_batches(batch_size=65_536):
+        stream = pf.iter_batches(batch_size=65_536)
+        for batch in stream:
             batches.append(batch)
             rows += batch.num_rows
             if rows >= MOCK_SAMPLE_ROWS:
                 break
         table = pa.Table.from_batches(batches, schema=pf.schema_arrow)
-        result = synthesise_mock(table, ds.meta, rows=MOCK_ROWS, seed=int(digest[:8], 16))
+        # The rest of the file is streamed past the no-real-row check, never held in memory.
+        result = synthesise_mock(table, ds.meta, rows=MOCK_ROWS, seed=int(digest[:8], 16),
+                                 more_real_rows=stream)
         buf = io.BytesIO()
         pq.write_table(result.table, buf)
         tmp = cache.with_suffix(".tmp")
@@ -151,7 +160,7 @@ class DatasiteStore:
         os.replace(tmp, cache)
         self._write_json(stamp, {"metadata_hash": digest, "data_mtime": data_mtime,
                                  "method": result.method, "rows": result.table.num_rows,
-                                 "rho": result.rho})
+                                 "rho": result.rho, "delta": result.delta})
         return buf.getvalue(), result.method
 
     @staticmethod
@@ -196,6 +205,16 @@ class DatasiteStore:
                 "SELECT message_id, reply FROM messages WHERE state = 'done' AND sent = 0"
             ).fetchall()
         return [(r[0], json.loads(r[1])) for r in rows]
+
+    # -- revoked grants -------------------------------------------------------------------
+    def revoke(self, grant_id: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO revoked_grants VALUES (?, ?)",
+                             (grant_id, time.time()))
+
+    def revoked_grants(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT grant_id FROM revoked_grants")}
 
     # -- replay guard (the ReplayGuard protocol) ------------------------------------------
     def claim(self, sender: str, nonce: str, expires_at: int) -> bool:

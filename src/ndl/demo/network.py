@@ -78,6 +78,7 @@ def bootstrap_hub(hub_dir: Path, db_url: str) -> dict[str, str]:
                     display_name=u.display,
                     password=f"{PASSWORD}-{u.username}",
                 )
+                user.accredited = u.username == "alice"
                 register.append(
                     s,
                     key,
@@ -193,10 +194,11 @@ def run_demo(
                 {"NDL_TOKEN": tokens[org.slug]},
             )
         _wait_published(hub_url, len(ORGS), 45, [p for _, p in procs])
+        project = _demo_access(hub_url, root)
     except BaseException:
         stop_all(procs)
         raise
-    _tour(hub_url, root, time.monotonic() - started)
+    _tour(hub_url, root, time.monotonic() - started, project)
     if not block:
         return procs
     try:
@@ -233,7 +235,38 @@ def _wait_published(
     raise UpstreamUnavailable(f"the datasites did not come online within {timeout:g} s")
 
 
-def _tour(hub_url: str, root: Path, took: float) -> None:
+def _demo_access(hub_url: str, root: Path) -> str:
+    """Walk the access process once, for real, so the demo has grants and figures to show.
+
+    Alice (an accredited researcher) asks for three datasets at two organisations in one
+    request: the two safeguarded ones are granted at once by policy; the controlled one goes
+    to the DfE's steward, who approves it. Re-runs reuse the project.
+    """
+    from ndl.client import Client
+
+    marker = root / "hub" / "demo-project"
+    if marker.exists():
+        return marker.read_text().strip()
+    with Client(hub_url) as alice:
+        alice.login("alice", f"{PASSWORD}-alice")
+        project = alice.create_project(
+            title="Emergency care and school outcomes in Northshire",
+            purpose="Estimate how A&E use varies by region and how it relates to pupils' "
+                    "attainment, to target support for children.",
+            lay_summary="Counts of hospital visits and school results by area, to plan "
+                        "children's services.",
+            legal_basis="public-task", end_date="2030-03-31")
+        alice.request_access(project["id"], ["nhs-trust/ae-attendances", "dfe/attainment",
+                                             "dfe/pupils"])
+    with Client(hub_url) as steward:
+        steward.login("steward-dfe", f"{PASSWORD}-steward-dfe")
+        for item in steward.steward_queue():
+            steward.decide(item["id"], "approve", "Purpose and legal basis are sound.")
+    marker.write_text(project["id"])
+    return str(project["id"])
+
+
+def _tour(hub_url: str, root: Path, took: float, project: str) -> None:
     ndl = "ndl" if shutil.which("ndl") else f"{sys.executable} -m ndl"
     console.print(
         f"""
@@ -252,11 +285,16 @@ Try, in another shell (after `source .venv/bin/activate`, or use .venv/bin/ndl):
   {ndl} search "A&E"
   {ndl} show nhs-trust/ae-attendances
   {ndl} login --username alice --password demo-password-alice
-  {ndl} query nhs-trust/ae-attendances --count-by region
+  {ndl} project show {project}
+  {ndl} query nhs-trust/ae-attendances --count-by region --project {project}
+  {ndl} query local-authority/ward-population --count-by ward_name     # open data
+  {ndl} access-times
   {ndl} datasites
   {ndl} verify
+  {ndl} mcp          # an MCP server on stdio for AI agents (also at {hub_url}/mcp)
 
 Press Ctrl-C to stop every process.
 """,
         highlight=False,
+        soft_wrap=True,
     )

@@ -7,15 +7,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ndl.access import accounts
+from ndl.access import requests as access
 from ndl.access.accounts import Principal
 from ndl.access.models import Org
 from ndl.catalogue import mocks
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.models import Dataset
 from ndl.catalogue.search import search
-from ndl.core.errors import PermissionDenied
+from ndl.core.errors import AuthenticationRequired, PermissionDenied
 from ndl.federation import service as federation
 from ndl.federation.models import Datasite
 from ndl.hub.deps import authenticated, hub, public, requires
@@ -25,6 +27,7 @@ from ndl.ledger import register
 from ndl.query.spec import CountQuery
 
 router = APIRouter(prefix="/api")
+ANONYMOUS = Principal(0, "anonymous", frozenset(), None)
 HubDep = Annotated[HubState, Depends(hub)]
 
 
@@ -163,16 +166,15 @@ async def dataset_sql(site: str, name: str, body: SqlBody, state: HubDep,
                       who: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
     """Read-only SQL over an open dataset's rows (the table is called ``data``)."""
 
-    def open_only(ds: Dataset) -> None:
+    def open_only(_: Session, ds: Dataset) -> None:
         if ds.tier != "open":
             raise PermissionDenied(
                 f"{ds.id} is {ds.tier} data: SQL over rows is only for open data. Use an "
                 "aggregate query, or ask for access"
             )
 
-    anyone = who or Principal(0, "anonymous", frozenset(), None)
     return await ask_datasite(
-        state, anyone, f"{site}/{name}", kind="open_sql",
+        state, who or ANONYMOUS, f"{site}/{name}", kind="open_sql",
         body={"sql": body.sql, "limit": body.limit}, check=open_only, record="open.sql",
         payload={"sql": body.sql},
     )
@@ -184,7 +186,7 @@ async def edit_metadata(site: str, name: str, changes: dict[str, Any], state: Hu
                         ) -> dict[str, Any]:
     """A steward edits metadata; the datasite validates and keeps it, then republishes."""
 
-    def own_org(ds: Dataset) -> None:
+    def own_org(_: Session, ds: Dataset) -> None:
         if not (who.has("admin") or who.org_id == ds.org_id):
             raise PermissionDenied(f"only a steward of {ds.org_id!r} can edit {ds.id}")
 
@@ -206,13 +208,39 @@ def list_datasites(state: HubDep,
 @router.post("/datasets/{site}/{name}/query")
 async def query_dataset(
     site: str, name: str, spec: CountQuery, state: HubDep,
-    who: Annotated[Principal, Depends(requires("researcher"))],
+    caller: Annotated[Principal | None, Depends(public)],
 ) -> dict[str, Any]:
-    """Send an aggregate query to the dataset's datasite and wait for its answer."""
+    """Send an aggregate query to the dataset's datasite and wait for its answer.
+
+    Non-open data needs the project's active grant; the signed grant travels with the query so
+    the datasite can check it for itself.
+    """
+
+    who = caller or ANONYMOUS
+
+    def check(s: Session, ds: Dataset) -> dict[str, Any] | None:
+        spec.check_against(ds.columns)
+        if ds.tier == "open":
+            return None
+        if caller is None:
+            raise AuthenticationRequired(
+                f"{ds.id} is {ds.tier} data: sign in ('ndl login') as a researcher")
+        if not caller.has("researcher"):
+            raise PermissionDenied(
+                f"queries on {ds.tier} data need the role researcher; your roles are "
+                f"{', '.join(sorted(caller.roles)) or 'none'}")
+        if not spec.project:
+            raise PermissionDenied(
+                f"{ds.id} is {ds.tier} data: name the project whose grant covers it "
+                "(--project, or project=... in the SDK)")
+        return {"grant": access.active_grant(s, who, spec.project, ds.id).document}
+
+    spec_json = spec.model_dump(exclude={"project"})
     return await ask_datasite(
-        state, who, f"{site}/{name}", kind="query", body={"spec": spec.model_dump()},
-        check=lambda ds: spec.check_against(ds.columns), record="query.submitted",
-        payload={"spec": spec.model_dump()},
+        state, who, f"{site}/{name}", kind="query",
+        body={"spec": spec_json, "project": spec.project}, check=check,
+        record="query.submitted", payload={"spec": spec_json, "project": spec.project},
+        actor=f"project:{spec.project}" if spec.project else None,
     )
 
 

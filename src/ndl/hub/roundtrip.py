@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from ndl.access.accounts import Principal
@@ -27,28 +28,29 @@ from ndl.ledger import register
 
 async def ask_datasite(
     state: HubState, who: Principal, dataset_id: str, *, kind: str, body: dict[str, Any],
-    check: Callable[[Dataset], None] | None = None, record: str,
-    payload: dict[str, Any] | None = None,
+    check: Callable[[Session, Dataset], dict[str, Any] | None] | None = None, record: str,
+    payload: dict[str, Any] | None = None, actor: str | None = None,
 ) -> dict[str, Any]:
     """Send ``kind`` about ``dataset_id`` to its datasite; return the result or raise its error.
 
     ``check`` runs on the catalogue entry before anything is queued, so bad requests fail
-    fast and leave nothing behind.
+    fast and leave nothing behind; it may return more fields for the message body (a grant).
     """
 
     def submit() -> tuple[str, str]:
         with state.db.write() as s:
             ds = catalogue.get_dataset(s, dataset_id)
-            if check is not None:
-                check(ds)
+            extra = check(s, ds) if check is not None else None
+            full = {**body, **(extra or {})}
             msg = federation.enqueue(
                 s, datasite_id=ds.datasite_id, kind=kind,
                 body={"dataset": ds.name, "requested_by": who.username,
                       # Leave the datasite time to report a timeout of its own.
-                      "time_budget": max(1.0, state.settings.query_timeout - 2.0), **body},
+                      "time_budget": max(1.0, state.settings.query_timeout - 2.0), **full},
                 timeout=state.settings.query_timeout,
             )
-            register.append(s, state.key, kind=record, actor=who.username, subject=dataset_id,
+            register.append(s, state.key, kind=record, actor=actor or who.username,
+                            subject=dataset_id,
                             payload={"message_id": msg.id, **(payload or {})})
             return msg.id, ds.datasite_id
 

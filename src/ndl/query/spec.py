@@ -22,6 +22,8 @@ class CountQuery(BaseModel):
 
     op: Literal["count"] = "count"
     by: list[str] = Field(default_factory=list, max_length=3)
+    # The project whose grant covers this query; not needed for open data.
+    project: str | None = Field(default=None, max_length=64)
 
     def check_against(self, columns: list[dict[str, Any]]) -> None:
         """Refuse columns the dataset does not have, naming the ones it does."""

@@ -1,0 +1,200 @@
+"""Wishes, votes, comments, and each organisation's demand dashboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ndl.access.accounts import Principal, get_org
+from ndl.access.project_models import Grant, RequestItem
+from ndl.catalogue.metadata import TIERS
+from ndl.catalogue.models import Dataset
+from ndl.catalogue.service import get_dataset
+from ndl.core.db import utcnow
+from ndl.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from ndl.core.keys import SigningKey
+from ndl.ledger import register
+from ndl.ledger.models import LedgerEntry
+from ndl.wishlist.models import Wish, WishComment, WishVote
+
+STATES = ("open", "planned", "published")
+
+
+def create_wish(session: Session, key: SigningKey, who: Principal, *, title: str,
+                description: str, orgs: list[str], linkage: str = "", purpose: str = "",
+                tier_needed: str = "safeguarded") -> Wish:
+    problems = []
+    if len(title.strip()) < 5:
+        problems.append({"field": "title", "problem": "say what data you want (5+ characters)"})
+    if len(description.strip()) < 10:
+        problems.append({"field": "description",
+                         "problem": "describe the data and why (10+ characters)"})
+    if tier_needed not in TIERS:
+        problems.append({"field": "tier_needed", "problem": f"must be one of {', '.join(TIERS)}"})
+    if problems:
+        raise InvalidInput(f"{problems[0]['field']}: {problems[0]['problem']}", detail=problems)
+    for org in orgs:
+        get_org(session, org)
+    wish = Wish(title=title.strip(), description=description.strip(), orgs=sorted(set(orgs)),
+                linkage=linkage.strip(), purpose=purpose.strip(), tier_needed=tier_needed,
+                created_by=who.user_id)
+    session.add(wish)
+    session.flush()
+    register.append(session, key, kind="wish.created", actor=f"user#{who.user_id}",
+                    subject=f"wish:{wish.id}", payload={"title": wish.title, "orgs": wish.orgs})
+    return wish
+
+
+def get_wish(session: Session, wish_id: int) -> Wish:
+    wish = session.get(Wish, wish_id)
+    if wish is None:
+        raise NotFound(f"wish {wish_id} does not exist")
+    return wish
+
+
+def vote(session: Session, who: Principal, wish_id: int, *, up: bool = True) -> int:
+    get_wish(session, wish_id)
+    existing = session.scalar(select(WishVote).where(WishVote.wish_id == wish_id,
+                                                     WishVote.user_id == who.user_id))
+    if up and existing is None:
+        try:
+            with session.begin_nested():
+                session.add(WishVote(wish_id=wish_id, user_id=who.user_id))
+        except IntegrityError:
+            pass  # a double click raced us: one vote either way
+    elif not up and existing is not None:
+        session.delete(existing)
+    session.flush()
+    return votes(session, wish_id)
+
+
+def votes(session: Session, wish_id: int) -> int:
+    return int(session.scalar(select(func.count()).select_from(WishVote)
+                              .where(WishVote.wish_id == wish_id)) or 0)
+
+
+def comment(session: Session, who: Principal, wish_id: int, text: str) -> WishComment:
+    get_wish(session, wish_id)
+    if not text.strip() or len(text) > 5000:
+        raise InvalidInput("text: write a comment of 1 to 5,000 characters")
+    c = WishComment(wish_id=wish_id, user_id=who.user_id, username=who.username,
+                    text=text.strip())
+    session.add(c)
+    session.flush()
+    return c
+
+
+def set_state(session: Session, key: SigningKey, who: Principal, wish_id: int, state: str,
+              dataset_id: str | None = None) -> Wish:
+    wish = get_wish(session, wish_id)
+    if state not in STATES:
+        raise InvalidInput(f"state must be one of {', '.join(STATES)}")
+    if not (who.has("admin") or (who.has("steward") and who.org_id in wish.orgs)):
+        raise PermissionDenied("only a steward of an organisation the wish names can change it")
+    if state == "published":
+        if not dataset_id:
+            raise InvalidInput("dataset: name the dataset that answers this wish")
+        ds = get_dataset(session, dataset_id)
+        if not who.has("admin") and ds.org_id != who.org_id:
+            raise PermissionDenied("link a dataset of your own organisation")
+    wish.state, wish.dataset_id, wish.updated_at = state, dataset_id, utcnow()
+    register.append(session, key, kind=f"wish.{state}", actor=who.username,
+                    subject=f"wish:{wish.id}", payload={"dataset": dataset_id})
+    return wish
+
+
+def link_published(session: Session, key: SigningKey, ds: Dataset) -> list[int]:
+    """A newly published dataset answers the planned wishes that named it in advance."""
+    linked = []
+    for wish in session.scalars(select(Wish).where(Wish.state == "planned",
+                                                   Wish.dataset_id == ds.id)):
+        wish.state, wish.updated_at = "published", utcnow()
+        register.append(session, key, kind="wish.published", actor="hub",
+                        subject=f"wish:{wish.id}", payload={"dataset": ds.id})
+        linked.append(wish.id)
+    return linked
+
+
+def plan(session: Session, key: SigningKey, who: Principal, wish_id: int,
+         dataset_id: str | None) -> Wish:
+    """Mark planned, optionally naming the dataset id it will be published as."""
+    wish = set_state(session, key, who, wish_id, "planned")
+    if dataset_id:
+        if "/" not in dataset_id:
+            raise InvalidInput("dataset: give the future dataset id as <datasite>/<name>")
+        if session.get(Dataset, dataset_id) is not None:
+            raise Conflict(f"{dataset_id} is already published: mark the wish published")
+        wish.dataset_id = dataset_id
+    return wish
+
+
+def wish_json(session: Session, wish: Wish, *, with_comments: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": wish.id, "title": wish.title, "description": wish.description,
+        "orgs": wish.orgs, "linkage": wish.linkage, "purpose": wish.purpose,
+        "tier_needed": wish.tier_needed, "state": wish.state, "dataset": wish.dataset_id,
+        "votes": votes(session, wish.id), "created_at": wish.created_at.isoformat(),
+    }
+    if with_comments:
+        out["comments"] = [
+            {"user": c.username, "text": c.text, "at": c.at.isoformat()}
+            for c in session.scalars(select(WishComment).where(WishComment.wish_id == wish.id)
+                                     .order_by(WishComment.at))]
+    return out
+
+
+def list_wishes(session: Session, *, state: str | None = None, org: str | None = None,
+                sort: str = "votes") -> list[Wish]:
+    stmt = select(Wish)
+    if state:
+        stmt = stmt.where(Wish.state == state)
+    wishes = list(session.scalars(stmt))
+    if org:
+        wishes = [w for w in wishes if org in w.orgs]
+    if sort == "votes":
+        counts = dict(session.execute(select(WishVote.wish_id, func.count())
+                                      .group_by(WishVote.wish_id)).all())
+        wishes.sort(key=lambda w: (-counts.get(w.id, 0), -w.id))
+    else:
+        wishes.sort(key=lambda w: -w.id)
+    return wishes
+
+
+def dashboard(session: Session, org_id: str) -> dict[str, Any]:
+    """The value an organisation's data creates, and the demand it has not met yet."""
+    org = get_org(session, org_id)
+    datasets = list(session.scalars(select(Dataset).where(Dataset.org_id == org_id)))
+    ids = [d.id for d in datasets]
+    wishes = [w for w in session.scalars(select(Wish)) if org_id in w.orgs]
+    items = list(session.scalars(select(RequestItem).where(RequestItem.org_id == org_id)))
+    grants = list(session.scalars(select(Grant).where(Grant.dataset_id.in_(ids)))) if ids else []
+    queries: dict[str, int] = dict(session.execute(
+        select(LedgerEntry.subject, func.count()).where(
+            LedgerEntry.kind.in_(("query.submitted", "open.sql")),
+            LedgerEntry.subject.in_(ids)).group_by(LedgerEntry.subject)).all()) if ids else {}
+    now = utcnow()
+    per_dataset = [{
+        "id": d.id, "title": d.title, "tier": d.tier,
+        "requests": sum(1 for i in items if i.dataset_id == d.id),
+        "grants_active": sum(1 for g in grants if g.dataset_id == d.id and g.revoked_at is None
+                             and g.expires_at > now),
+        "queries": queries.get(d.id, 0), "jobs": 0,
+    } for d in sorted(datasets, key=lambda d: d.id)]
+    return {
+        "org": {"id": org.id, "name": org.name},
+        "datasets": len(datasets),
+        "wishes": len(wishes),
+        "wish_votes": sum(votes(session, w.id) for w in wishes),
+        "wishes_open": sum(1 for w in wishes if w.state == "open"),
+        "requests": len(items),
+        "requests_pending": sum(1 for i in items if i.state == "pending"),
+        "grants": len(grants),
+        "queries": sum(queries.values()),
+        "jobs": 0,
+        "per_dataset": per_dataset,
+        "top_wishes": [{"id": w.id, "title": w.title, "votes": votes(session, w.id),
+                        "state": w.state} for w in wishes][:10],
+    }
