@@ -7,6 +7,7 @@ change. ``tests/unit/test_public_api.py`` fails when this surface changes by acc
 from ndl.client import Client, QueryAnswer
 from ndl.core.errors import (
     AuthenticationRequired,
+    BudgetExhausted,
     Conflict,
     EnvelopeRejected,
     InternalError,
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationRequired",
+    "BudgetExhausted",
     "Client",
     "Conflict",
     "EnvelopeRejected",

@@ -6,7 +6,7 @@ import ndl
 from ndl.core import errors
 
 EXPECTED = [
-    "AuthenticationRequired", "Client", "Conflict", "EnvelopeRejected", "InternalError",
+    "AuthenticationRequired", "BudgetExhausted", "Client", "Conflict", "EnvelopeRejected", "InternalError",
     "InvalidInput", "NdlError", "NotFound", "PayloadTooLarge", "PermissionDenied",
     "QueryAnswer", "RateLimited", "UpstreamTimeout", "UpstreamUnavailable", "UserError",
     "__version__",

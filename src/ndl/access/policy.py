@@ -38,6 +38,21 @@ class AutoApproval(BaseModel):
     purposes: list[PurposeCategory] | None = None
 
 
+class PrivacyBudget(BaseModel):
+    """Limits on zCDP spending (rho) for one dataset; the datasite keeps the ledger."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_query: float = Field(default=0.5, gt=0, le=10)
+    per_researcher: float = Field(default=2.0, gt=0, le=100)
+    per_project: float = Field(default=5.0, gt=0, le=1000)
+    total: float | None = Field(default=50.0, gt=0)
+    max_rows_per_person: int = Field(default=5, ge=1, le=1000)
+    # Disclosure control applied to noisy counts after DP (post-processing: no privacy cost).
+    round_to: int | None = Field(default=None, ge=1, le=1000)
+    suppress_below: int | None = Field(default=None, ge=1, le=1000)
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,6 +63,8 @@ class Policy(BaseModel):
     allowed_legal_bases: list[LegalBasis] | None = None
     # Statistical disclosure control at the datasite: groups smaller than this are withheld.
     min_cell_count: int = Field(default=10, ge=1, le=1000)
+    # Differential privacy (zCDP rho) for safeguarded queries, spent at the datasite.
+    budget: PrivacyBudget = Field(default_factory=lambda: PrivacyBudget())
 
     def summary(self, tier: str) -> str:
         if tier == "open":

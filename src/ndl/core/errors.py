@@ -19,6 +19,7 @@ Tree::
     │   ├── Conflict                 HTTP 409, exit 6
     │   ├── PayloadTooLarge          HTTP 413, exit 2
     │   ├── RateLimited              HTTP 429, exit 7
+    │   ├── BudgetExhausted          HTTP 403, exit 8  (a privacy budget would be overspent)
     │   └── EnvelopeRejected         HTTP 401, exit 3  (forged, altered, expired, replayed)
     └── InternalError                HTTP 500, exit 10
         ├── UpstreamUnavailable      HTTP 503, exit 11 (a datasite or hub did not answer)
@@ -96,6 +97,12 @@ class RateLimited(UserError):
     code = "rate_limited"
 
 
+class BudgetExhausted(UserError):
+    http_status = 403
+    exit_code = 8
+    code = "budget_exhausted"
+
+
 class EnvelopeRejected(UserError):
     http_status = 401
     exit_code = 3
@@ -122,7 +129,7 @@ ERRORS_BY_CODE: dict[str, type[NdlError]] = {
     cls.code: cls
     for cls in (
         NdlError, UserError, InvalidInput, AuthenticationRequired, PermissionDenied, NotFound,
-        Conflict, PayloadTooLarge, RateLimited, EnvelopeRejected, InternalError,
+        Conflict, PayloadTooLarge, RateLimited, BudgetExhausted, EnvelopeRejected, InternalError,
         UpstreamUnavailable, UpstreamTimeout,
     )
 }

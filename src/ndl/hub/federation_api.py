@@ -17,6 +17,7 @@ from ndl.catalogue import service as catalogue
 from ndl.catalogue.metadata import DatasetMeta
 from ndl.core.envelope import open_envelope
 from ndl.core.errors import InvalidInput
+from ndl.core.db import utcnow
 from ndl.federation import service as federation
 from ndl.federation.models import Datasite
 from ndl.hub.deps import hub, public, requires, signed_by_datasite
@@ -82,6 +83,7 @@ def publish(signed: Signed, state: HubDep) -> dict[str, Any]:
     with state.db.write() as s:
         site_row = s.get(Datasite, site.id)
         assert site_row is not None
+        site_row.last_seen_at = utcnow()  # a signed message is as good a heartbeat as a poll
         return {"published": catalogue.publish(s, state.key, site_row, metas)}
 
 
