@@ -1,4 +1,7 @@
-"""``ndl publish`` and ``ndl metadata`` as a steward runs them: real processes, real files."""
+"""``ndl publish`` and ``ndl metadata`` as a steward runs them: real processes, real files.
+
+The last test runs them beside a real datasite and hub, which pick the new versions up.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,18 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from netfixture import Network
 
+from ndl.core.errors import NotFound
 from ndl.linkage.nhs_number import is_valid
 
 ROWS = 1_000_000
@@ -157,3 +165,33 @@ def test_metadata_set_and_show(tmp_path: Path) -> None:
     assert res.returncode == 2 and "cannot be edited" in res.stderr
     assert digest(site / "datasets") == before
     assert "CC-BY-4.0" in ndl("metadata", "show", *where).stdout
+
+
+def test_a_running_datasite_sends_what_ndl_publish_writes_to_the_hub(
+        network: Network, tmp_path: Path) -> None:
+    def detail_when(check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        deadline = time.monotonic() + 30
+        with network.client() as client:
+            while True:
+                try:
+                    d = client.dataset("nhs-trust/bed-days")
+                    if check(d):
+                        return d
+                except NotFound:
+                    pass
+                assert time.monotonic() < deadline, "the hub never saw the published dataset"
+                time.sleep(0.2)
+
+    src = tmp_path / "beds.csv"
+    src.write_text("ward,beds\nA,10\nB,12\n")
+    common = ["--dir", network.site.root, "--dataset", "bed-days", "--publisher",
+              "Northshire NHS Foundation Trust", "--tier", "open", "--licence", "OGL-UK-3.0"]
+    assert ndl("publish", src, *common, "--yes").returncode == 0
+    d = detail_when(lambda d: d["row_count"] == 2)
+    assert d["licence"] == "OGL-UK-3.0" and [c["name"] for c in d["columns"]] == ["ward", "beds"]
+    src.write_text("ward,beds\nA,10\nB,12\nC,7\n")
+    assert ndl("publish", src, *common, "--yes", "--new-version").returncode == 0
+    d = detail_when(lambda d: d["row_count"] == 3)
+    with network.client() as client:
+        sql = client.sql("nhs-trust/bed-days", "SELECT sum(beds) AS n FROM data")
+    assert sql.rows == [[29]]

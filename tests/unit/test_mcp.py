@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -64,6 +63,18 @@ def _wait_for_catalogue(url: str, n: int, timeout: float = 30) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"the catalogue did not reach {n} datasets")
+
+
+def wait_for_mock(url: str, token: str, dataset_id: str, timeout: float = 20) -> None:
+    """Datasites send their mocks after publishing; give the upload a moment to land."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = httpx.get(f"{url}/api/datasets/{dataset_id}/mock", params={"limit": 1},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        if resp.status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no mock of {dataset_id} reached the hub: {resp.text}")
 
 
 def _with_client(url: str, token: str | None,
@@ -232,6 +243,7 @@ def test_other_tiers_give_mock_rows_clearly_labelled(demo: Demo) -> None:
     async def call(client: Client) -> CallToolResult:
         return await client.call_tool("get_sample", {"dataset_id": "dfe/pupils", "rows": 5})
 
+    wait_for_mock(demo.hub.url, demo.researcher, "dfe/pupils")
     res = _with_client(demo.hub.url, demo.researcher, call)
     s = _ok(res)
     assert (s["kind"], s["real_data"]) == ("synthetic mock rows", False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
@@ -174,9 +174,3 @@ class Fabricator:
             return self._faker.last_name()
         return self._faker.name()
 
-
-def real_values(columns: Sequence[Sequence[Any]]) -> set[tuple[Any, ...]]:
-    """Real (combinations of) values a fabricator must never produce; all-null rows excluded."""
-    out = set(zip(*columns, strict=True))
-    out.discard((None,) * len(columns))
-    return out

@@ -15,11 +15,13 @@ make it so:
    :mod:`ndl.catalogue._mock_dp`) and columns are sampled independently of each other. No
    joint distribution is learned, so the mock carries no combination of attributes that could
    describe a real person, and values too rare to clear the DP threshold (a category or a
-   range held by a handful of people) never appear at all.
+   range held by a handful of people) never appear at all, unless the category is in the
+   column's public code list.
 3. **No real row is reproduced.** Every mock row is compared (by hash) with every real row
    on all columns; a mock row equal to a real one is drawn again. When the columns' values
    are few enough to list, every combination the mock can produce is checked up front: if
-   all of them occur in the real data the function refuses rather than leak a row. This
+   all of them occur in the real data the function refuses rather than leak a row. (Pass
+   the rows not in ``table`` as ``more_real_rows`` to extend both checks to them.) This
    check reads the real rows without noise, so it is outside the DP guarantee: in a table
    with a fabricated identifier it never fires (a fabricated value matches no real one), but
    in a table of a few low-cardinality columns the absence of a combination from the mock
@@ -30,15 +32,16 @@ identifier (the first column whose join key is ``nhs_number``, ``upn`` or ``loca
 row per identifier is kept, chosen at random, before anything is learned; otherwise each row
 is taken to be a different person. Limitation: rows with no identifier, and one person
 recorded under two identifiers, count as different people, so for them the guarantee is
-row-level. The budget ``rho`` is split evenly over the columns (each column makes one
-release, or three for numbers and dates, which share the column's part); rho adds up under
-composition, so the whole mock is ``rho``-zCDP apart from a ``delta`` (default 1e-9, split
-evenly over the thresholded releases) that covers the stability histograms used where the
-set of values is not public. The DP noise comes from OpenDP's own CSPRNG and cannot be
-seeded, on purpose: noise regenerable from a known seed could be subtracted again. ``seed``
-fixes the sampling of mock rows; the learned marginals are cached in-process per (data,
-metadata, rho, delta), so calling again on the same data returns the same mock for the same
-seed and spends no new budget (fresh noise per call would let averaging erode it).
+row-level. The budget ``rho`` is split evenly over the columns; a column makes one release,
+or one per tree level for numbers (four) and dates (three), which share the column's part.
+rho adds up under composition, so the whole mock is ``rho``-zCDP apart from a ``delta``
+(default 1e-9, split evenly over the thresholded releases) that covers the stability
+histograms used where the set of values is not public. The DP noise comes from OpenDP's own
+CSPRNG and cannot be seeded, on purpose: noise regenerable from a known seed could be
+subtracted again. ``seed`` fixes the sampling of mock rows; the learned marginals are cached
+in-process per (data, metadata, rho, delta), so calling again on the same data returns the
+same mock for the same seed and spends no new budget (fresh noise per call would let
+averaging erode it).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import math
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +70,7 @@ from ndl.catalogue._mock_dp import (
     learn_unknown,
     tree_levels,
 )
-from ndl.catalogue._mock_fake import Fabricator, FakeSpec, kind_of, real_values
+from ndl.catalogue._mock_fake import Fabricator, FakeSpec, kind_of
 from ndl.catalogue.metadata import ColumnMeta, DatasetMeta
 from ndl.core.errors import InternalError, InvalidInput
 
@@ -109,8 +113,13 @@ def synthesise_mock(
     rho: float = 0.5,
     seed: int | None = None,
     delta: float = DEFAULT_DELTA,
+    more_real_rows: Iterable[pa.RecordBatch | pa.Table] = (),
 ) -> MockResult:
     """Make ``rows`` mock rows of ``table`` (see the module docstring for the guarantees).
+
+    The marginals are learned from ``table``. When that is only a sample of the dataset, pass
+    the rest (e.g. ``ParquetFile.iter_batches()``) as ``more_real_rows``: it is streamed once
+    and no mock row, and no fabricated identifier, will equal any of those rows either.
 
     Raises :class:`InvalidInput` if the table is empty, does not match ``meta``, the arguments
     are out of range, or no mock row could avoid reproducing a real one.
@@ -130,7 +139,7 @@ def synthesise_mock(
             detail={"dataset": meta.name},
         )
     model = _cached_model(real, meta, rho, delta)
-    mock = _sample(model, real, meta, rows, np.random.default_rng(seed))
+    mock = _sample(model, real, meta, rows, np.random.default_rng(seed), more_real_rows)
     return MockResult(mock, model.method, model.rho, model.delta)
 
 
@@ -191,12 +200,30 @@ def _one_row_per_person(real: pa.Table, key: str) -> pa.Table:
     return real.take(sorted(keep))
 
 
-def _row_hashes(table: pa.Table) -> set[int]:
-    """Hashes of every real row, a batch at a time so the rows never sit in memory as tuples."""
-    out: set[int] = set()
-    for batch in table.to_batches(max_chunksize=65_536):
-        out.update(map(hash, zip(*(c.to_pylist() for c in batch.columns), strict=True)))
-    return out
+def _real_sets(real: pa.Table, meta: DatasetMeta, fakes: tuple[FakeSpec, ...],
+               more: Iterable[pa.RecordBatch | pa.Table]
+               ) -> tuple[set[int], list[set[tuple[Any, ...]]]]:
+    """Hashes of every real row, and each fabricated group's real values, in one pass.
+
+    A batch at a time, so the real rows never sit in memory as tuples all at once.
+    """
+    rows: set[int] = set()
+    values: list[set[tuple[Any, ...]]] = [set() for _ in fakes]
+    chunks = itertools.chain([real], (_conform(_as_table(c), meta).select(real.column_names)
+                                      for c in more))
+    for chunk in chunks:
+        for batch in chunk.to_batches(max_chunksize=65_536):
+            cols = {n: batch.column(n).to_pylist() for n in real.column_names}
+            rows.update(map(hash, zip(*cols.values(), strict=True)))
+            for seen, spec in zip(values, fakes, strict=True):
+                seen.update(zip(*(cols[c] for c in spec.columns), strict=True))
+    for seen, spec in zip(values, fakes, strict=True):
+        seen.discard((None,) * len(spec.columns))  # no value at all is not a real identifier
+    return rows, values
+
+
+def _as_table(chunk: pa.RecordBatch | pa.Table) -> pa.Table:
+    return chunk if isinstance(chunk, pa.Table) else pa.Table.from_batches([chunk])
 
 
 # --- learning ---------------------------------------------------------------------------------
@@ -348,16 +375,14 @@ def _method(learned: dict[str, ColumnModel], fakes: tuple[FakeSpec, ...], person
 
 
 def _sample(model: _Model, real: pa.Table, meta: DatasetMeta, rows: int,
-            rng: np.random.Generator) -> pa.Table:
+            rng: np.random.Generator, more: Iterable[pa.RecordBatch | pa.Table]) -> pa.Table:
     names = real.column_names
+    real_rows, real_ids = _real_sets(real, meta, model.fakes, more)
     # The dataset's name goes into the fabricators' seeds so that two datasets mocked with the
     # same seed do not share fabricated identifiers, which would look like a linkage.
     base = int(rng.integers(2**62)) ^ zlib.crc32(meta.name.encode())
-    fabricators = [
-        Fabricator(spec, real_values([real.column(c).to_pylist() for c in spec.columns]),
-                   base + i)
-        for i, spec in enumerate(model.fakes)
-    ]
+    fabricators = [Fabricator(spec, ids, base + i)
+                   for i, (spec, ids) in enumerate(zip(model.fakes, real_ids, strict=True))]
 
     def draw(n: int) -> dict[str, list[Any]]:
         cols = {name: m.sample(rng, n) for name, m in model.learned.items()}
@@ -365,7 +390,6 @@ def _sample(model: _Model, real: pa.Table, meta: DatasetMeta, rows: int,
             cols.update(f.draw(rng, n))
         return cols
 
-    real_rows = _row_hashes(real)
     allowed = _allowed_rows(model, names, real_rows, meta.name)
     cols = draw(rows)
     bad = _collisions(cols, names, range(rows), real_rows)

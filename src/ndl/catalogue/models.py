@@ -32,6 +32,8 @@ class Dataset(Base):
     metadata_hash: Mapped[str] = mapped_column(String(64))
     # The full validated metadata (DCAT, access and ndl fields) as the datasite published it.
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The access policy the datasite keeps with the dataset (ndl.access.policy.Policy).
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -17,8 +17,7 @@ from ndl.cli.client_cmds import HubOpt, TokenOpt
 def mcp(ctx: typer.Context, hub: HubOpt = None, token: TokenOpt = None) -> None:
     """Serve the catalogue to an AI agent as MCP tools on stdin/stdout.
 
-    The tools act as the token given (or the one 'ndl login' saved): without one, agents see
-    what anyone may see. Point an MCP client at the command, e.g. 'ndl mcp --hub URL'.
+    Tools act as --token (or the token 'ndl login' saved); without one, as anyone.
     """
     import anyio
 

@@ -1,4 +1,4 @@
-"""Read a steward's file as a stream of Arrow batches, infer column types and validate rows.
+"""Read a steward's file as a stream of Arrow batches and validate its rows.
 
 Three formats: CSV (or other delimited text), Parquet and Excel (.xlsx). Each reader yields
 :class:`Chunk`s of at most one block (a few MB) and never holds the whole file, so memory stays
@@ -6,9 +6,8 @@ bounded whatever the file's size. Row numbers are the ones a steward sees in the
 for CSV and Excel the header is row 1 and the first data row is row 2 (blank lines are not
 counted); for Parquet the first row is row 1.
 
-Values arrive as text (CSV, Excel) or typed (Parquet). :func:`infer_types` picks a column type
-from a sample; :func:`convert_batch` casts a whole batch with vectorised Arrow kernels and, rather
-than failing on the first bad cell, returns which rows failed and why.
+Values arrive as text (CSV, Excel) or typed (Parquet); :mod:`ndl.datasite.suggest` infers
+the column types and casts each batch to them, reporting bad rows rather than failing.
 """
 
 from __future__ import annotations
@@ -16,11 +15,13 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import threading
+import time
 import warnings
 import zipfile
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -37,26 +38,7 @@ BLOCK_SIZE = 16 << 20
 HEAD_BYTES = 1 << 20
 XLSX_CHUNK_ROWS = 8192
 PARQUET_BATCH_ROWS = 65_536
-NULL_TOKENS = pa.array(["", "na", "n/a", "null", "none"])
-TRUE_TOKENS = pa.array(["true", "yes"])
-FALSE_TOKENS = pa.array(["false", "no"])
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(), "integer": pa.int64(), "float": pa.float64(),
-    "boolean": pa.bool_(), "date": pa.date32(),
-}
-# Dates: ISO first (unambiguous), then the UK's day-first form. US month-first is never guessed.
-DATE_FORMATS: dict[str, tuple[str, str]] = {
-    "%Y-%m-%d": (r"^(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})$", "2024-03-31"),
-    "%d/%m/%Y": (r"^(?P<d>\d{1,2})/(?P<m>\d{1,2})/(?P<y>\d{4})$", "31/03/2024"),
-}
-_INT_RE = r"^[+-]?\d{1,18}$"
-_LONG_DIGITS_RE = r"^[+-]?\d{19,}$"
-_LEADING_ZERO_RE = r"^[+-]?0\d"
-_FLOAT_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-_WHAT: dict[str, str] = {
-    "integer": "is not a whole number", "float": "is not a number",
-    "boolean": "is not true/false/yes/no",
-}
+_NUMBER_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 
 @dataclass
@@ -75,13 +57,6 @@ class Chunk:
     bad: list[BadRow] = field(default_factory=list)  # rows the reader could not split
 
 
-@dataclass(frozen=True)
-class Inferred:
-    type: str
-    date_format: str | None = None
-    note: str = ""
-
-
 class Source(Protocol):
     format: str
     text: bool  # values arrive as text (CSV, Excel), so their types are inferred
@@ -89,15 +64,10 @@ class Source(Protocol):
     total_bytes: int
     encoding: str | None
 
-    def chunks(self) -> Iterator[Chunk]: ...
+    def chunks(self) -> Generator[Chunk, None, None]: ...
     def bytes_read(self) -> int: ...
     def native_types(self) -> dict[str, str | None]: ...
     def close(self) -> None: ...
-
-
-def _short(v: Any, limit: int = 40) -> str:
-    s = str(v)
-    return repr(s if len(s) <= limit else s[:limit] + "…")
 
 
 # -- format detection --------------------------------------------------------------------------
@@ -163,29 +133,70 @@ def check_header(names: list[str], where: str, *, text: bool = True) -> list[str
             raise InvalidInput(f"{where}: column {name!r} appears more than once in the header; "
                                "rename one of them")
         seen.add(name)
-    if text and all(pc.match_substring_regex(pa.array(out), _FLOAT_RE).to_pylist()):
+    if text and all(pc.match_substring_regex(pa.array(out), _NUMBER_RE).to_pylist()):
         raise InvalidInput(f"{where}: the first row ({', '.join(out[:4])}) looks like data, not "
                            "column names; add a header row")
     return out
 
 
 # -- CSV -------------------------------------------------------------------------------------
-class _CountingReader(io.RawIOBase):
-    """A read-only file that counts the bytes pulled through it, for the progress bar."""
+class _PacedReader(io.RawIOBase):
+    """The CSV's bytes for Arrow's background reader: counted, and never too far ahead.
 
-    def __init__(self, raw: BinaryIO) -> None:
+    Arrow's streaming CSV reader reads ahead on its own thread with no limit, so a slow
+    consumer (validation, Parquet writing) would let it pull most of a large file into
+    memory. Reads from that thread wait while they are more than ``window`` bytes ahead of
+    the batches consumed. Should the parser ever need more than that to finish a batch (the
+    consumer has been waiting for one for a while), the window grows, so it never deadlocks.
+    """
+
+    STALL_SECONDS = 1.0
+
+    def __init__(self, raw: BinaryIO, block_size: int, window_blocks: int = 4) -> None:
         self._raw = raw
+        self._block = block_size
+        self._window = window_blocks * block_size
+        self._allowed = self._window
+        self._consumer = threading.get_ident()
+        self._waiting_since: float | None = None
+        self._cond = threading.Condition()
+        self._stopped = False
         self.count = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf: Any) -> int:
-        n = self._raw.readinto(buf)
-        self.count += n or 0
-        return n or 0
+        if threading.get_ident() != self._consumer:
+            with self._cond:
+                while not (self.count < self._allowed or self._stopped):
+                    self._cond.wait(0.25)
+                    since = self._waiting_since
+                    if since is not None and time.monotonic() - since > self.STALL_SECONDS:
+                        self._window += self._block  # the parser needs more: let it have it
+                        self._allowed = self.count + self._block
+        if self._stopped:
+            return 0
+        n = self._raw.readinto(buf) or 0
+        self.count += n
+        return n
+
+    def waiting(self, waiting: bool) -> None:
+        with self._cond:
+            self._waiting_since = time.monotonic() if waiting else None
+
+    def consumed(self, batches: int) -> None:
+        with self._cond:
+            self._allowed = max(self._allowed, batches * self._block + self._window)
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
 
     def close(self) -> None:
+        self.stop()
         self._raw.close()
         super().close()
 
@@ -231,7 +242,9 @@ class CsvSource:
         self.total_bytes = path.stat().st_size
         self.block_size = block_size
         try:
-            self.encoding = codecs.lookup(encoding or "utf-8").name
+            # A BOM is skipped either way; utf-8-sig would only route through a slow transcoder.
+            self.encoding = codecs.lookup(encoding or "utf-8").name.replace("utf-8-sig",
+                                                                              "utf-8")
         except LookupError:
             raise InvalidInput(f"unknown encoding {encoding!r}; try utf-8, cp1252 or latin-1"
                                ) from None
@@ -248,18 +261,20 @@ class CsvSource:
         if "\x00" in text:
             raise InvalidInput(f"{path.name} contains NUL bytes, so it is not a text CSV file "
                                "(a binary file, or UTF-16: re-save it as UTF-8 CSV)")
-        first_line = text.lstrip("\r\n").split("\n", 1)[0]
+        body = text.lstrip("\r\n")
+        self._blank_lines = text[:len(text) - len(body)].count("\n")  # before the header
+        first_line = body.split("\n", 1)[0]
         self.delimiter = delimiter or _sniff_delimiter(first_line)
         if len(self.delimiter) != 1:
             raise InvalidInput(f"--delimiter must be one character, not {self.delimiter!r}")
         if "\n" not in text and len(head) < self.total_bytes:
             raise InvalidInput(f"{path.name}: the header row is longer than 1 MiB; is this "
                                "really a CSV file?")
-        header = next(csv.reader(io.StringIO(text.lstrip("\r\n")), delimiter=self.delimiter))
+        header = next(csv.reader(io.StringIO(body), delimiter=self.delimiter))
         self.columns = check_header(header, path.name)
         self._skipped: array[int] = array("q")
         self._pending: list[BadRow] = []
-        self._counter: _CountingReader | None = None
+        self._counter: _PacedReader | None = None
         self._last_record = 1
 
     def native_types(self) -> dict[str, str | None]:
@@ -291,11 +306,12 @@ class CsvSource:
         self._pending.append(BadRow(number, reason, values[:len(self.columns)]))
         return "skip"
 
-    def chunks(self) -> Iterator[Chunk]:
+    def chunks(self) -> Generator[Chunk, None, None]:
         is_utf8 = self.encoding == "utf-8"
-        self._counter = _CountingReader(self.path.open("rb"))
+        self._counter = pacer = _PacedReader(self.path.open("rb"), self.block_size)
         read = pacsv.ReadOptions(
-            column_names=self.columns, skip_rows=1, block_size=self.block_size,
+            column_names=self.columns, skip_rows=1 + self._blank_lines,
+            block_size=self.block_size,
             # Serial reading is what makes the parser report row numbers for bad rows.
             use_threads=False, encoding="utf8" if is_utf8 else self.encoding)
         parse = pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True,
@@ -303,11 +319,21 @@ class CsvSource:
         convert = pacsv.ConvertOptions(
             column_types=dict.fromkeys(self.columns, pa.string()),
             strings_can_be_null=False, quoted_strings_can_be_null=False)
-        accepted = 0
+        accepted = batches = 0
+        reader = None
         try:
-            reader = pacsv.open_csv(pa.PythonFile(self._counter, mode="r"), read_options=read,
+            reader = pacsv.open_csv(pa.PythonFile(pacer, mode="r"), read_options=read,
                                     parse_options=parse, convert_options=convert)
-            for batch in reader:
+            while True:
+                pacer.waiting(True)
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                finally:
+                    pacer.waiting(False)
+                batches += 1
+                pacer.consumed(batches)
                 start = accepted
                 accepted += batch.num_rows
                 bad, self._pending = self._pending, []
@@ -326,6 +352,9 @@ class CsvSource:
             raise InvalidInput(f"{self.path.name} could not be decoded as {self.encoding}: "
                                f"{exc}; give the right --encoding") from None
         finally:
+            pacer.stop()  # wake Arrow's reader thread before closing it
+            if reader is not None:
+                reader.close()
             self.close()
         self._last_record = accepted + len(self._skipped) + 1
 
@@ -339,9 +368,9 @@ class CsvSource:
 
 
 # -- Parquet ---------------------------------------------------------------------------------
-def _native(t: pa.DataType) -> str | None:
+def native_type(t: pa.DataType) -> str | None:
     if pa.types.is_dictionary(t):
-        return _native(t.value_type)
+        return native_type(t.value_type)
     if pa.types.is_integer(t):
         return "integer"
     if pa.types.is_floating(t) or pa.types.is_decimal(t):
@@ -374,7 +403,7 @@ class ParquetSource:
             if pa.types.is_nested(f.type) or pa.types.is_binary(f.type):
                 raise InvalidInput(f"{path.name}: column {f.name!r} has type {f.type}, which a "
                                    "catalogue column cannot describe; flatten it or drop it")
-        self._types = {f.name: _native(f.type) for f in schema}
+        self._types = {f.name: native_type(f.type) for f in schema}
         self._rows_total = max(self._file.metadata.num_rows, 1)
         self._rows_done = 0
 
@@ -384,7 +413,7 @@ class ParquetSource:
     def bytes_read(self) -> int:
         return self.total_bytes * self._rows_done // self._rows_total
 
-    def chunks(self) -> Iterator[Chunk]:
+    def chunks(self) -> Generator[Chunk, None, None]:
         try:
             for batch in self._file.iter_batches(batch_size=PARQUET_BATCH_ROWS):
                 start = self._rows_done
@@ -481,7 +510,7 @@ class XlsxSource:
     def bytes_read(self) -> int:
         return min(self.total_bytes, self.total_bytes * self._rows_done // self._rows_total)
 
-    def chunks(self) -> Iterator[Chunk]:
+    def chunks(self) -> Generator[Chunk, None, None]:
         width = len(self.columns)
         schema = pa.schema([(c, pa.string()) for c in self.columns])
         try:
@@ -510,178 +539,3 @@ class XlsxSource:
 
     def close(self) -> None:
         self._wb.close()
-
-
-# -- types -----------------------------------------------------------------------------------
-def _nulls(text: pa.Array) -> pa.Array:
-    lowered = pc.utf8_lower(pc.utf8_trim_whitespace(text))
-    return pc.fill_null(pc.is_in(lowered, value_set=NULL_TOKENS), True)
-
-
-def _ok(mask: pa.Array) -> pa.Array:
-    return pc.fill_null(mask, False)
-
-
-def parse_text(text: pa.Array, type_: str, date_format: str | None = None
-               ) -> tuple[pa.Array, pa.Array]:
-    """Parse text as ``type_``: (typed values, a mask of cells that are neither valid nor null)."""
-    if type_ == "string":
-        out = pc.if_else(_ok(pc.equal(text, "")), pa.scalar(None, pa.string()), text)
-        return out, pa.repeat(pa.scalar(False), len(text))
-    trimmed = pc.utf8_trim_whitespace(text)
-    isnull = _nulls(text)
-    if type_ == "integer":
-        ok = _ok(pc.match_substring_regex(trimmed, _INT_RE))
-        typed = pc.cast(pc.replace_substring_regex(
-            pc.if_else(ok, trimmed, pa.scalar(None, pa.string())), r"^\+", ""), pa.int64())
-    elif type_ == "float":
-        ok = _ok(pc.match_substring_regex(trimmed, _FLOAT_RE))
-        typed = pc.cast(pc.if_else(ok, trimmed, pa.scalar(None, pa.string())), pa.float64())
-    elif type_ == "boolean":
-        low = pc.utf8_lower(trimmed)
-        yes = _ok(pc.is_in(low, value_set=TRUE_TOKENS))
-        ok = pc.or_(yes, _ok(pc.is_in(low, value_set=FALSE_TOKENS)))
-        typed = pc.if_else(ok, yes, pa.scalar(None, pa.bool_()))
-    elif type_ == "date":
-        fmt = date_format or "%Y-%m-%d"
-        parts = pc.extract_regex(trimmed, DATE_FORMATS[fmt][0])
-        ts = pc.strptime(pc.if_else(parts.is_valid(), trimmed, pa.scalar(None, pa.string())),
-                         format=fmt, unit="s", error_is_null=True)
-        # strptime rolls 2024-02-30 over to 1 March: insist the day and month survive.
-        same_day = pc.equal(pc.day(ts), pc.cast(pc.struct_field(parts, "d"), pa.int64()))
-        same_month = pc.equal(pc.month(ts), pc.cast(pc.struct_field(parts, "m"), pa.int64()))
-        ok = _ok(pc.and_(same_day, same_month))
-        typed = pc.cast(ts, pa.date32())
-    else:
-        raise InvalidInput(f"unknown column type {type_!r}; types are "
-                           f"{', '.join(ARROW_TYPES)}")
-    bad = pc.and_(pc.invert(isnull), pc.invert(ok))
-    typed = pc.if_else(pc.or_(isnull, bad), pa.scalar(None, ARROW_TYPES[type_]), typed)
-    return typed, bad
-
-
-def describe_bad(type_: str, date_format: str | None) -> str:
-    if type_ == "date":
-        return f"is not a date like {DATE_FORMATS[date_format or '%Y-%m-%d'][1]}"
-    return _WHAT.get(type_, f"is not a valid {type_}")
-
-
-def _fraction(mask: pa.Array, n: int) -> float:
-    return pc.sum(pc.cast(mask, pa.int64())).as_py() / n if n else 0.0
-
-
-def infer_column(text: pa.Array) -> Inferred:
-    """A column type for a sample of text values; notes explain any near misses."""
-    values = pc.utf8_trim_whitespace(pc.filter(text, pc.invert(_nulls(text))))
-    n = len(values)
-    if n == 0:
-        return Inferred("string", note="no values in the sample; kept as text")
-
-    def share(regex: str) -> float:
-        return _fraction(_ok(pc.match_substring_regex(values, regex)), n)
-
-    candidates: dict[str, tuple[float, str | None]] = {
-        "integer": (share(_INT_RE), None), "float": (share(_FLOAT_RE), None)}
-    for fmt in DATE_FORMATS:
-        _, bad = parse_text(values, "date", fmt)
-        candidates[f"date:{fmt}"] = (1 - _fraction(bad, n), fmt)
-    _, bad = parse_text(values, "boolean")
-    candidates["boolean"] = (1 - _fraction(bad, n), None)
-    if candidates["integer"][0] == 1.0:
-        zeros = pc.filter(values, _ok(pc.match_substring_regex(values, _LEADING_ZERO_RE)))
-        if len(zeros):
-            return Inferred("string", note=f"kept as text: values like {_short(zeros[0])} have "
-                            "leading zeros that a number would lose")
-        return Inferred("integer")
-    if share(_LONG_DIGITS_RE) > 0 and candidates["float"][0] == 1.0 and share(r"^[+-]?\d+$") == 1:
-        return Inferred("string", note="kept as text: some values have more digits than a "
-                        "64-bit integer holds")
-    for key, (frac, fmt) in candidates.items():
-        if frac == 1.0:
-            return Inferred(key.split(":")[0], fmt)
-    key, (frac, fmt) = max(candidates.items(), key=lambda kv: kv[1][0])
-    if frac >= 0.9:
-        type_ = key.split(":")[0]
-        _, bad = parse_text(values, type_, fmt)
-        example = _short(pc.filter(values, bad)[0])
-        return Inferred("string", note=(
-            f"mostly {type_} ({frac:.0%} of {n:,} sampled values) but {example} is not; "
-            f"kept as text. Pass --type COLUMN={type_} to check every row as {type_}"))
-    return Inferred("string")
-
-
-def infer_types(batch: pa.RecordBatch, source: Source) -> dict[str, Inferred]:
-    """Column types: inferred from the sample for text sources, the file's own for Parquet."""
-    native = source.native_types()
-    out: dict[str, Inferred] = {}
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        kind = native.get(name)
-        if source.text:
-            out[name] = infer_column(column)
-        elif kind is None:
-            out[name] = Inferred("string", note=f"{column.type} values are published as text")
-        else:
-            out[name] = Inferred(kind)
-    return out
-
-
-def guess_date_format(text: pa.Array) -> str:
-    """For a ``--type col=date`` override: the format most sampled values match."""
-    best, best_n = "%Y-%m-%d", -1
-    for fmt in DATE_FORMATS:
-        _, bad = parse_text(text, "date", fmt)
-        n = len(text) - pc.sum(pc.cast(bad, pa.int64())).as_py()
-        if n > best_n:
-            best, best_n = fmt, n
-    return best
-
-
-def as_text(column: pa.Array) -> pa.Array:
-    if pa.types.is_string(column.type):
-        return column
-    if pa.types.is_boolean(column.type):
-        return pc.if_else(column, "true", "false")
-    return pc.cast(column, pa.string())
-
-
-def convert_batch(batch: pa.RecordBatch, plans: dict[str, Inferred], *,
-                  empty_is_null: bool = True) -> tuple[pa.RecordBatch, dict[int, str]]:
-    """Cast ``batch`` to the planned types: (good rows, typed; {index of bad row: reason}).
-
-    ``empty_is_null``: in text sources an empty cell means "no value"; Parquet can say so
-    itself, so its empty strings are kept.
-    """
-    arrays: list[pa.Array] = []
-    bad_any: pa.Array | None = None
-    reasons: dict[int, str] = {}
-    extra: dict[int, int] = {}
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        plan = plans[name]
-        target = ARROW_TYPES[plan.type]
-        if _native(column.type) == plan.type:  # also int32 -> int64, decimal -> float64
-            try:
-                typed = pc.cast(column, target)
-            except pa.ArrowInvalid:  # e.g. a uint64 beyond int64: check it value by value
-                pass
-            else:
-                if plan.type == "string" and empty_is_null:
-                    typed, _ = parse_text(typed, "string")
-                arrays.append(typed)
-                continue
-        typed, bad = parse_text(as_text(column), plan.type, plan.date_format)
-        arrays.append(typed)
-        if pc.any(bad).as_py():
-            bad_any = bad if bad_any is None else pc.or_(bad_any, bad)
-            what = describe_bad(plan.type, plan.date_format)
-            for i in pc.indices_nonzero(bad).to_pylist():
-                if i in reasons:
-                    extra[i] = extra.get(i, 0) + 1
-                else:
-                    reasons[i] = f"column {name!r} value {_short(column[i].as_py())} {what}"
-    for i, more in extra.items():
-        reasons[i] += f" (and {more} more column{'s' if more > 1 else ''})"
-    schema = pa.schema([(n, ARROW_TYPES[plans[n].type]) for n in batch.schema.names])
-    typed_batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-    if bad_any is not None:
-        typed_batch = typed_batch.filter(pc.invert(bad_any))
-    return typed_batch, reasons

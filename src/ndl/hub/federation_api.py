@@ -15,9 +15,9 @@ from ndl.access.accounts import Principal
 from ndl.catalogue import mocks
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.metadata import DatasetMeta
+from ndl.core.db import utcnow
 from ndl.core.envelope import open_envelope
 from ndl.core.errors import InvalidInput
-from ndl.core.db import utcnow
 from ndl.federation import service as federation
 from ndl.federation.models import Datasite
 from ndl.hub.deps import hub, public, requires, signed_by_datasite

@@ -31,6 +31,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ndl import __version__
@@ -54,6 +55,7 @@ _STOP_WORDS = frozenset(
     "a about all an and any are as at be by can data dataset datasets do does find for from "
     "get has have how i in is it list me of on or show that the their there these this to "
     "what where which who whose with".split())
+_MAX_WORDS = 8
 _F = TypeVar("_F", bound=Callable[..., Awaitable[CallToolResult]])
 
 
@@ -121,6 +123,7 @@ async def _search(lib: Library, query: str, filters: dict[str, Any], limit: int
     words = [w for w in tokens if w not in _STOP_WORDS and len(w) > 1]
     if tokens == words and len(words) == 1:  # nothing else to try
         words = []
+    words = words[:_MAX_WORDS]  # one hub search per word: bound the work a question costs
     found: dict[str, tuple[dict[str, Any], list[str], int]] = {}
     for word in words:
         hits = await lib.search({"q": word, **filters, "limit": 100})
@@ -340,7 +343,7 @@ def create_server(library: Library) -> MCPServer:
     @tool("Query an open dataset with SQL")
     async def query_open_data(
         ctx: Context, dataset_id: DatasetId,
-        sql: Annotated[str, Field(max_length=20_000, description=(
+        sql: Annotated[str, Field(max_length=10_000, description=(
             "One SELECT over the table 'data', e.g. SELECT year, sum(population) FROM data "
             "GROUP BY year"))],
         max_rows: Annotated[int, Field(ge=1, le=1000)] = 1000,
@@ -450,7 +453,8 @@ class McpEndpoint:
 def mount_mcp(app: FastAPI, path: str = "/mcp") -> McpEndpoint:
     """Serve MCP at ``path`` on the hub ``app`` and run it inside the app's lifespan."""
     endpoint = McpEndpoint(app)
-    app.router.add_route(path, endpoint, include_in_schema=False)
+    # A plain Route (not a Mount) so "/mcp" itself matches, with no redirect to "/mcp/".
+    app.router.routes.append(Route(path, endpoint=endpoint, include_in_schema=False))
     previous = app.router.lifespan_context
 
     @asynccontextmanager

@@ -1,6 +1,7 @@
 """The hub's web pages: server-rendered HTML in the GOV.UK Design System look.
 
-``mount`` adds the page routes and serves the built assets (``scripts/build_assets.sh``) at
+``mount`` adds the page routes, sign-in and sign-out, the session middleware (see
+:mod:`ndl.web.session`) and serves the built assets (``scripts/build_assets.sh``) at
 ``/static``. Without the built assets the pages still work, unstyled.
 """
 
@@ -13,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 from starlette.types import Scope
 
+from ndl.web import session
 from ndl.web.pages import router
 from ndl.web.render import Pages, assets_built, make_environment
 
@@ -41,5 +43,10 @@ def mount(app: FastAPI, web_dir: Path) -> None:
     styled = assets_built(static_dir, warn=not _warned_missing)
     _warned_missing = _warned_missing or not styled
     app.state.ndl_pages = Pages(make_environment(web_dir / "templates"), styled=styled)
+    state = app.state.hub
+    secret = session.WebSecret(state.settings.data_dir / session.SECRET_FILE)
+    app.state.ndl_web_secret = secret
+    app.include_router(session.router)
     app.include_router(router)
+    app.add_middleware(session.SessionMiddleware, state=state, secret=secret)
     app.mount("/static", _StaticFiles(directory=static_dir, check_dir=False), name="static")

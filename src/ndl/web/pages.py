@@ -1,18 +1,22 @@
 """The hub's server-rendered catalogue pages: home, search and dataset pages.
 
-Every route depends on ``ndl.hub.deps.public``: the catalogue is open to everyone. The pages
-call the same service functions as the JSON API and only arrange their results for display.
+Every route depends on ``ndl.hub.deps.public``: the catalogue is open to everyone (signed-in
+users also see mock rows). The pages call the same service functions as the JSON API and only
+arrange their results for display. Everything works without JavaScript: facets are links and
+sorting is a GET form.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup, escape
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -20,11 +24,12 @@ from ndl.access.accounts import Principal
 from ndl.access.models import Org
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.models import Dataset
-from ndl.catalogue.search import FACETS, search
-from ndl.core.errors import NotFound
+from ndl.catalogue.search import FACETS, SORTS, search
+from ndl.core.errors import InvalidInput, NotFound
 from ndl.federation.models import Datasite
 from ndl.hub.deps import hub, public
-from ndl.web.render import pages_of
+from ndl.web.dataset_view import dataset_context
+from ndl.web.render import JOIN_KEY_LABELS, THEME_LABELS, pages_of
 
 log = logging.getLogger("ndl.web")
 
@@ -33,18 +38,33 @@ Public = Annotated[Principal | None, Depends(public)]
 
 PAGE_SIZE = 20
 MAX_QUERY_CHARS = 200
-FACET_LABELS = {"publisher": "Publisher", "tier": "Access tier"}
+MAX_FILTER_CHARS = 200
+SNIPPET_CHARS = 240
+FACETS_SHOWN = 8  # values beyond this sit behind a "Show more" disclosure
+FACET_LABELS = {
+    "publisher": "Publisher", "tier": "Access tier", "theme": "Theme",
+    "geography": "Geography", "year": "Year (time coverage)", "join_key": "Join key type",
+}
+SORT_LABELS = {
+    "relevance": "Relevance", "title": "Title (A to Z)", "updated": "Recently updated",
+    "rows": "Most rows",
+}
+TIER_ORDER = ("open", "safeguarded", "controlled")
 
 Build = Callable[[Session], tuple[str, dict[str, Any]]]
 
 
 def _page(request: Request, build: Build) -> HTMLResponse:
-    """Run ``build`` in a read session and render what it returns; errors become HTML pages."""
+    """Run ``build`` in a read session and render what it returns; errors become HTML pages.
+
+    A context may carry ``status`` (e.g. 400 for a search the service refused).
+    """
     pages = pages_of(request)
     try:
         with hub(request).db.read() as session:
             template, context = build(session)
-            return pages.render(request, template, context)
+            status = int(context.pop("status", 200))
+            return pages.render(request, template, context, status=status)
     except NotFound:
         return not_found(request)
     except Exception:
@@ -67,15 +87,37 @@ def _count(session: Session, model: type[Any]) -> int:
     return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def _search_url(q: str, filters: dict[str, str], page: int = 1) -> str:
-    params = {"q": q, **filters, "page": str(page) if page > 1 else ""}
+# --- search ---------------------------------------------------------------------------------
+
+def search_url(q: str, filters: dict[str, str], page: int = 1, sort: str = "relevance") -> str:
+    params = {"q": q, **filters, "sort": "" if sort == "relevance" else sort,
+              "page": str(page) if page > 1 else ""}
     query = urlencode({k: v for k, v in params.items() if v})
     return "/search" + (f"?{query}" if query else "")
 
 
-def _facets(
-    q: str, filters: dict[str, str], counts: dict[str, dict[str, int]]
-) -> list[dict[str, Any]]:
+def facet_label(facet: str, value: str) -> str:
+    if facet == "tier":
+        return value.capitalize()
+    if facet == "theme":
+        return THEME_LABELS.get(value, value)
+    if facet == "join_key":
+        return JOIN_KEY_LABELS.get(value, value)
+    return value
+
+
+def _ordered(facet: str, values: dict[str, int]) -> list[tuple[str, int]]:
+    """Tiers in their natural order, years newest first, the rest as counted (most first)."""
+    if facet == "tier":
+        return sorted(values.items(), key=lambda kv: (
+            TIER_ORDER.index(kv[0]) if kv[0] in TIER_ORDER else len(TIER_ORDER), kv[0]))
+    if facet == "year":
+        return sorted(values.items(), key=lambda kv: kv[0], reverse=True)
+    return list(values.items())
+
+
+def facets_view(q: str, filters: dict[str, str], counts: dict[str, dict[str, int]],
+                sort: str = "relevance") -> list[dict[str, Any]]:
     """Each facet value links to the search with that value chosen, or un-chosen if it is."""
     out = []
     for facet in FACETS:
@@ -84,16 +126,22 @@ def _facets(
         if chosen and chosen not in values:
             values[chosen] = 0
         options = []
-        for value, n in values.items():
+        for value, n in _ordered(facet, values):
             toggled = {**filters, facet: "" if value == chosen else value}
-            options.append({"value": value, "count": n, "selected": value == chosen,
-                            "href": _search_url(q, toggled)})
+            options.append({"value": value, "label": facet_label(facet, value), "count": n,
+                            "selected": value == chosen,
+                            "href": search_url(q, {k: v for k, v in toggled.items() if v},
+                                               sort=sort)})
+        # The chosen value always shows, even when it would fall behind "Show more".
+        shown = [o for i, o in enumerate(options) if i < FACETS_SHOWN or o["selected"]]
+        more = [o for i, o in enumerate(options) if i >= FACETS_SHOWN and not o["selected"]]
         out.append({"name": facet, "label": FACET_LABELS.get(facet, facet.title()),
-                    "options": options})
+                    "options": shown, "more": more, "chosen": chosen})
     return out
 
 
-def _pagination(q: str, filters: dict[str, str], page: int, pages: int) -> dict[str, Any] | None:
+def pagination_view(q: str, filters: dict[str, str], page: int, pages: int,
+                    sort: str = "relevance") -> dict[str, Any] | None:
     """Options for the govukPagination macro: neighbours of the current page, with ellipses."""
     if pages <= 1:
         return None
@@ -102,17 +150,81 @@ def _pagination(q: str, filters: dict[str, str], page: int, pages: int) -> dict[
     for i, n in enumerate(shown):
         if i and n - shown[i - 1] > 1:
             items.append({"ellipsis": True})
-        items.append({"number": n, "href": _search_url(q, filters, n), "current": n == page})
+        items.append({"number": n, "href": search_url(q, filters, n, sort),
+                      "current": n == page})
     options: dict[str, Any] = {"items": items}
     if page > 1:
-        options["previous"] = {"href": _search_url(q, filters, page - 1)}
+        options["previous"] = {"href": search_url(q, filters, page - 1, sort)}
     if page < pages:
-        options["next"] = {"href": _search_url(q, filters, page + 1)}
+        options["next"] = {"href": search_url(q, filters, page + 1, sort)}
     return options
 
 
 def _page_number(raw: str) -> int:
     return max(1, min(int(raw), 10_000)) if raw.isdigit() else 1
+
+
+def snippet(text: str, q: str, width: int = SNIPPET_CHARS) -> Markup:
+    """A piece of ``text`` around the first query word it contains, words marked; escaped."""
+    words = _words(q)
+    text = " ".join(text.split())
+    if not words:
+        return escape(_cut(text, 0, width))
+    pattern = re.compile("|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)),
+                         re.IGNORECASE)
+    first = pattern.search(text)
+    start = 0 if first is None or first.start() < width // 3 else first.start() - width // 3
+    piece = _cut(text, start, width)
+    out, last = [], 0
+    for m in pattern.finditer(piece):
+        out.append(escape(piece[last:m.start()]))
+        out.append(Markup('<mark class="ndl-mark">{}</mark>').format(m.group(0)))
+        last = m.end()
+    out.append(escape(piece[last:]))
+    return Markup("").join(out)
+
+
+def _cut(text: str, start: int, width: int) -> str:
+    """``width`` characters from ``start``, on word boundaries, with ellipses where cut."""
+    if start > 0:
+        space = text.rfind(" ", 0, start)
+        start = space + 1 if space >= 0 else start
+    end = start + width
+    if end < len(text):
+        space = text.rfind(" ", start, end)
+        end = space if space > start else end
+    return (("…" if start > 0 else "") + text[start:end].strip()
+            + ("…" if end < len(text) else ""))
+
+
+def _words(q: str) -> list[str]:
+    return [w for w in re.findall(r"\w+", q.lower()) if len(w) > 1]
+
+
+def _matching_columns(ds: Dataset, words: list[str]) -> list[str]:
+    """Columns whose name or description holds a query word: why a dataset matched."""
+    hits = []
+    for col in ds.columns:
+        hay = f"{col.get('name', '')} {col.get('description', '')}".replace("_", " ").lower()
+        if any(w in hay for w in words):
+            hits.append(str(col.get("name", "")))
+    return hits[:5]
+
+
+def result_view(ds: Dataset, q: str) -> dict[str, Any]:
+    meta = ds.meta or {}
+    description = ds.description or ""
+    words = _words(q)
+    # Say which columns matched only when the description does not show why it matched.
+    in_text = any(w in description.lower() for w in words)
+    return {
+        **catalogue.summary_json(ds),
+        "themes": [THEME_LABELS.get(t, t) for t in meta.get("themes", [])],
+        "spatial": meta.get("spatial"),
+        "temporal": meta.get("temporal"),
+        "snippet": snippet(description, q) if description else None,
+        "matching_columns": [] if in_text or not words else _matching_columns(ds, words),
+    }
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -128,31 +240,48 @@ def home(request: Request, _: Public) -> HTMLResponse:
 @router.get("/search", response_class=HTMLResponse)
 def search_page(
     request: Request, _: Public, q: str = "", publisher: str = "", tier: str = "",
-    page: str = "1",
+    theme: str = "", geography: str = "", year: str = "", join_key: str = "",
+    sort: str = "relevance", page: str = "1",
 ) -> HTMLResponse:
     q = q.strip()[:MAX_QUERY_CHARS]
-    filters = {k: v for k, v in {"publisher": publisher, "tier": tier}.items() if v}
+    given = {"publisher": publisher, "tier": tier, "theme": theme, "geography": geography,
+             "year": year, "join_key": join_key}
+    filters = {k: v.strip()[:MAX_FILTER_CHARS] for k, v in given.items() if v.strip()}
+    sort = sort.strip()[:20] or "relevance"
     number = _page_number(page)
+    view: dict[str, Any] = {
+        "q": q, "filters": filters, "sort": sort, "page": number,
+        "sort_options": [{"value": s, "text": SORT_LABELS.get(s, s), "selected": s == sort}
+                         for s in SORTS],
+        "chosen": [{"facet": FACET_LABELS[k], "value": facet_label(k, v)}
+                   for k, v in filters.items()],
+        "clear_filters_href": search_url(q, {}, sort=sort) if filters else None,
+    }
 
     def build(session: Session) -> tuple[str, dict[str, Any]]:
-        result = search(session, q or None, filters=dict(filters), limit=PAGE_SIZE,
-                        offset=(number - 1) * PAGE_SIZE)
+        try:
+            result = search(session, q or None, filters=dict(filters), sort=sort,
+                            limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE)
+        except InvalidInput as exc:
+            return "search.html", {**view, "error": exc.message, "total": 0, "results": [],
+                                   "facets": facets_view(q, filters, {}, "relevance"),
+                                   "pagination": None, "pages": 1, "status": 400}
         pages = max(1, -(-result.total // PAGE_SIZE))
         return "search.html", {
-            "q": q, "filters": filters, "total": result.total, "page": number,
-            "pages": pages, "results": [catalogue.summary_json(ds) for ds in result.items],
-            "facets": _facets(q, filters, result.facets),
-            "pagination": _pagination(q, filters, number, pages),
-            "clear_filters_href": _search_url(q, {}) if filters else None,
+            **view, "total": result.total, "pages": pages,
+            "results": [result_view(ds, q) for ds in result.items],
+            "facets": facets_view(q, filters, result.facets, sort),
+            "pagination": pagination_view(q, filters, number, pages, sort),
         }
 
     return _page(request, build)
 
 
 @router.get("/datasets/{site}/{name}", response_class=HTMLResponse)
-def dataset_page(request: Request, site: str, name: str, _: Public) -> HTMLResponse:
+def dataset_page(request: Request, site: str, name: str, who: Public) -> HTMLResponse:
+    base = str(request.base_url).rstrip("/")
+
     def build(session: Session) -> tuple[str, dict[str, Any]]:
-        ds = catalogue.get_dataset(session, f"{site}/{name}")
-        return "dataset.html", {"ds": ds}
+        return "dataset.html", dataset_context(session, f"{site}/{name}", who, base)
 
     return _page(request, build)

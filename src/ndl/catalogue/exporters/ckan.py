@@ -198,6 +198,8 @@ def parse_sort(sort: str | None) -> str:
     if not sort or not sort.strip():
         return "relevance"
     first = sort.split(",")[0].split()
+    if not first:
+        return "relevance"
     field = first[0]
     if field not in SORTS:
         raise InvalidInput(f"sort: cannot sort on {field!r}; use one of {', '.join(SORTS)}")

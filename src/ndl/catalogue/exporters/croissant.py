@@ -72,7 +72,7 @@ def _org(hub: HubLinks, detail: dict[str, Any]) -> dict[str, Any]:
 
 
 def _licence(detail: dict[str, Any], links: Links) -> str | dict[str, Any]:
-    licence = detail.get("licence")
+    licence = str(detail.get("licence") or "")
     if licence:
         return LICENCES.get(licence, licence)
     # Croissant requires a licence; when the publisher named none, the terms that do apply

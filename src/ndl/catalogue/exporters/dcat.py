@@ -182,11 +182,17 @@ def _mock_sample(links: Links) -> dict[str, Any]:
     )
 
 
-def dataset_node(detail: dict[str, Any], base_url: str, *, has_mock: bool = False
-                 ) -> dict[str, Any]:
-    """One dataset as a ``dcat:Dataset`` node (no ``@context``), with its distributions."""
+def dataset_node(detail: dict[str, Any], base_url: str, *, has_mock: bool = False,
+                 service_described: bool = False) -> dict[str, Any]:
+    """One dataset as a ``dcat:Dataset`` node (no ``@context``), with its distributions.
+
+    ``service_described`` says the document describes the hub's API service elsewhere (the
+    catalogue does, once), so distributions only refer to it by IRI.
+    """
     links, hub = Links.of(base_url, detail), HubLinks.of(base_url)
     service = hub_service(hub)
+    if service_described:
+        service = {"@id": service["@id"]}
     node: dict[str, Any] = {
         "@id": links.api,
         "@type": "dcat:Dataset",
@@ -269,8 +275,8 @@ def catalogue_dcat(details: list[dict[str, Any]], base_url: str, *,
     page, a Hydra ``PartialCollectionView`` links the pages.
     """
     hub = HubLinks.of(base_url)
-    datasets = [dataset_node(d, base_url, has_mock=dataset_id(d) in with_mock)
-                for d in details]
+    datasets = [dataset_node(d, base_url, has_mock=dataset_id(d) in with_mock,
+                             service_described=True) for d in details]
     doc: dict[str, Any] = {
         "@context": dict(CONTEXT),
         "@id": hub.catalogue_dcat,

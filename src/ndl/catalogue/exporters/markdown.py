@@ -84,7 +84,7 @@ def _facts(detail: dict[str, Any]) -> list[str]:
     facts = [
         f"- **Publisher:** {_inline(detail['publisher'])}",
         f"- **Identifier:** `{detail['id']}`",
-        f"- **Access tier:** {TIER_TITLES.get(tier, tier)}. {TIER_SUMMARY[tier]}",
+        f"- **Access tier:** {TIER_SUMMARY[tier]}",
     ]
     if detail.get("row_count") is not None:
         facts.append(f"- **Rows:** {int(detail['row_count']):,}")
