@@ -120,3 +120,15 @@ def test_republishing_changed_metadata_bumps_the_version(db: Database) -> None:
     assert same == [{"id": "dfe/school-places", "version": 1, "changed": False}]
     assert changed == [{"id": "dfe/school-places", "version": 2, "changed": True}]
     assert _ids(db, "capacity") == ["dfe/school-places"]
+
+
+def test_sorts_by_rows_and_update_time_put_the_biggest_and_newest_first(db: Database) -> None:
+    with db.write() as s:
+        site = s.get(Datasite, "dfe")
+        assert site is not None
+        catalogue.publish(s, KEY, site, [_meta("big", "Big table", "DfE", "open", ["x"],
+                                               row_count=10**9)])
+    with db.read() as s:
+        by_rows = [d.id for d in search(s, None, sort="rows").items]
+        by_update = [d.id for d in search(s, None, sort="updated").items]
+    assert by_rows[0] == "dfe/big" and by_update[0] == "dfe/big"

@@ -357,9 +357,6 @@ def test_sort_is_a_get_form_and_is_kept_in_links(client: TestClient) -> None:
     assert '<input type="hidden" name="sort" value="title">' in html
 
 
-@pytest.mark.xfail(strict=True, reason="ndl.catalogue.search sorts 'rows' and 'updated' "
-                   "ascending (fewest rows, oldest first); the page offers 'Most rows' and "
-                   "'Recently updated'. Remove this mark when search.py sorts them descending.")
 def test_most_rows_sorts_biggest_first(client: TestClient) -> None:
     titles = _titles(client.get("/search", params={"sort": "rows"}).text)
     assert titles[0] == "School census"

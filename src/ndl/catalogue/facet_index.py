@@ -32,7 +32,7 @@ def members(mask: int, size: int) -> np.ndarray:
 
 @dataclass
 class FacetIndex:
-    generation: int
+    generation: tuple[str, int]
     size: int
     everything: int
     values: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -54,9 +54,10 @@ _lock = threading.Lock()
 _indexes: dict[str, FacetIndex] = {}
 
 
-def generation(session: Session) -> int:
-    return int(session.execute(
-        text("SELECT generation FROM catalogue_state WHERE id = 1")).scalar_one())
+def generation(session: Session) -> tuple[str, int]:
+    epoch, gen = session.execute(
+        text("SELECT epoch, generation FROM catalogue_state WHERE id = 1")).one()
+    return str(epoch), int(gen)
 
 
 def get_index(session: Session, key: str) -> FacetIndex:
@@ -72,17 +73,21 @@ def get_index(session: Session, key: str) -> FacetIndex:
     return idx
 
 
-def _build(session: Session, gen: int) -> FacetIndex:
+def _build(session: Session, gen: tuple[str, int]) -> FacetIndex:
     rows = session.execute(text(
         "SELECT num, title, updated_at, row_count FROM datasets ORDER BY num")).all()
     size = (max((r[0] for r in rows), default=0)) + 1
     nums = np.array([r[0] for r in rows], dtype=np.int64)
     idx = FacetIndex(generation=gen, size=size, everything=bitset(nums, size))
-    for name, key_of in (("title", lambda r: (r[1].lower(), r[0])),
-                         ("updated", lambda r: (str(r[2]), r[0])),
-                         ("rows", lambda r: (r[3] or 0, r[0]))):
+    # Title A-Z; most recently updated first; most rows first (ties by number, ascending).
+    orders = {
+        "title": sorted(rows, key=lambda r: (r[1].lower(), r[0])),
+        "updated": sorted(rows, key=lambda r: (str(r[2]), -r[0]), reverse=True),
+        "rows": sorted(rows, key=lambda r: (-(r[3] or 0), r[0])),
+    }
+    for name, ordered in orders.items():
         rank = np.full(size, np.iinfo(np.int64).max, dtype=np.int64)
-        for pos, r in enumerate(sorted(rows, key=key_of)):
+        for pos, r in enumerate(ordered):
             rank[r[0]] = pos
         idx.order[name] = rank
     grouped: dict[tuple[str, str], list[int]] = {}

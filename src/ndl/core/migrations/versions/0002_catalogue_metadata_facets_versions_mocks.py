@@ -5,6 +5,8 @@ Revises: 0001
 Create Date: 2026-11-25
 """
 
+import uuid
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -53,9 +55,14 @@ def upgrade() -> None:
         "catalogue_state",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("generation", sa.Integer(), nullable=False),
+        sa.Column("epoch", sa.String(length=32), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.execute("INSERT INTO catalogue_state (id, generation) VALUES (1, 0)")
+    # A fresh epoch per database, so caches never mistake a recreated catalogue for the old.
+    op.execute(
+        sa.text("INSERT INTO catalogue_state (id, generation, epoch) VALUES (1, 0, :e)")
+        .bindparams(e=uuid.uuid4().hex)
+    )
     with op.batch_alter_table("datasets", schema=None) as batch_op:
         batch_op.add_column(sa.Column("num", sa.Integer(), nullable=True))
         batch_op.add_column(
