@@ -152,7 +152,7 @@ class HubProcess(_Process):
                                         password=password)
             user.accredited = accredited
             register.append(s, self.key, kind="user.created", actor="test",
-                            subject=f"user:{username}", payload={"roles": roles, "org": org})
+                            subject=f"user#{user.id}", payload={"roles": roles, "org": org})
             return accounts.issue_token(s, user, name="test")
 
 

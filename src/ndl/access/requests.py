@@ -208,19 +208,21 @@ def active_grant(session: Session, who: Principal, project_id: str, dataset_id: 
     return best
 
 
-def request_json(req: AccessRequest) -> dict[str, Any]:
+def request_json(req: AccessRequest, *, names: bool = True) -> dict[str, Any]:
+    """``names=False`` for the public register: stewards appear as their organisation."""
     return {
         "id": req.id, "project": req.project_id, "created_at": req.created_at.isoformat(),
-        "items": [item_json(i) for i in req.items],
+        "items": [item_json(i, names=names) for i in req.items],
     }
 
 
-def item_json(item: RequestItem) -> dict[str, Any]:
+def item_json(item: RequestItem, *, names: bool = True) -> dict[str, Any]:
     return {
         "id": item.id, "request": item.request_id, "dataset": item.dataset_id,
         "org": item.org_id, "tier": item.tier, "state": item.state,
         "reason": item.decision_reason, "approvals_required": item.approvals_required,
-        "approvals": [{"steward": a.steward, "decision": a.decision, "reason": a.reason,
+        "approvals": [{"steward": a.steward if names else f"a steward of {item.org_id}",
+                       "decision": a.decision, "reason": a.reason,
                        "at": a.at.isoformat()} for a in item.approvals],
         "created_at": item.created_at.isoformat(),
         "decided_at": item.decided_at.isoformat() if item.decided_at else None,

@@ -161,7 +161,7 @@ def create_user(
     with database.write() as s:
         user = accounts.create_user(s, username, roles=role, org_id=org, password=password)
         register.append(s, key, kind="user.created", actor="admin-cli",
-                        subject=f"user:{username}", payload={"roles": sorted(role), "org": org})
+                        subject=f"user#{user.id}", payload={"roles": sorted(role), "org": org})
         issued = accounts.issue_token(s, user, name="admin-cli") if token else None
     console.print(f"created user {username}")
     if issued:

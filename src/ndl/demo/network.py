@@ -84,7 +84,7 @@ def bootstrap_hub(hub_dir: Path, db_url: str) -> dict[str, str]:
                     key,
                     kind="user.created",
                     actor="demo",
-                    subject=f"user:{u.username}",
+                    subject=f"user#{user.id}",
                     payload={"roles": list(u.roles), "org": u.org},
                 )
             if u.org:

@@ -56,10 +56,12 @@ def get_project(project_id: str, state: HubDep,
         p = proj.get_project(s, project_id)
         reqs = s.scalars(select(AccessRequest).where(AccessRequest.project_id == p.id)
                          .order_by(AccessRequest.id))
+        reqs = list(reqs)
         out = proj.public_project(p)
-        out["requests"] = [access.request_json(r) for r in reqs]
+        out["requests"] = [access.request_json(r, names=False) for r in reqs]
         if who is not None and proj.member_of(p, who):
-            out = {**proj.project_json(p), "requests": out["requests"], "grants": [
+            out = {**proj.project_json(p),
+                   "requests": [access.request_json(r) for r in reqs], "grants": [
                 access.grant_json(g) for g in s.scalars(
                     select(Grant).where(Grant.project_id == p.id))]}
         return out

@@ -97,7 +97,7 @@ def create_user(body: UserBody, state: HubDep,
             org_id=body.org, password=body.password,
         )
         register.append(s, state.key, kind="user.created", actor=who.username,
-                        subject=f"user:{user.username}",
+                        subject=f"user#{user.id}",
                         payload={"roles": sorted(body.roles), "org": body.org})
         return {"username": user.username, "roles": sorted(body.roles), "org": body.org}
 

@@ -1,0 +1,449 @@
+"""The authorisation matrix: every hub endpoint, called as every role, allowed or denied.
+
+Roles: anonymous (no token), researcher (member of project P, accredited, with grants on
+organisation A's safeguarded and controlled datasets), other_researcher (member of project Q
+only), steward_A and steward_B (data stewards of organisations A and B), output_checker and
+admin. One real hub and two datasites serve the whole module (``authz_fixture``).
+
+Outcomes:
+
+* ALLOW: the call gets past the access check. Each row names what an allowed call returns
+  (``ok``), and its body is one that succeeds, so the matrix also shows real success.
+* DENY: 401 for anonymous and 403 for everyone signed in, with the API's error codes
+  (``deny="role"``). Some refusals do not depend on who asks, and say so:
+  ``"envelope"`` (401 envelope_rejected for every role, for a forged envelope and for a body
+  that is no envelope at all: a bearer token is never a datasite's signature), ``"tier"``
+  (403 for every role: only open data leaves as rows) and ``"csrf"`` (403 "form has expired"
+  for every role: a form post without its CSRF token). ``"mcp_tool"``: MCP answers a refused
+  tool call with HTTP 200 and a JSON-RPC result marked ``isError``.
+
+``test_the_matrix_covers_every_route`` fails when the hub has a route this table does not
+list, so a new endpoint cannot ship without a decision for every role.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from authz_fixture import (
+    CTRL,
+    CTRL_B,
+    OPEN,
+    ORG_A,
+    ORG_B,
+    PASSWORD,
+    ROLES,
+    SAFE,
+    Library,
+    running_library,
+)
+from starlette.routing import Mount, Route
+from test_api_safety import api_routes
+
+from ndl.core.envelope import seal
+from ndl.core.keys import SigningKey
+from ndl.federation.service import HUB_ID
+from ndl.hub.app import create_app
+from ndl.hub.state import HubSettings
+
+ANYONE = frozenset(ROLES)
+SIGNED_IN = ANYONE - {"anonymous"}
+NOBODY: frozenset[str] = frozenset()
+ORG_OF = {"steward_A": ORG_A, "steward_B": ORG_B}
+USERNAME = {"researcher": "researcher", "other_researcher": "other_researcher",
+            "steward_A": "steward_a", "steward_B": "steward_b", "output_checker": "checker",
+            "admin": "admin"}
+EXTRA_SITE_KEY = SigningKey.generate()   # a new datasite that stewards of A may register
+FORGER_KEY = SigningKey.generate()       # anyone's key but organisation A's datasite's
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+Body = Callable[[Library, str, httpx.Client], dict[str, Any]]
+Check = Callable[[Library, str, httpx.Response], None]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One endpoint call. ``args`` fill the path template; "$name" values (in args and JSON
+    bodies) are the library's ids, per role where the library has ``name@role``."""
+
+    method: str
+    path: str
+    allow: frozenset[str]
+    args: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+    params: dict[str, str] = field(default_factory=dict)
+    body: Body | None = None          # request keywords built per call (fresh envelopes, forms)
+    ok: tuple[int, ...] = (200,)
+    deny: str = "role"
+    variant: str = ""
+    check: Check | None = None        # more about an allowed answer, e.g. what it must not show
+    bugs: dict[str, str] = field(default_factory=dict)  # role -> "BUG: ..." (xfail, strict)
+
+    def title(self) -> str:
+        return f"{self.method} {self.path}" + (f" ({self.variant})" if self.variant else "")
+
+
+def ds(dataset: str) -> dict[str, str]:
+    site, name = dataset.split("/")
+    return {"site": site, "name": name}
+
+
+# --- request bodies built per call -------------------------------------------------------
+
+def _register_extra_site(_: Library, __: str, ___: httpx.Client) -> dict[str, Any]:
+    env = seal(EXTRA_SITE_KEY, sender="org-a-extra", recipient=HUB_ID, kind="register",
+               body={"datasite_id": "org-a-extra", "org": ORG_A, "name": "A's second site",
+                     "public_key": EXTRA_SITE_KEY.public_b64})
+    return {"json": env}
+
+
+def _forged(kind: str, body: dict[str, Any]) -> Body:
+    """A well-formed envelope claiming to be organisation A's datasite, signed by another key."""
+    def make(_: Library, __: str, ___: httpx.Client) -> dict[str, Any]:
+        return {"json": seal(FORGER_KEY, sender=ORG_A, recipient=HUB_ID, kind=kind, body=body)}
+    return make
+
+
+def _form(fields: dict[str, str]) -> Body:
+    """A web form post carrying the CSRF token the sign-in page hands out."""
+    def make(_: Library, __: str, http: httpx.Client) -> dict[str, Any]:
+        page = http.get("/sign-in")
+        pre = re.search(r"ndl_csrf=([^;]+)", page.headers.get("set-cookie", ""))
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert pre and token, "the sign-in page gave no CSRF cookie and token"
+        return {"data": {**fields, "csrf_token": token.group(1)},
+                "headers": {"Cookie": f"ndl_csrf={pre.group(1)}"}}
+    return make
+
+
+def _mcp(method: str, params: dict[str, Any] | None = None) -> Body:
+    def make(_: Library, __: str, ___: httpx.Client) -> dict[str, Any]:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
+        if params is not None:
+            msg["params"] = params
+        return {"json": msg, "headers": dict(MCP_HEADERS)}
+    return make
+
+
+# --- checks on allowed answers -----------------------------------------------------------
+
+def _is_me(_: Library, role: str, r: httpx.Response) -> None:
+    assert r.json()["username"] == USERNAME[role]
+
+
+def _sees_p_only_if_member(lib: Library, role: str, r: httpx.Response) -> None:
+    mine = {p["id"] for p in r.json()["projects"]}
+    assert (lib.ids["P"] in mine) == (role == "researcher"), mine
+
+
+def _team_and_grants_only_for_members(_: Library, role: str, r: httpx.Response) -> None:
+    body = r.json()
+    assert "title" in body and "team_size" in body  # the public register page
+    private = {"members", "grants"} & set(body)
+    assert private == ({"members", "grants"} if role == "researcher" else set()), private
+
+
+def _own_org_queue(_: Library, role: str, r: httpx.Response) -> None:
+    body = r.json()
+    assert body["org"] == ORG_OF[role]
+    assert {i["org"] for i in body["pending"]} <= {ORG_OF[role]}
+
+
+def _open_count(_: Library, __: str, r: httpx.Response) -> None:
+    assert r.json()["rows"] == [[50]]
+
+
+def _counts_by_region(_: Library, __: str, r: httpx.Response) -> None:
+    assert [row[0] for row in r.json()["rows"]] == ["London", "North East"]
+
+
+def _session_tokens_survive(lib: Library, role: str, r: httpx.Response) -> None:
+    """Signing out ends the browser session only, never the caller's API token."""
+    token = lib.token(role)
+    if token is not None:
+        me = httpx.get(f"{lib.hub.url}/api/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200
+
+
+def _mcp_ok(_: Library, __: str, r: httpx.Response) -> None:
+    result = r.json()["result"]
+    assert result.get("tools") or result.get("isError") is False, result
+
+
+def _mcp_mock_rows(_: Library, __: str, r: httpx.Response) -> None:
+    result = r.json()["result"]
+    assert result["isError"] is False and result["structuredContent"]["real_data"] is False
+
+
+# --- the table -----------------------------------------------------------------------------
+
+QUERY = "/api/datasets/{site}/{name}/query"
+SQL = "/api/datasets/{site}/{name}/sql"
+ROWS_PATH = "/api/datasets/{site}/{name}/rows"
+ENVELOPE_ROUTES = {"publish": {"datasets": []}, "mock": {"dataset": "safe-data"},
+                   "poll": {"wait": 0}, "reply": {"message_id": "m-1", "ok": True}}
+PROJECT_BODY = {"title": "A new project", "purpose_category": "research",
+                "purpose": "Measure how emergency care use varies by region, for planning.",
+                "lay_summary": "Counts of visits by area.", "legal_basis": "public-task",
+                "end_date": "2099-12-31"}
+
+ROWS: list[Row] = [
+    # Accounts and organisations
+    Row("POST", "/api/auth/login", ANYONE,
+        json={"username": "researcher", "password": PASSWORD}),
+    Row("GET", "/api/me", SIGNED_IN, check=_is_me),
+    Row("GET", "/api/orgs", ANYONE),
+    Row("POST", "/api/orgs", frozenset({"admin"}), json={"id": "org-new", "name": "New"},
+        ok=(201,)),
+    Row("POST", "/api/users", frozenset({"admin"}),
+        json={"username": "new-user", "roles": ["researcher"]}, ok=(201,)),
+    Row("POST", "/api/users/{username}/accreditation", frozenset({"admin"}),
+        args={"username": "accreditee"}, json={"accredited": True}),
+    # The catalogue
+    Row("GET", "/api/datasets", ANYONE),
+    Row("GET", "/api/datasets/{site}/{name}", ANYONE, args=ds(CTRL)),
+    Row("GET", "/api/datasets/{site}/{name}/versions", ANYONE, args=ds(CTRL)),
+    Row("GET", "/api/datasets/{site}/{name}/mock", SIGNED_IN, args=ds(SAFE)),
+    Row("GET", "/api/datasites", ANYONE),
+    Row("PATCH", "/api/datasets/{site}/{name}/metadata", frozenset({"steward_A", "admin"}),
+        args=ds(OPEN), json={"description": "Edited through the authorisation matrix."}),
+    # Rows and counts
+    Row("POST", SQL, ANYONE, args=ds(OPEN), json={"sql": "SELECT count(*) AS n FROM data"},
+        variant="open", check=_open_count),
+    Row("POST", SQL, NOBODY, args=ds(SAFE), json={"sql": "SELECT * FROM data"},
+        variant="safeguarded", deny="tier"),
+    Row("GET", ROWS_PATH, ANYONE, args=ds(OPEN), variant="open"),
+    Row("GET", ROWS_PATH, NOBODY, args=ds(CTRL), variant="controlled", deny="tier"),
+    Row("POST", QUERY, ANYONE, args=ds(OPEN), json={"by": ["region"]}, variant="open",
+        check=_counts_by_region),
+    Row("POST", QUERY, frozenset({"researcher"}), args=ds(SAFE),
+        json={"by": ["region"], "project": "$P"}, variant="safeguarded, project P",
+        check=_counts_by_region),
+    Row("POST", QUERY, frozenset({"researcher"}), args=ds(CTRL),
+        json={"by": ["region"], "project": "$P"}, variant="controlled, project P",
+        check=_counts_by_region),
+    # Q holds no grant: its own member is refused too, and P's member is not Q's.
+    Row("POST", QUERY, NOBODY, args=ds(SAFE), json={"by": ["region"], "project": "$Q"},
+        variant="safeguarded, project Q without a grant"),
+    # The register and the measure
+    Row("GET", "/api/register", ANYONE),
+    Row("GET", "/api/register/verify", ANYONE),
+    Row("GET", "/api/metrics/time-to-access", ANYONE),
+    # Datasites. Only the envelope's key authenticates a datasite; a token adds nothing.
+    Row("GET", "/api/federation/hub-key", ANYONE),
+    Row("POST", "/api/federation/register", frozenset({"steward_A", "admin"}),
+        body=_register_extra_site, ok=(201,)),
+    *[Row("POST", f"/api/federation/{kind}", NOBODY, body=_forged(kind, body),
+          variant="forged envelope", deny="envelope")
+      for kind, body in ENVELOPE_ROUTES.items()],
+    *[Row("POST", f"/api/federation/{kind}", NOBODY, json={"v": 1}, variant="no envelope",
+          deny="envelope") for kind in ENVELOPE_ROUTES],
+    # Projects, requests, decisions, grants
+    Row("POST", "/api/projects", frozenset({"researcher", "other_researcher"}),
+        json=PROJECT_BODY, ok=(201,)),
+    Row("GET", "/api/projects", SIGNED_IN, check=_sees_p_only_if_member),
+    Row("GET", "/api/projects/{project_id}", ANYONE, args={"project_id": "$P"},
+        check=_team_and_grants_only_for_members),
+    Row("POST", "/api/projects/{project_id}/requests", frozenset({"researcher"}),
+        args={"project_id": "$P"}, json={"datasets": [CTRL_B]}, ok=(201,), variant="P"),
+    Row("POST", "/api/projects/{project_id}/requests", frozenset({"other_researcher"}),
+        args={"project_id": "$Q"}, json={"datasets": [CTRL_B]}, ok=(201,), variant="Q"),
+    Row("GET", "/api/requests/{request_id}", frozenset({"researcher", "steward_A", "admin"}),
+        args={"request_id": "$request"}),
+    Row("GET", "/api/stewards/queue", frozenset({"steward_A", "steward_B"}),
+        check=_own_org_queue),
+    Row("POST", "/api/requests/items/{item_id}/decision", frozenset({"steward_A"}),
+        args={"item_id": "$item"}, json={"decision": "approve", "reason": "Sound purpose."}),
+    Row("POST", "/api/grants/{grant_id}/revoke", frozenset({"steward_A", "admin"}),
+        args={"grant_id": "$grant"}, json={"reason": "The project broke its terms."}),
+    # The wishlist and demand
+    Row("GET", "/api/wishes", ANYONE),
+    Row("POST", "/api/wishes", SIGNED_IN, ok=(201,), json={
+        "title": "Visits by week", "description": "Weekly counts.", "orgs": [ORG_A]}),
+    Row("GET", "/api/wishes/{wish_id}", ANYONE, args={"wish_id": "$wish"}),
+    Row("POST", "/api/wishes/{wish_id}/vote", SIGNED_IN, args={"wish_id": "$wish"},
+        json={"up": True}),
+    Row("POST", "/api/wishes/{wish_id}/comments", SIGNED_IN, args={"wish_id": "$wish"},
+        json={"text": "Yes please."}, ok=(201,)),
+    Row("POST", "/api/wishes/{wish_id}/state", frozenset({"steward_A", "admin"}),
+        args={"wish_id": "$wish"}, json={"state": "planned"}),
+    Row("GET", "/api/orgs/{org_id}/dashboard", ANYONE, args={"org_id": ORG_A}),
+    # The catalogue for machines
+    Row("GET", "/api/datasets/{site}/{name}/dcat", ANYONE, args=ds(CTRL)),
+    Row("GET", "/api/catalogue/dcat", ANYONE),
+    Row("GET", "/api/datasets/{site}/{name}/croissant", ANYONE, args=ds(CTRL)),
+    Row("GET", "/llms.txt", ANYONE),
+    Row("GET", "/catalogue.md", ANYONE),
+    Row("GET", "/datasets/{site}/{name}.md", ANYONE, args=ds(CTRL)),
+    *[Row(method, path, ANYONE, args={"action": "package_show"},
+          **({"params": {"id": CTRL}} if method == "GET" else {"json": {"id": CTRL}}))
+      for path in ("/api/3/action/{action}", "/api/action/{action}")
+      for method in ("GET", "POST")],
+    Row("GET", "/api/openapi.json", ANYONE),
+    Row("GET", "/api/docs", ANYONE),
+    Row("GET", "/docs/oauth2-redirect", ANYONE),
+    # MCP: the caller's own token, forwarded; the tools have exactly the user's rights.
+    Row("POST", "/mcp", ANYONE, body=_mcp("tools/list"), check=_mcp_ok, variant="tools/list"),
+    Row("POST", "/mcp", ANYONE, variant="query_open_data, open", check=_mcp_ok,
+        body=_mcp("tools/call", {"name": "query_open_data", "arguments": {
+            "dataset_id": OPEN, "sql": "SELECT count(*) AS n FROM data"}})),
+    Row("POST", "/mcp", SIGNED_IN, variant="get_sample, safeguarded (mock rows)",
+        deny="mcp_tool", check=_mcp_mock_rows,
+        body=_mcp("tools/call", {"name": "get_sample", "arguments": {
+            "dataset_id": SAFE, "rows": 3}})),
+    # Web pages: public to read; sign-in and sign-out need the form's CSRF token.
+    Row("GET", "/", ANYONE),
+    Row("GET", "/search", ANYONE),
+    Row("GET", "/datasets/{site}/{name}", ANYONE, args=ds(CTRL)),
+    Row("GET", "/sign-in", ANYONE),
+    Row("POST", "/sign-in", ANYONE, ok=(303,), variant="with CSRF token",
+        body=_form({"username": "researcher", "password": PASSWORD, "next": "/"})),
+    Row("POST", "/sign-in", NOBODY, deny="csrf", variant="without CSRF token",
+        body=lambda *_: {"data": {"username": "researcher", "password": PASSWORD}}),
+    Row("POST", "/sign-out", ANYONE, ok=(303,), variant="with CSRF token", body=_form({}),
+        check=_session_tokens_survive),
+    Row("POST", "/sign-out", NOBODY, deny="csrf", variant="without CSRF token",
+        body=lambda *_: {"data": {}}),
+]
+# Routes that are not endpoints of the library: the liveness probe and the built assets.
+EXCLUDED = {("GET", "/healthz"), ("MOUNT", "/static")}
+
+
+# --- running the matrix --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Library]:
+    with running_library(tmp_path_factory.mktemp("authz")) as library:
+        yield library
+
+
+@pytest.fixture(scope="module")
+def http(lib: Library) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=lib.hub.url, timeout=30) as client:
+        yield client
+
+
+def _resolve(value: Any, lib: Library, role: str) -> Any:
+    if isinstance(value, str) and value.startswith("$"):
+        return lib.id(value[1:], role)
+    if isinstance(value, dict):
+        return {k: _resolve(v, lib, role) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, lib, role) for v in value]
+    return value
+
+
+def call(lib: Library, http: httpx.Client, row: Row, role: str) -> httpx.Response:
+    path = row.path.format(**{k: _resolve(v, lib, role) for k, v in row.args.items()})
+    kwargs = row.body(lib, role, http) if row.body else (
+        {"json": _resolve(row.json, lib, role)} if row.json is not None else {})
+    headers = kwargs.pop("headers", {})
+    token = lib.token(role)
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    http.cookies.clear()  # no row may ride on a cookie another row was given
+    return http.request(row.method, path, headers=headers, params=row.params, **kwargs)
+
+
+def _denied(row: Row, role: str, r: httpx.Response) -> None:
+    where = f"{row.title()} as {role}: {r.status_code} {r.text[:300]}"
+    if row.deny == "mcp_tool":  # MCP reports a refused tool call inside a 200 JSON-RPC answer
+        result = r.json()["result"]
+        assert r.status_code == 200 and result["isError"] is True, where
+        assert "signed-in" in result["content"][0]["text"], where
+        return
+    if row.deny == "csrf":
+        assert r.status_code == 403 and "This form has expired" in r.text, where
+        return
+    if row.deny == "envelope":
+        want, code = 401, "envelope_rejected"
+    elif row.deny == "role" and role == "anonymous":
+        want, code = 401, "authentication_required"
+    else:  # "role" for a signed-in user, or "tier"
+        want, code = 403, "permission_denied"
+    assert r.status_code == want and r.json()["error"]["code"] == code, where
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for row in ROWS:
+        for role in ROLES:
+            verdict = "ALLOW" if role in row.allow else "DENY"
+            marks = [pytest.mark.xfail(strict=True, reason=row.bugs[role])] \
+                if role in row.bugs else []
+            cases.append(pytest.param(row, role, marks=marks,
+                                      id=f"{row.title()} - {role} - {verdict}"))
+    return cases
+
+
+@pytest.mark.parametrize("row,role", _cases())
+def test_matrix(lib: Library, http: httpx.Client, row: Row, role: str) -> None:
+    r = call(lib, http, row, role)
+    if role not in row.allow:
+        _denied(row, role, r)
+        return
+    assert r.status_code in row.ok, f"{row.title()} as {role}: {r.status_code} {r.text[:300]}"
+    if row.check is not None:
+        row.check(lib, role, r)
+
+
+# --- the table covers every route ------------------------------------------------------------
+
+def hub_routes(app: Any) -> set[tuple[str, str]]:
+    """(method, path) of every route the app serves. A route that answers any method (the
+    MCP endpoint) is listed as ("*", path); mounted sub-apps as ("MOUNT", path)."""
+    found = {(m, path) for path, route in api_routes(app.routes) for m in route.methods}
+    for route in app.routes:
+        if isinstance(route, Route) and not hasattr(route, "dependant"):  # not an APIRoute
+            methods = (route.methods or {"*"}) - {"HEAD"}
+            found |= {(m, route.path) for m in methods}
+        elif isinstance(route, Mount):
+            found.add(("MOUNT", route.path))
+    return found
+
+
+def test_the_matrix_covers_every_route(tmp_path: Path) -> None:
+    app = create_app(HubSettings(db_url=str(tmp_path / "hub.db"), data_dir=tmp_path))
+    try:
+        served = hub_routes(app)
+    finally:
+        app.state.hub.db.dispose()
+    table = {(row.method, row.path) for row in ROWS}
+    uncovered = sorted(
+        (m, p) for m, p in served - EXCLUDED
+        if (m, p) not in table and not (m == "*" and any(row.path == p for row in ROWS)))
+    assert not uncovered, ("routes with no row in the authorisation matrix (add one, with "
+                           f"ALLOW or DENY for every role): {uncovered}")
+    stale = sorted(k for k in table if k not in served and ("*", k[1]) not in served)
+    assert not stale, f"matrix rows for routes the hub no longer has: {stale}"
+
+
+def test_every_role_is_exercised() -> None:
+    """Each role is allowed somewhere and refused somewhere, so no column is vacuous."""
+    for role in ROLES:
+        assert any(role in row.allow for row in ROWS), role
+        assert any(role not in row.allow for row in ROWS), role
+
+
+def test_refused_calls_changed_nothing(lib: Library, http: httpx.Client) -> None:
+    """Runs after the matrix: only the allowed callers left a mark."""
+    auth = {"Authorization": f"Bearer {lib.token('researcher')}"}
+    req = http.get(f"/api/requests/{lib.ids['request']}", headers=auth).json()
+    (item,) = req["items"]
+    assert item["state"] == "granted"
+    assert [(a["steward"], a["decision"]) for a in item["approvals"]] == [
+        ("steward_a", "approve")]
+    kept = http.get(f"/api/projects/{lib.ids['grant_project']}", headers=auth).json()
+    assert [g["state"] for g in kept["grants"]] == ["active"]
+    revoked = http.get("/api/register", params={"kind": "grant.revoked"}).json()["entries"]
+    assert sorted(e["subject"] for e in revoked) == sorted(
+        f"grant:{lib.ids[f'grant@{role}']}" for role in ("steward_A", "admin"))
+    sites = {d["id"] for d in http.get("/api/datasites").json()["datasites"]}
+    assert sites == {ORG_A, ORG_B, "org-a-extra"}
+    members = http.get(f"/api/projects/{lib.ids['P']}", headers=auth).json()["members"]
+    assert [m["username"] for m in members] == ["researcher"]
