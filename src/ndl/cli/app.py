@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ndl.core.errors import NdlError
 
@@ -23,7 +24,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def console_error(exc: NdlError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    # Messages quote user data ("[x]"), which Rich would otherwise read as markup.
+    err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
 
 
 def environ(ctx: typer.Context | None = None) -> dict[str, str]:

@@ -104,7 +104,8 @@ def _show_preview(preview: FilePreview, sensitivity: dict[str, str], join_keys: 
 
 def _summary(r: PublishReport) -> None:
     console.print(
-        f"[bold green]published[/] {r.dataset} version {r.version}: {r.rows:,} rows, "
+        f"[bold green]published[/] {r.dataset} version {r.version}: {r.rows:,} "
+        f"row{'' if r.rows == 1 else 's'}, "
         f"{len(r.columns)} columns, in {r.seconds:.1f} s ({r.rows_per_second:,.0f} rows/s)")
     console.print(f"  data: {escape(str(r.path / 'data.parquet'))}")
     if r.rows_quarantined:
@@ -196,9 +197,8 @@ def publish(
     # Everything that can be checked without reading the file is checked first.
     check_request(dir, dataset, tier=tier, on_error=on_error, sensitivity=sens,
                   join_keys=joins, meta=extras, new_version=new_version)
-    read = {"file_format": file_format, "encoding": encoding, "delimiter": delimiter,
-            "sheet": sheet}
-    preview = inspect_file(file, types=types, **read)
+    preview = inspect_file(file, types=types, file_format=file_format, encoding=encoding,
+                           delimiter=delimiter, sheet=sheet)
     if not as_json:
         _show_preview(preview, sens, joins)
     pending = [s for s in preview.suggestions if s.column not in sens]
@@ -218,7 +218,8 @@ def publish(
             publisher=publisher, types=types, sensitivity=sens, join_keys=joins,
             on_error=on_error,  # type: ignore[arg-type]
             accept_suggestions=accept, new_version=new_version, meta=extras,
-            progress=lambda done, total: bar.update(task, completed=done, total=total), **read)
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            file_format=file_format, encoding=encoding, delimiter=delimiter, sheet=sheet)
     if as_json:
         typer.echo(json.dumps(_report_json(report), indent=2))
     else:

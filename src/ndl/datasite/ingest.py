@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import threading
 import time
@@ -24,7 +25,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -152,7 +153,8 @@ class _PacedReader(io.RawIOBase):
 
     STALL_SECONDS = 1.0
 
-    def __init__(self, raw: BinaryIO, block_size: int, window_blocks: int = 4) -> None:
+    def __init__(self, raw: io.BufferedIOBase, block_size: int, window_blocks: int = 4
+                 ) -> None:
         self._raw = raw
         self._block = block_size
         self._window = window_blocks * block_size
@@ -233,8 +235,9 @@ def _sniff_delimiter(first_line: str) -> str:
 
 
 class CsvSource:
-    format = "csv"
-    text = True
+    format: str = "csv"
+    text: bool = True
+    encoding: str | None
 
     def __init__(self, path: Path, *, encoding: str | None, delimiter: str | None,
                  block_size: int) -> None:
@@ -283,8 +286,9 @@ class CsvSource:
     def bytes_read(self) -> int:
         return self._counter.count if self._counter else 0
 
-    def _record_number(self, k: int) -> int:
+    def _record_number(self, index: int, offset: int = 0) -> int:
         # The k-th accepted row's record number: skip over the rows the parser set aside.
+        k = index + offset
         r = k + 2
         while True:
             nr = k + 2 + bisect_right(self._skipped, r)
@@ -337,15 +341,15 @@ class CsvSource:
                 start = accepted
                 accepted += batch.num_rows
                 bad, self._pending = self._pending, []
-                yield Chunk(batch, lambda i, s=start: self._record_number(s + i), bad)
+                yield Chunk(batch, functools.partial(self._record_number, offset=start), bad)
             if self._pending:
                 yield Chunk(pa.RecordBatch.from_pylist([], schema=pa.schema(
-                    [(c, pa.string()) for c in self.columns])), lambda i: i, self._pending)
+                    [(c, pa.string()) for c in self.columns])), int, self._pending)
                 self._pending = []
         except pa.ArrowInvalid as exc:
             msg = str(exc)
-            if "invalid UTF8" in msg or "UTF8" in msg:
-                raise _utf8_error(self.path, self.encoding) from None
+            if "UTF8" in msg:
+                raise _utf8_error(self.path, self.encoding or "utf-8") from None
             raise InvalidInput(f"{self.path.name} could not be read as CSV after about "
                                f"{accepted + len(self._skipped):,} rows: {msg}") from None
         except UnicodeDecodeError as exc:
@@ -368,6 +372,10 @@ class CsvSource:
 
 
 # -- Parquet ---------------------------------------------------------------------------------
+def _plus(offset: int, index: int) -> int:
+    return offset + index
+
+
 def native_type(t: pa.DataType) -> str | None:
     if pa.types.is_dictionary(t):
         return native_type(t.value_type)
@@ -385,9 +393,9 @@ def native_type(t: pa.DataType) -> str | None:
 
 
 class ParquetSource:
-    format = "parquet"
-    text = False
-    encoding = None
+    format: str = "parquet"
+    text: bool = False
+    encoding: str | None = None
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -421,7 +429,7 @@ class ParquetSource:
                 cols = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c
                         for c in batch.columns]
                 yield Chunk(pa.RecordBatch.from_arrays(cols, names=batch.schema.names),
-                            lambda i, s=start: s + i + 1)
+                            functools.partial(_plus, start + 1))
         except (pa.ArrowException, OSError) as exc:
             raise InvalidInput(f"{self.path.name}: could not read the rows after row "
                                f"{self._rows_done:,} ({exc}); the file is corrupt or truncated"
@@ -451,9 +459,9 @@ def _cell_text(v: Any) -> str | None:
 
 
 class XlsxSource:
-    format = "xlsx"
-    text = True
-    encoding = None
+    format: str = "xlsx"
+    text: bool = True
+    encoding: str | None = None
 
     def __init__(self, path: Path, sheet: str | None) -> None:
         import openpyxl
@@ -533,7 +541,7 @@ class XlsxSource:
                     return
                 batch = pa.RecordBatch.from_arrays(
                     [pa.array(c, pa.string()) for c in cols], schema=schema)
-                yield Chunk(batch, lambda i, n=numbers: n[i], bad)
+                yield Chunk(batch, numbers.__getitem__, bad)
         finally:
             self.close()
 
