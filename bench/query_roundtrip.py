@@ -41,7 +41,7 @@ from ndl.core.envelope import MemoryReplayGuard, open_envelope, seal
 from ndl.core.keys import SigningKey
 from ndl.datasite import engine
 from ndl.demo.synth import ORGS, generate_demo_data
-from ndl.testing import DatasiteProcess, HubProcess
+from ndl.testing import DatasiteProcess, HubProcess, granted_project
 
 ORG = "nhs-trust"
 DATASET = "ae-attendances"
@@ -149,11 +149,13 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             hub = HubProcess(tmp / "hub", db_url)
             for org in ORGS:
                 hub.create_org(org.slug, org.name, org.kind)
-            researcher = hub.create_user("bench-researcher", ["researcher"])
+            researcher = hub.create_user("bench-researcher", ["researcher"], accredited=True)
             steward = hub.create_user("bench-steward", ["steward"], org=ORG)
             hub.start()
             site = DatasiteProcess(site_root, hub.url, org=ORG, token=steward,
                                    poll_wait=args.poll_wait).start()
+            # The dataset is safeguarded: the query runs under a real, auto-approved grant.
+            project = granted_project(hub.url, researcher, [f"{ORG}/{DATASET}"])
 
             _, direct_rows = engine.count_by(parquet, [GROUP_BY], columns)
             key = SigningKey.generate()
@@ -168,7 +170,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
             with Client(hub.url, researcher) as client, httpx.Client(base_url=hub.url) as http:
                 def round_trip() -> None:
-                    answer = client.query(f"{ORG}/{DATASET}", count_by=GROUP_BY)
+                    answer = client.query(f"{ORG}/{DATASET}", count_by=GROUP_BY,
+                                          project=project)
                     check_answer(answer.rows, direct_rows)
 
                 def direct() -> None:
