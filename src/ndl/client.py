@@ -124,6 +124,26 @@ class Client:
         return QueryAnswer(dataset=data["dataset"], columns=data["columns"], rows=data["rows"],
                            tier="open", message_id=data.get("message_id", ""), raw=data)
 
+    def private_query(self, dataset_id: str, *, project: str, sql: str | None = None,
+                      query: dict[str, Any] | None = None, rho: float | None = None,
+                      preview: bool = False) -> dict[str, Any]:
+        """A differentially private answer from safeguarded data (spends privacy budget).
+
+        ``preview=True`` returns the expected error and the budget left, and spends nothing.
+        """
+        body: dict[str, Any] = {"project": project, "preview": preview}
+        for k, v in (("sql", sql), ("query", query), ("rho", rho)):
+            if v is not None:
+                body[k] = v
+        result: dict[str, Any] = self._request(
+            "POST", f"/api/datasets/{dataset_id}/private-query", json=body)
+        return result
+
+    def budget(self, dataset_id: str, project: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "GET", f"/api/datasets/{dataset_id}/budget", params={"project": project})
+        return result
+
     # -- access -------------------------------------------------------------------------
     def create_project(self, *, title: str, purpose: str, lay_summary: str,
                        legal_basis: str, end_date: str, purpose_category: str = "research",

@@ -6,8 +6,8 @@ import ndl
 from ndl.core import errors
 
 EXPECTED = [
-    "AuthenticationRequired", "BudgetExhausted", "Client", "Conflict", "EnvelopeRejected", "InternalError",
-    "InvalidInput", "NdlError", "NotFound", "PayloadTooLarge", "PermissionDenied",
+    "AuthenticationRequired", "BudgetExhausted", "Client", "Conflict", "EnvelopeRejected",
+    "InternalError", "InvalidInput", "NdlError", "NotFound", "PayloadTooLarge", "PermissionDenied",
     "QueryAnswer", "RateLimited", "UpstreamTimeout", "UpstreamUnavailable", "UserError",
     "__version__",
 ]

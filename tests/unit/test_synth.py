@@ -112,7 +112,9 @@ def test_metadata_matches_parquet(demo: DemoData) -> None:
             assert meta["row_count"] == table.num_rows > 0
             assert [c["name"] for c in meta["columns"]] == table.schema.names
             for col in meta["columns"]:
-                assert set(col) == {"name", "type", "description", "sensitivity", "join_key"}
+                assert {"name", "type", "description", "sensitivity", "join_key"} <= set(col)
+                assert set(col) <= {"name", "type", "description", "sensitivity", "join_key",
+                                    "code_list", "minimum", "maximum", "unit"}
                 assert table.schema.field(col["name"]).type == ARROW_TYPES[col["type"]]
                 assert col["sensitivity"] in SENSITIVITIES
                 assert col["join_key"] in JOIN_KEYS

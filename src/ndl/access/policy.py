@@ -65,6 +65,8 @@ class Policy(BaseModel):
     min_cell_count: int = Field(default=10, ge=1, le=1000)
     # Differential privacy (zCDP rho) for safeguarded queries, spent at the datasite.
     budget: PrivacyBudget = Field(default_factory=lambda: PrivacyBudget())
+    # Whether the public register may show the (noisy) answers of private queries.
+    register_dp_answers: bool = False
 
     def summary(self, tier: str) -> str:
         if tier == "open":

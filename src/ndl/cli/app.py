@@ -55,6 +55,7 @@ from ndl.cli import (  # noqa: E402,F401  (importing registers the commands)
     client_cmds,
     demo_cmd,
     mcp_cmd,
+    privacy_cmds,
     publish_cmd,
     servers,
 )

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pyarrow.parquet as pq
 
 from ndl.access.grants import check_grant
 from ndl.core.envelope import open_envelope, seal
@@ -30,6 +31,7 @@ from ndl.core.errors import (
 )
 from ndl.datasite import engine
 from ndl.datasite.store import DatasiteStore, LocalDataset
+from ndl.privacy.budget import BudgetLedger
 from ndl.query.spec import DEFAULT_THRESHOLD, CountQuery, QueryResult
 
 log = logging.getLogger("ndl.datasite")
@@ -49,6 +51,7 @@ class Agent:
         self.http = httpx.Client(base_url=self.hub_url, timeout=httpx.Timeout(10.0,
                                  read=poll_wait + 15.0))
         self.stop_event = threading.Event()
+        self.budget = BudgetLedger(store.root / "budget.sqlite")
         self.backoff = 0.5
 
     # -- talking to the hub ---------------------------------------------------------------
@@ -264,6 +267,43 @@ def _grant_revoked(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict
     return {"revoked": body.get("grant_id")}
 
 
+def _private_query(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str, Any]:
+    """A differentially private answer: check, spend (atomically, first), then compute."""
+    from ndl.privacy import SdcRules, check_query, from_sql, parse_query, run
+
+    if ds.meta.tier != "safeguarded":
+        raise PermissionDenied(
+            f"{ds.meta.name} is {ds.meta.tier} data: private (DP) queries are for the "
+            "safeguarded tier" + ("; open data can be queried directly" if ds.meta.tier ==
+                                  "open" else "; controlled data is reached by reviewed code"))
+    limits = ds.policy.budget
+    project = str(body.get("project"))
+    if body.get("sql"):
+        q = from_sql(str(body["sql"]), ds.meta, rho=float(body.get("rho") or 0),
+                     project=project, max_rows_per_person=limits.max_rows_per_person)
+    else:
+        q = parse_query({**(body.get("query") or {}), "dataset": ds.meta.name,
+                         "project": project})
+    plan = check_query(q, ds.meta, max_rows_per_person=limits.max_rows_per_person)
+    left = agent.budget.spend(limits, dataset=ds.meta.name, project=project,
+                              researcher=str(body.get("requested_by")), rho=q.rho,
+                              message_id=str(body.get("message_id")))
+    table = pq.read_table(ds.path, columns=list(plan.columns))
+    sdc = (SdcRules(round_to=limits.round_to, suppress_below=limits.suppress_below)
+           if limits.round_to or limits.suppress_below else None)
+    result = run(q, table, ds.meta, sdc=sdc, max_rows_per_person=limits.max_rows_per_person)
+    return {**result.model_dump(mode="json"), "budget_remaining": left.to_json(),
+            "register_answer": ds.policy.register_dp_answers}
+
+
+def _budget_status(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str, Any]:
+    left = agent.budget.remaining(ds.policy.budget, dataset=ds.meta.name,
+                                  project=str(body.get("project")),
+                                  researcher=str(body.get("requested_by")))
+    return {"budget_remaining": left.to_json(),
+            "limits": ds.policy.budget.model_dump(mode="json")}
+
+
 OPEN_SQL_MAX_ROWS = 10_000
 OPEN_SQL_TIMEOUT = 10.0
 HANDLERS: dict[str, Callable[[Agent, LocalDataset, dict[str, Any]], dict[str, Any]]] = {
@@ -271,6 +311,8 @@ HANDLERS: dict[str, Callable[[Agent, LocalDataset, dict[str, Any]], dict[str, An
     "open_sql": _open_sql,
     "metadata.update": _update_metadata,
     "grant.revoked": _grant_revoked,
+    "private_query": _private_query,
+    "budget.status": _budget_status,
 }
 # Work on non-open data needs a grant; the rest is the hub administering the datasite.
-NEEDS_GRANT = frozenset({"query"})
+NEEDS_GRANT = frozenset({"query", "private_query", "budget.status"})

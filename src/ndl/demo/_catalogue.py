@@ -26,7 +26,25 @@ class ColumnSpec:
             "description": self.description,
             "sensitivity": self.sensitivity,
             "join_key": self.join_key,
+            **COLUMN_EXTRAS.get(self.name, {}),
         }
+
+
+# Public facts about columns that private (DP) queries rely on: code lists make a column a
+# public group key (every group is released, so none leaks by existing), bounds clamp sums.
+ENGLISH_REGIONS = ("North East", "North West", "Yorkshire and The Humber", "East Midlands",
+                   "West Midlands", "East of England", "London", "South East", "South West")
+COLUMN_EXTRAS: dict[str, dict[str, Any]] = {
+    "region": {"code_list": [{"code": r, "label": r} for r in ENGLISH_REGIONS]},
+    "sex": {"code_list": [{"code": "M", "label": "Male"}, {"code": "F", "label": "Female"}]},
+    "acuity": {"minimum": 1, "maximum": 5, "code_list": [
+        {"code": str(i), "label": label} for i, label in enumerate(
+            ("immediate", "very urgent", "urgent", "standard", "non-urgent"), start=1)]},
+    "age_at_arrival": {"minimum": 0, "maximum": 110, "unit": "years"},
+    "scaled_score": {"minimum": 80, "maximum": 120, "unit": "scaled score points"},
+    "key_stage": {"code_list": [{"code": "KS2", "label": "Key stage 2"},
+                                {"code": "KS4", "label": "Key stage 4"}]},
+}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ndl import __version__
 from ndl.core.db import Database
 from ndl.core.errors import InternalError, InvalidInput, NdlError, NotFound, PayloadTooLarge
 from ndl.core.keys import SigningKey
-from ndl.hub import access_api, api, federation_api, open_api, wishlist_api
+from ndl.hub import access_api, api, federation_api, open_api, privacy_api, wishlist_api
 from ndl.hub.state import HubSettings, HubState
 from ndl.mcp.server import mount_mcp
 
@@ -127,6 +127,7 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     app.include_router(federation_api.router)
     app.include_router(access_api.router)
     app.include_router(wishlist_api.router)
+    app.include_router(privacy_api.router)
     app.include_router(open_api.router)
     _mount_web(app)
     mount_mcp(app)  # MCP for AI agents at /mcp, with the caller's own token

@@ -148,6 +148,11 @@ async def reply(signed: Signed, state: HubDep) -> dict[str, Any]:
     if isinstance(result, dict):
         summary["groups"] = len(result.get("rows", []))
         summary["suppressed"] = result.get("suppressed", 0)
+        if "rho_spent" in result:
+            summary["rho_spent"] = result["rho_spent"]
+            if result.get("register_answer"):  # the dataset's policy publishes DP answers
+                summary["answer"] = {"columns": result.get("columns"),
+                                     "rows": result.get("rows")}
 
     def store() -> bool:
         with state.db.write() as s:
