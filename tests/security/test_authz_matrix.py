@@ -221,6 +221,14 @@ ROWS: list[Row] = [
     Row("GET", ROWS_PATH, NOBODY, args=ds(CTRL), variant="controlled", deny="tier"),
     Row("POST", QUERY, ANYONE, args=ds(OPEN), json={"by": ["region"]}, variant="open",
         check=_counts_by_region),
+    Row("POST", "/api/datasets/{site}/{name}/private-query", frozenset({"researcher"}),
+        args=ds(SAFE), json={"project": "$P", "sql": "SELECT COUNT(*) AS n FROM data",
+                             "rho": 0.05}, variant="safeguarded, project P"),
+    Row("POST", "/api/datasets/{site}/{name}/private-query", frozenset({"researcher"}),
+        args=ds(SAFE), json={"project": "$P", "sql": "SELECT COUNT(*) AS n FROM data",
+                             "rho": 0.05, "preview": True}, variant="preview, project P"),
+    Row("GET", "/api/datasets/{site}/{name}/budget", frozenset({"researcher"}), args=ds(SAFE),
+        params={"project": "$P"}),
     Row("POST", QUERY, frozenset({"researcher"}), args=ds(SAFE),
         json={"by": ["region"], "project": "$P"}, variant="safeguarded, project P",
         check=_counts_by_region),
@@ -347,7 +355,8 @@ def call(lib: Library, http: httpx.Client, row: Row, role: str) -> httpx.Respons
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     http.cookies.clear()  # no row may ride on a cookie another row was given
-    return http.request(row.method, path, headers=headers, params=row.params, **kwargs)
+    params = _resolve(row.params, lib, role)
+    return http.request(row.method, path, headers=headers, params=params, **kwargs)
 
 
 def _denied(row: Row, role: str, r: httpx.Response) -> None:
