@@ -40,7 +40,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     for org in ORGS:
         hub.create_org(org.slug, org.name, org.kind)
         stewards[org.slug] = hub.create_user(f"steward-{org.slug}", ["steward"], org=org.slug)
-    researcher = hub.create_user("ada", ["researcher"])
+    researcher = hub.create_user("ada", ["researcher"], accredited=True)
     with hub:
         sites = [DatasiteProcess(root / "sites" / o.slug, hub.url, org=o.slug,
                                  token=stewards[o.slug], poll_wait=2) for o in ORGS]
@@ -163,8 +163,12 @@ def test_every_tool_is_listed_read_only_with_an_output_schema(demo: Demo) -> Non
     listed = _with_client(demo.hub.url, None, tools)
     assert sorted(t.name for t in listed) == [
         "describe_schema", "find_linkage", "get_access_requirements", "get_dataset",
-        "get_sample", "list_facets", "query_open_data", "search_datasets"]
+        "get_sample", "list_facets", "query_open_data", "run_private_query", "search_datasets"]
     for t in listed:
+        if t.name == "run_private_query":  # spends privacy budget: honestly not read-only
+            assert t.annotations is not None and t.annotations.read_only_hint is False
+            assert t.annotations.destructive_hint is False and not t.annotations.idempotent_hint
+            continue
         assert t.annotations is not None and t.annotations.read_only_hint is True, t.name
         assert t.annotations.open_world_hint is False and t.annotations.idempotent_hint
         assert t.output_schema and t.output_schema.get("type") == "object", t.name
@@ -270,3 +274,30 @@ def test_find_linkage_groups_by_every_join_key(demo: Demo) -> None:
     assert groups["nhs_number"] == {"nhs-trust/patients", "nhs-trust/ae-attendances"}
     assert groups["local_id"] == set()
     assert "dfe/pupils" in groups["postcode"] and "dfe/attainment" not in groups["postcode"]
+
+
+def test_run_private_query_previews_then_spends_within_the_grant(demo: Demo) -> None:
+    from ndl.testing import granted_project
+
+    project = granted_project(demo.hub.url, demo.researcher, ["nhs-trust/ae-attendances"])
+    args = {"dataset_id": "nhs-trust/ae-attendances", "project": project,
+            "sql": "SELECT COUNT(*) AS n FROM data GROUP BY region", "rho": 0.1}
+
+    async def calls(client: Client) -> tuple[Any, ...]:
+        preview = await client.call_tool("run_private_query", args)
+        spent = await client.call_tool("run_private_query", {**args, "confirm": True})
+        other = await client.call_tool("run_private_query",
+                                       {**args, "dataset_id": "nhs-trust/patients"})
+        return preview, spent, other
+
+    preview, spent, other = _with_client(demo.hub.url, demo.researcher, calls)
+    p = preview.structured_content
+    assert p["confirmed"] is False and p["spent"] == 0 and p["expected_error"]
+    s = spent.structured_content
+    assert s["confirmed"] is True and abs(s["spent"] - 0.1) < 1e-9
+    assert s["columns"][0] == "region" and len(s["rows"]) == 9  # every English region
+    assert s["budget_remaining"]["researcher"] < p["budget_remaining"]["researcher"]
+    assert other.is_error and "safeguarded" in other.content[0].text
+    anon = _with_client(demo.hub.url, None,
+                        lambda c: c.call_tool("run_private_query", args))
+    assert anon.is_error

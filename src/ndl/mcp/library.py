@@ -59,6 +59,8 @@ class Library(Protocol):
 
     async def sql(self, dataset_id: str, sql: str, limit: int) -> dict[str, Any]: ...
 
+    async def private_query(self, dataset_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
 
 class _Connection:
     """One ``httpx.AsyncClient``, opened on first use and shared by every token's view.
@@ -171,6 +173,9 @@ class HubLibrary:
     async def sql(self, dataset_id: str, sql: str, limit: int) -> dict[str, Any]:
         return await self._request("POST", self._path(dataset_id, "/sql"),
                                    json={"sql": sql, "limit": limit})
+
+    async def private_query(self, dataset_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._request("POST", self._path(dataset_id, "/private-query"), json=body)
 
 
 __all__ = ["HubLibrary", "Library", "check_dataset_id"]

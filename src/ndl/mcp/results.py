@@ -301,3 +301,28 @@ def access_text(a: AccessRequirements) -> str:
 
 def facets_text(f: Facets) -> str:
     return f"{f.total} dataset(s) in the catalogue. Facets:\n{_facets_text(f.facets)}"
+
+
+class PrivateAnswer(BaseModel):
+    """A differentially private answer, or (before confirming) its expected error."""
+
+    dataset_id: str
+    project: str
+    confirmed: bool
+    rho: float
+    spent: float
+    columns: list[str] = []
+    rows: list[list[Any]] = []
+    expected_error: list[dict[str, Any]] = []
+    budget_remaining: dict[str, Any] = {}
+    note: str
+
+
+def private_text(a: PrivateAnswer) -> str:
+    if not a.confirmed:
+        errs = "; ".join(f"{e.get('label')}: ±{e.get('half_width_95')} (95%)"
+                         for e in a.expected_error)
+        return (f"Preview only, nothing spent. At rho={a.rho:g}: {errs}. Budget left: "
+                f"{a.budget_remaining}. {a.note}")
+    return (f"Differentially private answer from {a.dataset_id} (spent rho={a.spent:g}):\n"
+            f"{_rows_text(a.columns, a.rows)}\nBudget left: {a.budget_remaining}. {a.note}")

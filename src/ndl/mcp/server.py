@@ -356,6 +356,45 @@ def create_server(library: Library) -> MCPServer:
                             rows=rows, row_count=len(rows), truncated=bool(ans.get("truncated")))
         return _answer(res, r.query_text(res))
 
+    async def run_private_query(
+        ctx: Context, dataset_id: DatasetId,
+        project: Annotated[str, Field(max_length=64, description=(
+            "Your project id; it needs an active grant for the dataset"))],
+        sql: Annotated[str, Field(max_length=10_000, description=(
+            "SELECT COUNT(*), SUM(col), AVG(col), MEDIAN(col) ... FROM data [WHERE ...] "
+            "[GROUP BY public_key]"))],
+        rho: Annotated[float, Field(gt=0, le=10, description=(
+            "Privacy budget (zCDP rho) this answer may spend, e.g. 0.1"))],
+        confirm: Annotated[bool, Field(description=(
+            "False: preview the expected error and remaining budget, spending nothing. "
+            "True: spend rho and get the answer."))] = False,
+    ) -> Annotated[CallToolResult, r.PrivateAnswer]:
+        """A differentially private answer from SAFEGUARDED data, within your project's grant
+        and privacy budget, exactly as a person would get it. Call with confirm=false first to
+        see the expected error, then confirm=true to spend the budget."""
+        lib = _library(library, ctx)
+        body = {"project": project, "sql": sql, "rho": rho, "preview": not confirm}
+        ans = await lib.private_query(check_dataset_id(dataset_id), body)
+        if not confirm:
+            res = r.PrivateAnswer(
+                dataset_id=dataset_id, project=project, confirmed=False, rho=rho, spent=0.0,
+                expected_error=ans["preview"]["aggregates"],
+                budget_remaining=ans["budget_remaining"],
+                note="Call again with confirm=true to spend the budget and get the answer.")
+        else:
+            res = r.PrivateAnswer(
+                dataset_id=dataset_id, project=project, confirmed=True, rho=rho,
+                spent=ans["rho_spent"], columns=ans["columns"], rows=ans["rows"],
+                expected_error=ans["aggregates"], budget_remaining=ans["budget_remaining"],
+                note="Noisy by design (differential privacy); suppressed cells are null.")
+        return _answer(res, r.private_text(res))
+
+    # Not read-only: a confirmed call spends privacy budget (never data or anything else).
+    title = "Ask a safeguarded dataset a private (DP) question"
+    server.add_tool(_refusals(run_private_query), title=title, annotations=ToolAnnotations(
+        title=title, read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+        open_world_hint=False))
+
     @tool("Find datasets to link with")
     async def find_linkage(ctx: Context, dataset_id: DatasetId
                            ) -> Annotated[CallToolResult, r.Linkage]:
