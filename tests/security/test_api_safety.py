@@ -54,6 +54,12 @@ PUBLIC_POSTS = {
     "/api/action/{action}": "CKAN Action API (ckanapi's default path): read-only",
     "/sign-in": "the sign-in form (CSRF-protected, rate limited)",
     "/sign-out": "ends the caller's own session only (CSRF-protected)",
+    **{path: "web form: CSRF-protected; checks the signed-in session user and role inside"
+       for path in ("/projects/new", "/projects/{project_id}/requests",
+                    "/projects/{project_id}/query", "/stewards/items/{item_id}/decision",
+                    "/stewards/grants/{grant_id}/revoke", "/wishlist/new",
+                    "/wishlist/{wish_id}/vote", "/wishlist/{wish_id}/comments",
+                    "/wishlist/{wish_id}/state")},
 }
 
 

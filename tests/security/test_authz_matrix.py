@@ -317,6 +317,32 @@ ROWS: list[Row] = [
         check=_session_tokens_survive),
     Row("POST", "/sign-out", NOBODY, deny="csrf", variant="without CSRF token",
         body=lambda *_: {"data": {}}),
+    # Access, register and wishlist pages: "page" denials are a 303 to sign-in for anonymous
+    # callers and a 403 page for signed-in users without the role.
+    Row("GET", "/projects", SIGNED_IN, deny="page"),
+    Row("GET", "/projects/new", frozenset({"researcher", "other_researcher"}), deny="page"),
+    Row("GET", "/projects/{project_id}", ANYONE, args={"project_id": "$P"}),
+    Row("GET", "/stewards", frozenset({"steward_A", "steward_B"}), deny="page"),
+    Row("GET", "/register", ANYONE),
+    Row("GET", "/access-times", ANYONE),
+    Row("GET", "/wishlist", ANYONE),
+    Row("GET", "/wishlist/new", SIGNED_IN, deny="page"),
+    Row("GET", "/wishlist/{wish_id}", ANYONE, args={"wish_id": "$wish"}),
+    Row("GET", "/orgs/{org_id}", ANYONE, args={"org_id": "org-a"}),
+    # Forms act only for the browser session's own user: a bearer token, with no session and
+    # no CSRF token, is sent to sign in and changes nothing.
+    *[Row("POST", path, NOBODY, deny="form", variant="bearer token, no session", args=args,
+          body=lambda *_: {"data": {}})
+      for path, args in (
+          ("/projects/new", {}),
+          ("/projects/{project_id}/requests", {"project_id": "$P"}),
+          ("/projects/{project_id}/query", {"project_id": "$P"}),
+          ("/stewards/items/{item_id}/decision", {"item_id": "$item"}),
+          ("/stewards/grants/{grant_id}/revoke", {"grant_id": "$grant_project"}),
+          ("/wishlist/new", {}),
+          ("/wishlist/{wish_id}/vote", {"wish_id": "$wish"}),
+          ("/wishlist/{wish_id}/comments", {"wish_id": "$wish"}),
+          ("/wishlist/{wish_id}/state", {"wish_id": "$wish"}))],
 ]
 # Routes that are not endpoints of the library: the liveness probe and the built assets.
 EXCLUDED = {("GET", "/healthz"), ("MOUNT", "/static")}
@@ -368,6 +394,15 @@ def _denied(row: Row, role: str, r: httpx.Response) -> None:
         return
     if row.deny == "csrf":
         assert r.status_code == 403 and "This form has expired" in r.text, where
+        return
+    if row.deny == "form":
+        assert r.status_code == 303 and r.headers["location"].startswith("/sign-in"), where
+        return
+    if row.deny == "page":
+        if role == "anonymous":
+            assert r.status_code == 303 and r.headers["location"].startswith("/sign-in"), where
+        else:
+            assert r.status_code == 403 and "text/html" in r.headers["content-type"], where
         return
     if row.deny == "envelope":
         want, code = 401, "envelope_rejected"

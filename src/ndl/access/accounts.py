@@ -38,6 +38,16 @@ class Principal:
         return bool(self.roles.intersection(roles))
 
 
+def official_actor(who: Principal) -> str:
+    """How the public register names someone acting in an official role: by role and
+    organisation, not by name (the hub's own records keep who it was)."""
+    if who.has("admin"):
+        return "admin"
+    if who.has("steward"):
+        return f"steward@{who.org_id}"
+    return f"user#{who.user_id}" if who.user_id else "anonymous"
+
+
 def principal_of(user: User) -> Principal:
     return Principal(user.id, user.username, frozenset(user.role_names), user.org_id)
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ndl.access.accounts import Principal
+from ndl.access.accounts import Principal, official_actor
 from ndl.access.grants import sign_grant
 from ndl.access.policy import Policy, ProjectFacts, decide, default_policy
 from ndl.access.project_models import AccessRequest, Approval, Grant, Project, RequestItem
@@ -149,12 +149,13 @@ def decide_item(session: Session, key: SigningKey, who: Principal, item_id: int,
     item.decision_reason = f"{approvals} of {item.approvals_required} approvals"
     session.flush()
     register.append(session, key, kind="request.approval" if approve else "request.rejection",
-                    actor=who.username, subject=f"request:{item.request_id}",
+                    actor=official_actor(who), subject=f"request:{item.request_id}",
                     payload={"dataset": item.dataset_id, "reason": reason.strip()})
     if not approve:
-        _close(session, key, item, "rejected", reason.strip(), who.username)
+        _close(session, key, item, "rejected", reason.strip(), official_actor(who))
     elif approvals >= item.approvals_required:
-        _close(session, key, item, "granted", reason.strip() or "approved", who.username)
+        _close(session, key, item, "granted", reason.strip() or "approved",
+               official_actor(who))
         issue_grant(session, key, project, item, policy_of(get_dataset(session,
                                                                        item.dataset_id)))
     return item
@@ -179,7 +180,7 @@ def revoke_grant(session: Session, key: SigningKey, who: Principal, grant_id: st
     # The datasite hears at once, so it stops new work itself rather than trusting the hub.
     enqueue(session, datasite_id=ds.datasite_id, kind="grant.revoked",
             body={"dataset": ds.name, "grant_id": grant_id}, timeout=3600)
-    register.append(session, key, kind="grant.revoked", actor=who.username,
+    register.append(session, key, kind="grant.revoked", actor=official_actor(who),
                     subject=f"grant:{grant_id}",
                     payload={"project": grant.project_id, "dataset": grant.dataset_id,
                              "reason": reason.strip()})

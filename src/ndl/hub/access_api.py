@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from ndl.access import projects as proj
 from ndl.access import requests as access
-from ndl.access.accounts import Principal
+from ndl.access.accounts import Principal, official_actor
 from ndl.access.models import User
 from ndl.access.project_models import AccessRequest, Grant
 from ndl.core.errors import Conflict, NotFound, PermissionDenied
@@ -172,6 +172,6 @@ def set_accreditation(username: str, body: AccreditationBody, state: HubDep,
         if user is None:
             raise NotFound(f"user {username!r} does not exist")
         user.accredited = body.accredited
-        register.append(s, state.key, kind="user.accreditation", actor=who.username,
+        register.append(s, state.key, kind="user.accreditation", actor=official_actor(who),
                         subject=f"user#{user.id}", payload={"accredited": body.accredited})
         return {"username": username, "accredited": body.accredited}

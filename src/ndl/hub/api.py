@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ndl.access import accounts
 from ndl.access import requests as access
-from ndl.access.accounts import Principal
+from ndl.access.accounts import Principal, official_actor
 from ndl.access.models import Org
 from ndl.catalogue import mocks
 from ndl.catalogue import service as catalogue
@@ -75,7 +75,7 @@ def create_org(body: OrgBody, state: HubDep,
                who: Annotated[Principal, Depends(requires("admin"))]) -> dict[str, Any]:
     with state.db.write() as s:
         org = accounts.create_org(s, body.id, body.name, body.kind)
-        register.append(s, state.key, kind="org.created", actor=who.username, subject=org.id,
+        register.append(s, state.key, kind="org.created", actor=official_actor(who), subject=org.id,
                         payload={"name": org.name, "kind": org.kind})
         return {"id": org.id, "name": org.name, "kind": org.kind}
 
@@ -96,7 +96,7 @@ def create_user(body: UserBody, state: HubDep,
             s, body.username, roles=body.roles, display_name=body.display_name,
             org_id=body.org, password=body.password,
         )
-        register.append(s, state.key, kind="user.created", actor=who.username,
+        register.append(s, state.key, kind="user.created", actor=official_actor(who),
                         subject=f"user#{user.id}",
                         payload={"roles": sorted(body.roles), "org": body.org})
         return {"username": user.username, "roles": sorted(body.roles), "org": body.org}

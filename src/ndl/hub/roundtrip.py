@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from ndl.access.accounts import Principal
+from ndl.access.accounts import Principal, official_actor
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.models import Dataset
 from ndl.core.db import utcnow
@@ -49,7 +49,7 @@ async def ask_datasite(
                       "time_budget": max(1.0, state.settings.query_timeout - 2.0), **full},
                 timeout=state.settings.query_timeout,
             )
-            register.append(s, state.key, kind=record, actor=actor or who.username,
+            register.append(s, state.key, kind=record, actor=actor or official_actor(who),
                             subject=dataset_id,
                             payload={"message_id": msg.id, **(payload or {})})
             return msg.id, ds.datasite_id

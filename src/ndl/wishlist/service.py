@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ndl.access.accounts import Principal, get_org
+from ndl.access.accounts import Principal, get_org, official_actor
 from ndl.access.project_models import Grant, RequestItem
 from ndl.catalogue.metadata import TIERS
 from ndl.catalogue.models import Dataset
@@ -101,7 +101,7 @@ def set_state(session: Session, key: SigningKey, who: Principal, wish_id: int, s
         if not who.has("admin") and ds.org_id != who.org_id:
             raise PermissionDenied("link a dataset of your own organisation")
     wish.state, wish.dataset_id, wish.updated_at = state, dataset_id, utcnow()
-    register.append(session, key, kind=f"wish.{state}", actor=who.username,
+    register.append(session, key, kind=f"wish.{state}", actor=official_actor(who),
                     subject=f"wish:{wish.id}", payload={"dataset": dataset_id})
     return wish
 

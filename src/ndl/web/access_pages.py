@@ -1,0 +1,363 @@
+"""Project pages: my projects, a new project, and a project's register record with its
+requests, grants, a form to ask for more data and count queries on what was granted.
+
+Anyone may read a project's public record (what the public register holds: no names). Its
+members also see the team, the grants and the forms. Every change goes through the same
+service functions as the JSON API (``ndl.access.projects``, ``ndl.access.requests``); a count
+query goes through the JSON API's own route function, so the page and the API make the same
+checks (role, columns, membership, an active grant) and send the same signed grant.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from ndl.access import projects as proj
+from ndl.access import requests as access
+from ndl.access.accounts import Principal
+from ndl.access.models import Org
+from ndl.access.policy import LEGAL_BASES, PURPOSES
+from ndl.access.project_models import AccessRequest, Grant, Project
+from ndl.catalogue.models import Dataset
+from ndl.core.db import utcnow
+from ndl.core.errors import InvalidInput, NdlError, PermissionDenied
+from ndl.hub import api
+from ndl.hub.deps import hub
+from ndl.query.spec import CountQuery
+from ndl.web.dataset_view import links_for
+from ndl.web.forms import (
+    MAX_FIELD_CHARS,
+    Who,
+    ashow,
+    crash_page,
+    error_list,
+    error_page,
+    field_errors,
+    posted,
+    see_other,
+    sentence,
+    show,
+    sign_in_redirect,
+    value,
+    values,
+)
+from ndl.web.render import pages_of
+
+router = APIRouter(include_in_schema=False)
+
+PURPOSE_LABELS = {
+    "research": "Research", "statistics": "Official statistics",
+    "service-improvement": "Improving a public service",
+    "policy-development": "Developing policy", "commercial-research": "Commercial research",
+}
+LEGAL_BASIS_LABELS = {
+    "public-task": "Public task", "legitimate-interests": "Legitimate interests",
+    "consent": "Consent", "research-exemption": "Research exemption",
+    "section-251": "Section 251 support (NHS Act 2006)",
+    "statutory-gateway": "A statutory gateway (for example the Digital Economy Act 2017)",
+}
+PROJECT_FIELDS = ("title", "purpose", "purpose_category", "lay_summary", "legal_basis",
+                  "end_date", "members")
+# The date input's first box is what an error links to.
+FIELD_IDS = {"end_date": "end_date-day", "purpose_category": "purpose_category",
+             "legal_basis": "legal_basis"}
+CHOOSE = {"purpose_category": "Choose what kind of purpose the project has",
+          "legal_basis": "Choose the legal basis for the project"}
+FIELD_NAMES = {"end_date": "The end date", "purpose_category": "The kind of purpose",
+               "legal_basis": "The legal basis"}
+MAX_REQUESTABLE = 300  # a form of checkboxes; a bigger catalogue is searched first
+
+
+# --- my projects ----------------------------------------------------------------------------
+
+@router.get("/projects", response_class=HTMLResponse)
+def my_projects(request: Request, who: Who) -> Response:
+    if who is None:
+        return sign_in_redirect(request)
+
+    def build(s: Session) -> tuple[str, dict[str, Any]]:
+        rows = [{**proj.public_project(p), "created_at": p.created_at,
+                 "role": next((m.role for m in p.members if m.user_id == who.user_id), "")}
+                for p in proj.projects_of(s, who)]
+        return "projects.html", {"projects": rows, "can_create": who.has("researcher")}
+
+    return show(request, build)
+
+
+# --- a new project --------------------------------------------------------------------------
+
+def _new_form(request: Request, form: dict[str, str] | None = None,
+              errors: dict[str, str] | None = None, status: int = 200) -> HTMLResponse:
+    errors = errors or {}
+    ordered = {f: errors[f] for f in PROJECT_FIELDS if f in errors}
+    return pages_of(request).render(request, "project_new.html", {
+        "form": form or {}, "errors": ordered,
+        "error_list": error_list(ordered, FIELD_IDS),
+        "purposes": [{"value": p, "text": PURPOSE_LABELS.get(p, p)} for p in PURPOSES],
+        "legal_bases": [{"value": b, "text": LEGAL_BASIS_LABELS.get(b, b)}
+                        for b in LEGAL_BASES],
+    }, status=status)
+
+
+def _not_a_researcher(request: Request) -> HTMLResponse:
+    return pages_of(request).error(
+        request, 403, "Only researchers can create projects",
+        "Your account does not have the researcher role. Ask your organisation's library "
+        "administrator to add it.")
+
+
+@router.get("/projects/new", response_class=HTMLResponse)
+def new_project_form(request: Request, who: Who) -> Response:
+    if who is None:
+        return sign_in_redirect(request)
+    if not who.has("researcher"):
+        return _not_a_researcher(request)
+    return _new_form(request)
+
+
+def end_date_of(day: str, month: str, year: str) -> tuple[date | None, str]:
+    """The date typed into the three boxes, or None and what to fix (GOV.UK wording)."""
+    if not (day or month or year):
+        return None, "Enter the date the project ends"
+    missing = [n for n, v in (("day", day), ("month", month), ("year", year)) if not v]
+    if missing:
+        return None, f"The end date must include a {' and '.join(missing)}"
+    if not (day.isdigit() and month.isdigit() and year.isdigit() and len(year) == 4):
+        return None, "The end date must be a real date, for example 31 3 2027"
+    try:
+        return date(int(year), int(month), int(day)), ""
+    except ValueError:
+        return None, "The end date must be a real date, for example 31 3 2027"
+
+
+def _in_words(field: str, message: str, form: dict[str, str]) -> str:
+    """GOV.UK wording where the service's message is about a value, not a person's answer."""
+    if field in CHOOSE and not form.get(field):
+        return CHOOSE[field]
+    if message.startswith("Must "):
+        return f"{FIELD_NAMES.get(field, field)} m{message[1:]}"
+    return message
+
+
+class _DryRun(Exception):
+    """Rolls back a create that was only run to collect the service's field errors."""
+
+
+@router.post("/projects/new", response_class=HTMLResponse)
+async def create_project(request: Request, who: Who) -> Response:
+    got = await posted(request, who, "/projects/new")
+    if isinstance(got, Response):
+        return got
+    raw, who = got
+    if not who.has("researcher"):
+        return _not_a_researcher(request)
+    form = {f: value(raw, f, MAX_FIELD_CHARS) for f in PROJECT_FIELDS if f != "end_date"}
+    for part in ("day", "month", "year"):
+        form[f"end_date-{part}"] = value(raw, f"end_date-{part}", 8)
+    end, date_error = end_date_of(form["end_date-day"], form["end_date-month"],
+                                  form["end_date-year"])
+    members = [m.lower() for m in form["members"].replace(",", " ").split()]
+    state = hub(request)
+
+    def create() -> str:
+        with state.db.write() as s:
+            # An unreadable date still gets every other field checked: today is never a valid
+            # end date, so the service refuses, and _DryRun undoes it if it ever did not.
+            p = proj.create_project(
+                s, state.key, who, title=form["title"], purpose=form["purpose"],
+                purpose_category=form["purpose_category"], lay_summary=form["lay_summary"],
+                legal_basis=form["legal_basis"], end_date=end or date.today(),
+                members=members)
+            if end is None:
+                raise _DryRun
+            return p.id
+
+    try:
+        project_id = await run_in_threadpool(create)
+    except InvalidInput as exc:
+        errors = {f: _in_words(f, m, form) for f, m in
+                  field_errors(exc, PROJECT_FIELDS, "title").items()}
+        if date_error:
+            errors["end_date"] = date_error
+        return _new_form(request, form, errors, status=422)
+    except _DryRun:
+        return _new_form(request, form, {"end_date": date_error}, status=422)
+    except NdlError as exc:
+        return error_page(request, exc)
+    return see_other(f"/projects/{project_id}?created=1")
+
+
+# --- a project ------------------------------------------------------------------------------
+
+def _label(ds: Dataset | None, dataset_id: str) -> dict[str, Any]:
+    return {"title": ds.title if ds else dataset_id,
+            "href": links_for(dataset_id)["page"] if ds else None,
+            "columns": [str(c.get("name")) for c in ds.columns] if ds else []}
+
+
+def _requestable(s: Session, project: Project, busy: set[str],
+                 orgs: dict[str, str]) -> list[dict[str, Any]]:
+    """Non-open datasets this project has no live request or grant for, by organisation."""
+    found = s.scalars(select(Dataset).where(Dataset.tier != "open")
+                      .order_by(Dataset.org_id, Dataset.title).limit(MAX_REQUESTABLE))
+    groups: dict[str, dict[str, Any]] = {}
+    for ds in found:
+        if ds.id in busy:
+            continue
+        group = groups.setdefault(ds.org_id, {"org": ds.org_id,
+                                              "name": orgs.get(ds.org_id, ds.org_id),
+                                              "items": []})
+        group["items"].append({
+            "value": ds.id, "text": ds.title,
+            "hint": {"text": f"{ds.tier.capitalize()}. "
+                             f"{access.policy_of(ds).summary(ds.tier)}"}})
+    return list(groups.values())
+
+
+def project_context(s: Session, project_id: str, who: Principal | None, *,
+                    errors: dict[str, str] | None = None, query: dict[str, Any] | None = None,
+                    requested: int | None = None, created: bool = False,
+                    status: int = 200) -> tuple[str, dict[str, Any]]:
+    """Everything project.html needs. Members see names, grants and the forms."""
+    p = proj.get_project(s, project_id)
+    member = who is not None and proj.member_of(p, who)
+    reqs = list(s.scalars(select(AccessRequest).where(AccessRequest.project_id == p.id)
+                          .order_by(AccessRequest.id.desc())))
+    grants = list(s.scalars(select(Grant).where(Grant.project_id == p.id)
+                            .order_by(Grant.granted_at))) if member else []
+    ids = {i.dataset_id for r in reqs for i in r.items} | {g.dataset_id for g in grants}
+    datasets = {d.id: d for d in s.scalars(select(Dataset).where(Dataset.id.in_(ids)))} \
+        if ids else {}
+    orgs = {o.id: o.name for o in s.scalars(select(Org))}
+    requests = []
+    for r in reqs:
+        view = access.request_json(r, names=member)
+        for item in view["items"]:
+            item.update(_label(datasets.get(item["dataset"]), item["dataset"]))
+            item["org_name"] = orgs.get(item["org"], item["org"])
+        requests.append(view)
+    now = utcnow()
+    grant_views = [{**access.grant_json(g), **_label(datasets.get(g.dataset_id), g.dataset_id)}
+                   for g in grants]
+    live = p.end_date >= now.date()
+    busy = {i.dataset_id for r in reqs for i in r.items if i.state == "pending"} | {
+        g.dataset_id for g in grants if g.revoked_at is None and g.expires_at > now}
+    banner = None
+    just_sent = next((r for r in requests if r["id"] == requested), None)
+    if just_sent is not None:
+        counts = {state: sum(1 for i in just_sent["items"] if i["state"] == state)
+                  for state in ("granted", "pending", "rejected")}
+        banner = {"kind": "request", **counts}
+    elif created:
+        banner = {"kind": "created"}
+    errors = errors or {}
+    context: dict[str, Any] = {
+        "project": {**proj.public_project(p), "created_at": p.created_at},
+        "purpose_label": PURPOSE_LABELS.get(p.purpose_category, p.purpose_category),
+        "legal_basis_label": LEGAL_BASIS_LABELS.get(p.legal_basis, p.legal_basis),
+        "member": member, "signed_in": who is not None, "live": live,
+        "members": proj.project_json(p)["members"] if member else [],
+        "requests": requests, "grants": grant_views,
+        "active_grants": [g for g in grant_views if g["state"] == "active"],
+        "requestable": _requestable(s, p, busy, orgs) if member and live else [],
+        "errors": errors,
+        "error_list": error_list(errors, {"datasets": "datasets", "query": "query-result"}),
+        "query": query, "banner": banner, "status": status,
+        "sign_in_href": f"/sign-in?next=/projects/{p.id}",
+    }
+    return "project.html", context
+
+
+@router.get("/projects/{project_id}", response_class=HTMLResponse)
+def project_page(request: Request, project_id: str, who: Who, requested: str = "",
+                 created: str = "") -> Response:
+    number = int(requested) if requested.isdigit() and len(requested) < 12 else None
+    return show(request, lambda s: project_context(s, project_id, who, requested=number,
+                                                   created=bool(created)))
+
+
+async def _require_member(request: Request, project_id: str, who: Principal) -> None:
+    """Refuse a stranger before doing anything, so nothing shows them the private page."""
+    state = hub(request)
+
+    def check() -> None:
+        with state.db.read() as s:
+            proj.require_member(proj.get_project(s, project_id), who)
+
+    await run_in_threadpool(check)
+
+
+@router.post("/projects/{project_id}/requests", response_class=HTMLResponse)
+async def request_access(request: Request, project_id: str, who: Who) -> Response:
+    """Ask for several datasets, at several organisations, in one request."""
+    got = await posted(request, who, f"/projects/{project_id}")
+    if isinstance(got, Response):
+        return got
+    form, who = got
+    try:
+        await _require_member(request, project_id, who)
+        if not who.has("researcher"):  # as the JSON API's route requires
+            raise PermissionDenied("asking for access needs the researcher role")
+    except NdlError as exc:
+        return error_page(request, exc)
+    chosen = values(form, "datasets")
+    state = hub(request)
+
+    def submit() -> int:
+        with state.db.write() as s:
+            return access.submit_request(s, state.key, who, project_id, chosen).id
+
+    try:
+        request_id = await run_in_threadpool(submit)
+    except NdlError as exc:
+        errors, status = {"datasets": sentence(exc.message)}, exc.http_status
+        return await ashow(request, lambda s: project_context(
+            s, project_id, who, errors=errors, status=status))
+    return see_other(f"/projects/{project_id}?requested={request_id}#requests")
+
+
+@router.post("/projects/{project_id}/query", response_class=HTMLResponse)
+async def run_query(request: Request, project_id: str, who: Who) -> Response:
+    """A count query on a granted dataset, through the JSON API's own route function."""
+    got = await posted(request, who, f"/projects/{project_id}")
+    if isinstance(got, Response):
+        return got
+    form, who = got
+    try:
+        await _require_member(request, project_id, who)
+    except NdlError as exc:
+        return error_page(request, exc)
+    dataset_id, by = value(form, "dataset"), value(form, "by")
+    query: dict[str, Any] = {"dataset": dataset_id, "by": by}
+    status = 200
+    try:
+        spec = CountQuery(by=[by] if by else [], project=project_id)
+        site, _, name = dataset_id.partition("/")
+        result = await api.query_dataset(site, name, spec, hub(request), who)
+        query.update(columns=result.get("columns", []), rows=result.get("rows", []),
+                     suppressed=result.get("suppressed", 0),
+                     threshold=result.get("threshold"))
+    except ValidationError:
+        query["error"], status = "Choose a column to count by, or none for a total", 422
+    except NdlError as exc:
+        query["error"], status = sentence(exc.message), exc.http_status
+    except Exception:
+        return crash_page(request)
+    errors = {"query": query["error"]} if "error" in query else {}
+
+    def build(s: Session) -> tuple[str, dict[str, Any]]:
+        template, context = project_context(s, project_id, who, errors=errors,
+                                            status=status)
+        ds = s.get(Dataset, dataset_id)
+        context["query"] = {**query, "title": ds.title if ds else dataset_id}
+        return template, context
+
+    return await ashow(request, build)
