@@ -186,9 +186,11 @@ class Agent:
                     ready = True
                 now = self.store.fingerprint()
                 if now != seen:  # first start, or a steward published or edited something
+                    # Remember what we publish *before* publishing: a change made meanwhile
+                    # is then seen on the next turn instead of being absorbed and lost.
+                    seen = now
                     self.publish()
                     self.publish_mocks()
-                    seen = self.store.fingerprint()  # mocks written just now count as seen
                 self.poll_once()
                 self.backoff = 0.5
             except UpstreamUnavailable as exc:
