@@ -59,7 +59,7 @@ PUBLIC_POSTS = {
                     "/projects/{project_id}/query", "/stewards/items/{item_id}/decision",
                     "/stewards/grants/{grant_id}/revoke", "/wishlist/new",
                     "/wishlist/{wish_id}/vote", "/wishlist/{wish_id}/comments",
-                    "/wishlist/{wish_id}/state")},
+                    "/wishlist/{wish_id}/state", "/datasets/{site}/{name}/private-query")},
 }
 
 

@@ -180,6 +180,14 @@ def _mcp_mock_rows(_: Library, __: str, r: httpx.Response) -> None:
     assert result["isError"] is False and result["structuredContent"]["real_data"] is False
 
 
+def _granted_projects_only(lib: Library, role: str, r: httpx.Response) -> None:
+    """The private-question form offers only the caller's projects with an active grant."""
+    offered = set(re.findall(r'name="project" type="radio" value="([^"]+)"', r.text))
+    assert (lib.ids["P"] in offered) == (role == "researcher"), offered
+    assert lib.ids["Q"] not in offered
+    assert ('id="no-grant"' in r.text) == (not offered)
+
+
 # --- the table -----------------------------------------------------------------------------
 
 QUERY = "/api/datasets/{site}/{name}/query"
@@ -329,6 +337,9 @@ ROWS: list[Row] = [
     Row("GET", "/wishlist/new", SIGNED_IN, deny="page"),
     Row("GET", "/wishlist/{wish_id}", ANYONE, args={"wish_id": "$wish"}),
     Row("GET", "/orgs/{org_id}", ANYONE, args={"org_id": "org-a"}),
+    Row("GET", "/datasets/{site}/{name}/private-query",
+        frozenset({"researcher", "other_researcher"}), args=ds(SAFE), deny="page",
+        check=_granted_projects_only),
     # Forms act only for the browser session's own user: a bearer token, with no session and
     # no CSRF token, is sent to sign in and changes nothing.
     *[Row("POST", path, NOBODY, deny="form", variant="bearer token, no session", args=args,
@@ -337,6 +348,7 @@ ROWS: list[Row] = [
           ("/projects/new", {}),
           ("/projects/{project_id}/requests", {"project_id": "$P"}),
           ("/projects/{project_id}/query", {"project_id": "$P"}),
+          ("/datasets/{site}/{name}/private-query", ds(SAFE)),
           ("/stewards/items/{item_id}/decision", {"item_id": "$item"}),
           ("/stewards/grants/{grant_id}/revoke", {"grant_id": "$grant_project"}),
           ("/wishlist/new", {}),

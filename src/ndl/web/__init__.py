@@ -14,7 +14,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 from starlette.types import Scope
 
-from ndl.web import access_pages, forms, register_pages, session, steward_pages, wishlist_pages
+from ndl.web import (
+    access_pages,
+    forms,
+    privacy_pages,
+    register_pages,
+    session,
+    steward_pages,
+    wishlist_pages,
+)
 from ndl.web.pages import router
 from ndl.web.render import Pages, assets_built, make_environment
 
@@ -48,7 +56,7 @@ def mount(app: FastAPI, web_dir: Path) -> None:
     app.state.ndl_web_secret = secret
     app.include_router(session.router)
     app.include_router(router)
-    for pages in (access_pages, steward_pages, register_pages, wishlist_pages):
+    for pages in (access_pages, steward_pages, register_pages, wishlist_pages, privacy_pages):
         app.include_router(pages.router)
     forms.install(app.state.ndl_pages.env)
     app.add_middleware(session.SessionMiddleware, state=state, secret=secret)
