@@ -13,9 +13,11 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ndl.access.grants import check_grant
@@ -38,6 +40,31 @@ log = logging.getLogger("ndl.datasite")
 HUB_ID = "hub"
 
 
+class ColumnCache:
+    """The last-read columns of one Parquet file, kept while the file is unchanged.
+
+    Private queries on a large dataset spend most of their time reading the same columns
+    again; one entry, capped in size, keeps memory bounded however many datasets there are.
+    """
+
+    def __init__(self, max_bytes: int = 512 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._key: tuple[str, int, tuple[str, ...]] | None = None
+        self._table: pa.Table | None = None
+        self._lock = threading.Lock()
+
+    def read(self, path: Path, columns: list[str]) -> pa.Table:
+        key = (str(path), path.stat().st_mtime_ns, tuple(sorted(columns)))
+        with self._lock:
+            if key == self._key and self._table is not None:
+                return self._table.select(columns)
+        table = pq.read_table(path, columns=columns)
+        with self._lock:
+            if table.nbytes <= self.max_bytes:
+                self._key, self._table = key, table
+        return table
+
+
 class Agent:
     def __init__(
         self, store: DatasiteStore, hub_url: str, *, datasite_id: str, org: str,
@@ -52,6 +79,7 @@ class Agent:
                                  read=poll_wait + 15.0))
         self.stop_event = threading.Event()
         self.budget = BudgetLedger(store.root / "budget.sqlite")
+        self.columns = ColumnCache()
         self.backoff = 0.5
 
     # -- talking to the hub ---------------------------------------------------------------
@@ -290,7 +318,7 @@ def _private_query(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict
     left = agent.budget.spend(limits, dataset=ds.meta.name, project=project,
                               researcher=str(body.get("requested_by")), rho=q.rho,
                               message_id=str(body.get("message_id")))
-    table = pq.read_table(ds.path, columns=list(plan.columns))
+    table = agent.columns.read(ds.path, list(plan.columns))
     sdc = (SdcRules(round_to=limits.round_to, suppress_below=limits.suppress_below)
            if limits.round_to or limits.suppress_below else None)
     result = run(q, table, ds.meta, sdc=sdc, max_rows_per_person=limits.max_rows_per_person)
