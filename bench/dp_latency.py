@@ -48,7 +48,7 @@ from ndl.client import Client
 from ndl.core.errors import UpstreamTimeout, UpstreamUnavailable
 from ndl.demo._catalogue import ENGLISH_REGIONS
 from ndl.privacy import from_sql, run
-from ndl.testing import DatasiteProcess, HubProcess, granted_project, write_dataset
+from ndl.testing import DatasiteProcess, HubProcess, granted_project, stop_all, write_dataset
 
 ORG = "bench-trust"
 SQL = ("SELECT COUNT(*) AS n, SUM(LEAST(GREATEST(value, 0), 100)) AS total "
@@ -240,17 +240,8 @@ def run_bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 startup_s = time.monotonic() - t0
                 for rows, folder in folders.items():
                     results.append(bench_dataset(client, project, folder, ids[rows], args))
-        except BaseException:
-            for proc in (hub, site):
-                if proc is not None:
-                    sys.stderr.write(f"--- {proc.log_path} (tail)\n{proc.log()[-4000:]}\n")
-            raise
         finally:
-            if site is not None:
-                site.stop()
-            if hub is not None:
-                hub.stop()
-                hub.db.dispose()
+            stop_all(site, hub, show_logs=sys.exc_info()[0] is not None)
 
     big = [r for r in results if r["rows"] >= 10_000_000]
     return {

@@ -41,7 +41,7 @@ from ndl.core.envelope import MemoryReplayGuard, open_envelope, seal
 from ndl.core.keys import SigningKey
 from ndl.datasite import engine
 from ndl.demo.synth import ORGS, generate_demo_data
-from ndl.testing import DatasiteProcess, HubProcess, granted_project
+from ndl.testing import DatasiteProcess, HubProcess, granted_project, stop_all
 
 ORG = "nhs-trust"
 DATASET = "ae-attendances"
@@ -193,17 +193,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     for k, fn in series.items():
                         time.sleep(SETTLE_S)
                         samples[k].extend(_timed(fn) for _ in range(size))
-        except BaseException:
-            for proc in (hub, site):
-                if proc is not None:
-                    sys.stderr.write(f"--- {proc.log_path} (tail)\n{proc.log()[-4000:]}\n")
-            raise
         finally:
-            if site is not None:
-                site.stop()
-            if hub is not None:
-                hub.stop()
-                hub.db.dispose()
+            stop_all(site, hub, show_logs=sys.exc_info()[0] is not None)
 
     stats = {k: Stats.of(v) for k, v in samples.items()}
     rt, dr = stats["round_trip"], stats["direct"]

@@ -52,7 +52,7 @@ from query_roundtrip import Stats, _timed, hub_database, machine
 from ndl.catalogue.metadata import DatasetMeta
 from ndl.client import Client
 from ndl.privacy import from_sql, run
-from ndl.testing import DatasiteProcess, HubProcess, granted_project
+from ndl.testing import DatasiteProcess, HubProcess, granted_project, stop_all
 
 HERE = Path(__file__).resolve().parent
 RUN_JOB = HERE / "syft_rds" / "run_job.py"
@@ -118,17 +118,8 @@ def run_ndl(args: argparse.Namespace, tmp: Path, folder: Path) -> dict[str, Any]
                 for _ in range(args.queries):
                     for k, fn in series.items():
                         samples[k].append(_timed(fn))
-        except BaseException:
-            for proc in (hub, site):
-                if proc is not None:
-                    sys.stderr.write(f"--- {proc.log_path} (tail)\n{proc.log()[-4000:]}\n")
-            raise
         finally:
-            if site is not None:
-                site.stop()
-            if hub is not None:
-                hub.stop()
-                hub.db.dispose()
+            stop_all(site, hub, show_logs=sys.exc_info()[0] is not None)
     return {k: asdict(Stats.of(v)) for k, v in samples.items()}
 
 

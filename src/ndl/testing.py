@@ -156,6 +156,19 @@ class HubProcess(_Process):
             return accounts.issue_token(s, user, name="test")
 
 
+def stop_all(*procs: _Process | None, show_logs: bool = False) -> None:
+    """Stop processes in the order given (datasites before their hub); on failure, show the
+    tail of each one's log first so the reason is not lost with the process."""
+    for proc in procs:
+        if proc is None:
+            continue
+        if show_logs:
+            sys.stderr.write(f"--- {proc.log_path} (tail)\n{proc.log()[-4000:]}\n")
+        proc.stop()
+        if isinstance(proc, HubProcess):
+            proc.db.dispose()
+
+
 def granted_project(hub_url: str, token: str, datasets: list[str], *,
                     title: str = "Test project") -> str:
     """Create a project and ask for ``datasets``; return the project id.
@@ -213,6 +226,6 @@ class DatasiteProcess(_Process):
 
 
 __all__ = [
-    "DatasiteProcess", "HubProcess", "free_port", "granted_project", "wait_http",
+    "DatasiteProcess", "HubProcess", "free_port", "granted_project", "stop_all", "wait_http",
     "write_dataset",
 ]
