@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import html as markup
 import re
-import shutil
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy import func, select
-from test_web_pages import PASSWORD, form_token, seed_catalogue, sign_in
+from test_web_pages import PASSWORD, form_token, seed_catalogue
 
 from ndl.access import accounts
 from ndl.access.models import User
@@ -71,33 +69,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture
-def app(seeded: Path, tmp_path: Path) -> Iterator[FastAPI]:
-    data_dir = tmp_path / "hub"
-    data_dir.mkdir()
-    for f in seeded.iterdir():
-        if f.name.startswith("hub.db") or f.name == "hub-key.pem":
-            shutil.copy(f, data_dir / f.name)
-    # No datasite answers here: give up on a query quickly.
-    app = create_app(HubSettings(db_url=str(data_dir / "hub.db"), data_dir=data_dir,
-                                 query_timeout=1.0))
-    yield app
-    app.state.hub.db.dispose()
-
-
+# The `app` and `login` fixtures live in tests/unit/conftest.py.
 Login = Callable[[str], TestClient]
-
-
-@pytest.fixture
-def login(app: FastAPI) -> Iterator[Login]:
-    """``login("alice")``: a client signed in as alice, through the sign-in form."""
-    with ExitStack() as stack:
-        def make(username: str) -> TestClient:
-            client = stack.enter_context(TestClient(app, base_url=BASE))
-            if username:
-                assert sign_in(client, username).status_code == 303
-            return client
-        yield make
 
 
 def token_for(html: str, action: str) -> str:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import html as markup
 import re
-import shutil
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from test_web_access_pages import (
     summary_items,
     token_for,
 )
-from test_web_pages import PASSWORD, seed_catalogue, sign_in
+from test_web_pages import PASSWORD, seed_catalogue
 
 from ndl.access import accounts
 from ndl.access.policy import PrivacyBudget
@@ -78,32 +76,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture
-def app(seeded: Path, tmp_path: Path) -> Iterator[FastAPI]:
-    data_dir = tmp_path / "hub"
-    data_dir.mkdir()
-    for f in seeded.iterdir():
-        if f.name.startswith("hub.db") or f.name == "hub-key.pem":
-            shutil.copy(f, data_dir / f.name)
-    # No datasite answers here: give up quickly.
-    app = create_app(HubSettings(db_url=str(data_dir / "hub.db"), data_dir=data_dir,
-                                 query_timeout=1.0))
-    yield app
-    app.state.hub.db.dispose()
-
-
+# The `app` and `login` fixtures live in tests/unit/conftest.py.
 Login = Callable[[str], TestClient]
-
-
-@pytest.fixture
-def login(app: FastAPI) -> Iterator[Login]:
-    with ExitStack() as stack:
-        def make(username: str) -> TestClient:
-            client = stack.enter_context(TestClient(app, base_url=BASE))
-            if username:
-                assert sign_in(client, username).status_code == 303
-            return client
-        yield make
 
 
 def granted(client: TestClient, title: str = "Waiting times by age") -> str:
