@@ -63,9 +63,10 @@ def _show_preview(shown: dict[str, Any]) -> None:
         table.add_column(col)
     for a in p["aggregates"]:
         half = a.get("half_width_95")
-        shown = (_fmt(half) if isinstance(half, int | float) else
+        # Its own name: ``shown`` is still read after the loop for the budget line.
+        error = (_fmt(half) if isinstance(half, int | float) else
                  "per group" if isinstance(half, list) else "-")
-        table.add_row(str(a["label"]), str(a["mechanism"]), shown, str(a.get("note", "")))
+        table.add_row(str(a["label"]), str(a["mechanism"]), error, str(a.get("note", "")))
     console.print(table)
     left = shown["budget_remaining"]
     console.print(f"budget left: yours {left['researcher']:g}, project {left['project']:g}, "
