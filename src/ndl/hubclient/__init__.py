@@ -1,0 +1,32 @@
+"""The one HTTP client for the hub's JSON API: the SDK, the CLI, MCP and datasites use it.
+
+:class:`Client` (sync) and :class:`AsyncClient` (async) have the same methods, each defined
+once in ``_api.py``. Ids are checked and quoted before they enter a URL; a malformed one
+raises :class:`~ndl.core.errors.InvalidInput` and sends nothing. Every refusal from the hub
+comes back as the matching error from :mod:`ndl.core.errors`.
+"""
+
+from ndl.hubclient._call import Call, QueryAnswer
+from ndl.hubclient._drivers import DEFAULT_HUB, AsyncClient, Client, HubApi, Operation
+from ndl.hubclient._ids import (
+    check_dataset_id,
+    check_federation_path,
+    check_grant_id,
+    check_number_id,
+    check_project_id,
+)
+
+__all__ = [
+    "DEFAULT_HUB",
+    "AsyncClient",
+    "Call",
+    "Client",
+    "HubApi",
+    "Operation",
+    "QueryAnswer",
+    "check_dataset_id",
+    "check_federation_path",
+    "check_grant_id",
+    "check_number_id",
+    "check_project_id",
+]

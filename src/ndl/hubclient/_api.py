@@ -1,0 +1,212 @@
+"""Every call the hub's JSON API offers its clients, each defined once.
+
+Each function checks its arguments (ids before they enter a path) and returns a
+:class:`~ndl.hubclient._call.Call`; it sends nothing. ``_drivers.HubApi`` turns each into a
+method of both the sync and the async client.
+
+Adding an operation: write its builder here, then add one line to ``HubApi`` in
+``_drivers.py`` (and a row to the table in ``tests/unit/test_hub_client.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ndl.hubclient._call import (
+    Call,
+    QueryAnswer,
+    count_answer,
+    json_object,
+    object_list,
+    sql_answer,
+    token,
+)
+from ndl.hubclient._ids import (
+    check_federation_path,
+    check_grant_id,
+    check_number_id,
+    check_project_id,
+    dataset_path,
+    segment,
+)
+
+Json = dict[str, Any]
+
+
+def _get(path: str, **params: str | int | float | bool | None) -> Call[Json]:
+    clean = {k: v for k, v in params.items() if v is not None and v != ""}
+    return Call("GET", path, json_object, params=clean or None)
+
+
+def _post(path: str, body: Any) -> Call[Json]:
+    return Call("POST", path, json_object, json=body)
+
+
+# -- catalogue --------------------------------------------------------------------------------
+
+def search(q: str | None = None, *, publisher: str | None = None, tier: str | None = None,
+           theme: str | None = None, geography: str | None = None, year: str | None = None,
+           join_key: str | None = None, sort: str | None = None, limit: int = 20,
+           offset: int = 0) -> Call[Json]:
+    """Search the catalogue (datasets and their columns); empty filters are left out."""
+    return _get("/api/datasets", q=q, publisher=publisher, tier=tier, theme=theme,
+                geography=geography, year=year, join_key=join_key, sort=sort, limit=limit,
+                offset=offset)
+
+
+def dataset(dataset_id: str) -> Call[Json]:
+    """One dataset's catalogue entry."""
+    return _get(dataset_path(dataset_id))
+
+
+def versions(dataset_id: str) -> Call[Json]:
+    """The published versions of a dataset's metadata."""
+    return _get(dataset_path(dataset_id, "/versions"))
+
+
+def mock(dataset_id: str, *, limit: int = 100) -> Call[Json]:
+    """Synthetic mock rows of a dataset (any signed-in user): same schema, no real row."""
+    return _get(dataset_path(dataset_id, "/mock"), limit=limit, format="json")
+
+
+def datasites() -> Call[list[Json]]:
+    """The datasites known to the hub, and whether each is online."""
+    return Call("GET", "/api/datasites", object_list("datasites"))
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+def query(dataset_id: str, *, count_by: list[str] | str | None = None,
+          project: str | None = None) -> Call[QueryAnswer]:
+    """Count rows of a dataset, grouped by zero to three columns, computed at its datasite.
+
+    Non-open data needs ``project``: a project of yours with an active grant for it.
+    """
+    by = [count_by] if isinstance(count_by, str) else list(count_by or [])
+    body: Json = {"op": "count", "by": by}
+    if project:
+        body["project"] = project
+    return Call("POST", dataset_path(dataset_id, "/query"), count_answer, json=body)
+
+
+def sql(dataset_id: str, sql: str, *, limit: int = 1000) -> Call[QueryAnswer]:
+    """Run one read-only SELECT over an open dataset (the table is called ``data``)."""
+    return Call("POST", dataset_path(dataset_id, "/sql"), sql_answer,
+                json={"sql": sql, "limit": limit})
+
+
+def private_query(dataset_id: str, *, project: str, sql: str | None = None,
+                  query: Json | None = None, rho: float | None = None,
+                  preview: bool = False) -> Call[Json]:
+    """A differentially private answer from safeguarded data (spends privacy budget).
+
+    ``preview=True`` returns the expected error and the budget left, and spends nothing.
+    """
+    body: Json = {"project": project, "preview": preview}
+    for k, v in (("sql", sql), ("query", query), ("rho", rho)):
+        if v is not None:
+            body[k] = v
+    return _post(dataset_path(dataset_id, "/private-query"), body)
+
+
+def budget(dataset_id: str, project: str) -> Call[Json]:
+    """What is left of the privacy budget for you and ``project`` on a dataset."""
+    return Call("GET", dataset_path(dataset_id, "/budget"), json_object,
+                params={"project": project})
+
+
+# -- access -----------------------------------------------------------------------------------
+
+def create_project(*, title: str, purpose: str, lay_summary: str, legal_basis: str,
+                   end_date: str, purpose_category: str = "research",
+                   members: list[str] | None = None) -> Call[Json]:
+    """Create a project (you lead it)."""
+    return _post("/api/projects", {
+        "title": title, "purpose": purpose, "purpose_category": purpose_category,
+        "lay_summary": lay_summary, "legal_basis": legal_basis, "end_date": end_date,
+        "members": members or []})
+
+
+def project(project_id: str) -> Call[Json]:
+    """A project, its requests and (to members) its grants."""
+    return _get(f"/api/projects/{segment(check_project_id(project_id))}")
+
+
+def request_access(project_id: str, datasets: list[str]) -> Call[Json]:
+    """Ask for several datasets (at several organisations) in one request."""
+    return _post(f"/api/projects/{segment(check_project_id(project_id))}/requests",
+                 {"datasets": datasets})
+
+
+def steward_queue() -> Call[list[Json]]:
+    """The request items waiting for your decision."""
+    return Call("GET", "/api/stewards/queue", object_list("pending"))
+
+
+def decide(item_id: int, decision: str, reason: str = "") -> Call[Json]:
+    """Approve or reject one request item."""
+    item = segment(check_number_id(item_id, "request item id"))
+    return _post(f"/api/requests/items/{item}/decision",
+                 {"decision": decision, "reason": reason})
+
+
+def revoke_grant(grant_id: str, reason: str) -> Call[Json]:
+    """Revoke a grant; its datasite refuses it from the next message on."""
+    return _post(f"/api/grants/{segment(check_grant_id(grant_id))}/revoke", {"reason": reason})
+
+
+def time_to_access() -> Call[Json]:
+    """How long access requests take, from asking to a decision."""
+    return _get("/api/metrics/time-to-access")
+
+
+# -- accounts and the register -----------------------------------------------------------------
+
+def login(username: str, password: str) -> Call[str]:
+    """A new API token for a username and password (the drivers then act as it)."""
+    return Call("POST", "/api/auth/login", token,
+                json={"username": username, "password": password})
+
+
+def me() -> Call[Json]:
+    """Who the token belongs to: username, roles, organisation."""
+    return _get("/api/me")
+
+
+def tokens() -> Call[list[Json]]:
+    """Your own tokens that still work (``current`` marks the one this client uses)."""
+    return Call("GET", "/api/auth/tokens", object_list("tokens"))
+
+
+def create_token(*, scope: str = "read-only", name: str = "agent", days: int = 30
+                 ) -> Call[Json]:
+    """Mint a token for yourself (``full``, ``read-only`` or ``project:<id>``); the answer is
+    the only time the token itself is shown."""
+    return _post("/api/auth/tokens", {"scope": scope, "name": name, "days": days})
+
+
+def revoke_token(token_id: int) -> Call[Json]:
+    """Revoke one of your tokens; it stops working on its next request."""
+    return Call("DELETE", f"/api/auth/tokens/{segment(check_number_id(token_id, 'token id'))}",
+                json_object)
+
+
+def logout() -> Call[Json]:
+    """Revoke the token this client uses."""
+    return _post("/api/auth/logout", None)
+
+
+def register_entries(*, after: int = 0, limit: int = 1000) -> Call[Json]:
+    """A page of the public register of decisions, after entry ``after``."""
+    return _get("/api/register", after=after, limit=limit)
+
+
+# -- datasites --------------------------------------------------------------------------------
+
+def post_envelope(path: str, envelope: Json, headers: dict[str, str] | None = None
+                  ) -> Call[Json]:
+    """Send a datasite's signed envelope to one of the hub's federation endpoints."""
+    return Call("POST", check_federation_path(path), json_object, json=envelope,
+                headers=headers)
+
+# New operations go above, in the section they belong to; then one line in HubApi.
