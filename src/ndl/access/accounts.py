@@ -7,6 +7,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
@@ -15,7 +16,13 @@ from sqlalchemy.orm import Session
 
 from ndl.access.models import ApiToken, Org, User, UserRole
 from ndl.core.db import utcnow
-from ndl.core.errors import AuthenticationRequired, Conflict, InvalidInput, NotFound
+from ndl.core.errors import (
+    AuthenticationRequired,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
 
 ROLES = ("researcher", "steward", "output_checker", "admin")
 ORG_KINDS = ("nhs", "education", "local_authority", "government", "academic", "other")
@@ -23,19 +30,77 @@ TOKEN_PREFIX = "ndl_"  # noqa: S105 - a prefix, not a secret
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
 _hasher = PasswordHasher()
+# An interactive login (``ndl login``) lasts a week: long enough not to nag, short enough that
+# a token copied off a laptop stops working soon. Tokens minted for agents say their own life.
+LOGIN_TTL = timedelta(days=7)
+MAX_TOKEN_DAYS = 90
+SCOPES_HELP = "'full', 'read-only' or 'project:<project id>'"
+# Recording each use would be a database write per request; a few minutes' precision is
+# plenty for "when did this token last do anything".
+TOUCH_EVERY = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is making a request."""
+    """Who is making a request, and with what rights the token they used carries."""
 
     user_id: int
     username: str
     roles: frozenset[str]
     org_id: str | None
+    scope: str = "full"
+    token_id: int | None = None
 
     def has(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
+
+
+def parse_scope(value: str) -> str:
+    """Check a token scope and return it in its one spelling."""
+    scope = value.strip().lower()
+    if scope in ("full", "read-only"):
+        return scope
+    kind, sep, project = scope.partition(":")
+    if kind == "project" and sep and _SLUG.match(project):
+        return scope
+    raise InvalidInput(f"token scope {value!r} is not valid: use {SCOPES_HELP}")
+
+
+def check_scope(principal: Principal, *, write: bool, project: str | None) -> None:
+    """Refuse what the principal's token does not cover. The one place scopes are enforced
+    (``ndl.hub.deps`` calls it for every request that carries a token).
+
+    ``write`` is whether the call changes anything; ``project`` is the project the call is
+    about, if it names one. A read-only token only reads. A project token only reads and
+    acts within its project: a call naming another project is refused, and so is any change
+    that names no project (creating projects, wishes, other tokens...).
+    """
+    scope = principal.scope
+    if scope == "full":
+        return
+    if scope == "read-only":
+        if write:
+            raise PermissionDenied(
+                "this token is read-only: it can search, read and query, but not change "
+                "anything. Use a full token (ndl login) for this")
+        return
+    bound = scope.removeprefix("project:")
+    if project is not None and project != bound:
+        raise PermissionDenied(
+            f"this token only acts within project {bound!r}, not {project!r}")
+    if write and project is None:
+        raise PermissionDenied(
+            f"this token only acts within project {bound!r}, and this call names no project; "
+            "use a full token (ndl login) for it")
+
+
+def public_name(roles: frozenset[str] | set[str], org_id: str | None) -> str:
+    """How public pages (the wishlist, comments) name a person: officials by role and
+    organisation, everyone else as "a researcher". Never by username."""
+    for role in ("admin", "steward", "output_checker"):
+        if role in roles:
+            return role if role == "admin" or not org_id else f"{role}@{org_id}"
+    return "a researcher"
 
 
 def official_actor(who: Principal) -> str:
@@ -112,18 +177,22 @@ def _token_hash(token: str) -> str:
 
 
 def issue_token(
-    session: Session, user: User, *, name: str = "cli", ttl: timedelta | None = timedelta(days=90)
+    session: Session, user: User, *, name: str = "cli", ttl: timedelta | None = LOGIN_TTL,
+    scope: str = "full",
 ) -> str:
     """Create an API token; only its hash is stored, so this is the one chance to see it."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(ApiToken(
-        user_id=user.id, token_hash=_token_hash(token), name=name,
-        expires_at=utcnow() + ttl if ttl else None,
+        user_id=user.id, token_hash=_token_hash(token), name=name[:100],
+        expires_at=utcnow() + ttl if ttl else None, scope=parse_scope(scope),
+        prefix=token[:12],
     ))
     return token
 
 
-def authenticate_token(session: Session, token: str) -> Principal:
+def authenticate(session: Session, token: str) -> tuple[Principal, bool]:
+    """The principal a token stands for, and whether its last-used time is due an update
+    (see :func:`touch_token`)."""
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
     now: datetime = utcnow()
     if row is None or row.revoked_at is not None:
@@ -135,7 +204,19 @@ def authenticate_token(session: Session, token: str) -> Principal:
     user = session.get(User, row.user_id)
     if user is None or user.disabled:
         raise AuthenticationRequired("the account for this token is disabled")
-    return principal_of(user)
+    due = row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY
+    return Principal(user.id, user.username, frozenset(user.role_names), user.org_id,
+                     scope=row.scope or "full", token_id=row.id), due
+
+
+def authenticate_token(session: Session, token: str) -> Principal:
+    return authenticate(session, token)[0]
+
+
+def touch_token(session: Session, token_id: int) -> None:
+    row = session.get(ApiToken, token_id)
+    if row is not None:
+        row.last_used_at = utcnow()
 
 
 def login(session: Session, username: str, password: str) -> tuple[User, str]:
@@ -157,3 +238,74 @@ def revoke_token(session: Session, token: str) -> None:
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
     if row is not None and row.revoked_at is None:
         row.revoked_at = utcnow()
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """One of a user's tokens as its owner may see it: never the token nor its hash."""
+
+    id: int
+    name: str
+    scope: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    current: bool
+
+    def to_json(self) -> dict[str, Any]:
+        def iso(t: datetime | None) -> str | None:
+            return t.isoformat() if t else None
+
+        return {"id": self.id, "name": self.name, "scope": self.scope,
+                "prefix": self.prefix + "…" if self.prefix else "",
+                "created_at": iso(self.created_at), "expires_at": iso(self.expires_at),
+                "last_used_at": iso(self.last_used_at), "current": self.current}
+
+
+def _info(row: ApiToken, who: Principal) -> TokenInfo:
+    return TokenInfo(row.id, row.name, row.scope or "full", row.prefix or "", row.created_at,
+                     row.expires_at, row.last_used_at, row.id == who.token_id)
+
+
+def list_tokens(session: Session, who: Principal) -> list[TokenInfo]:
+    """The caller's tokens that still work, newest first."""
+    now = utcnow()
+    rows = session.scalars(select(ApiToken).where(
+        ApiToken.user_id == who.user_id, ApiToken.revoked_at.is_(None)
+    ).order_by(ApiToken.id.desc()))
+    return [_info(r, who) for r in rows if r.expires_at is None or r.expires_at >= now]
+
+
+def revoke_own_token(session: Session, who: Principal, token_id: int) -> TokenInfo:
+    """Revoke one of the caller's own tokens. Someone else's token is "not found" too, so
+    nobody learns which ids exist."""
+    row = session.get(ApiToken, token_id)
+    if row is None or row.user_id != who.user_id or row.revoked_at is not None:
+        raise NotFound(f"you have no active token {token_id}; list yours with 'ndl tokens'")
+    row.revoked_at = utcnow()
+    return _info(row, who)
+
+
+def create_own_token(session: Session, who: Principal, *, scope: str, name: str,
+                     days: int) -> tuple[TokenInfo, str]:
+    """Mint a token for the caller (e.g. for an agent), no broader than a full login."""
+    if who.scope != "full":
+        # Otherwise a read-only or project token could mint itself a full one.
+        raise PermissionDenied("only a full token (from 'ndl login') can create tokens")
+    scope = parse_scope(scope)
+    if not 1 <= days <= MAX_TOKEN_DAYS:
+        raise InvalidInput(f"days: a token lasts 1 to {MAX_TOKEN_DAYS} days, not {days}")
+    if scope.startswith("project:"):
+        from ndl.access.projects import get_project, require_member  # projects imports us
+
+        require_member(get_project(session, scope.removeprefix("project:")), who)
+    user = session.get(User, who.user_id)
+    if user is None:
+        raise AuthenticationRequired("the account for this token no longer exists")
+    token = issue_token(session, user, name=name.strip() or "agent",
+                        ttl=timedelta(days=days), scope=scope)
+    session.flush()
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
+    assert row is not None  # just added
+    return _info(row, who), token

@@ -61,3 +61,10 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What the token may do: "full", "read-only" or "project:<id>" (see accounts.check_scope).
+    scope: Mapped[str] = mapped_column(String(80), default="full", server_default="full")
+    # The token's first characters, so its owner can tell tokens apart in a list; 8 of 43
+    # random characters leave far more than enough secret.
+    prefix: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    # Updated at most every few minutes (accounts.TOUCH_EVERY), not on every request.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -52,6 +52,7 @@ def handle_errors(fn: F) -> F:
 
 from ndl.cli import (  # noqa: E402,F401  (importing registers the commands)
     access_cmds,
+    account_cmds,
     client_cmds,
     demo_cmd,
     mcp_cmd,

@@ -41,23 +41,31 @@ def hub(
         help="Seconds a datasite has to answer a message before it is offered again.")] = 30.0,
     insecure_cookies: Annotated[bool, typer.Option(
         help="Send session cookies over plain HTTP (local development only).")] = False,
+    trusted_proxy: Annotated[list[str] | None, typer.Option(
+        help="A reverse proxy (address or network) whose X-Forwarded-For names the client; "
+             "repeat for several. Without one, X-Forwarded-For is ignored.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the library hub: catalogue, accounts, mailbox, register and web pages."""
     import uvicorn
 
     from ndl.hub.app import create_app
+    from ndl.hub.login_limits import parse_proxies
     from ndl.hub.state import HubSettings
 
+    parse_proxies(trusted_proxy or [])  # a typo fails here, not at the first sign-in
     settings = HubSettings(
         db_url=_hub_db(environ(ctx), db, data_dir), data_dir=data_dir,
         query_timeout=query_timeout, lease_seconds=lease_seconds,
-        secure_cookies=not insecure_cookies,
+        secure_cookies=not insecure_cookies, trusted_proxies=list(trusted_proxy or []),
     )
     application = create_app(settings)
     safe_url = application.state.hub.db.safe_url
     console.print(f"ndl hub on http://{host}:{port}  (database {safe_url})")
-    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
+    # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from loopback;
+    # the hub reads it itself, only from --trusted-proxy (ndl.hub.login_limits).
+    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False,
+                proxy_headers=False)
 
 
 @app.command()

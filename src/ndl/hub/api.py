@@ -31,30 +31,7 @@ ANONYMOUS = Principal(0, "anonymous", frozenset(), None)
 HubDep = Annotated[HubState, Depends(hub)]
 
 
-class LoginBody(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1000)
-
-
-@router.post("/auth/login")
-def login(body: LoginBody, request: Request, state: HubDep,
-          _: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
-    ip = request.client.host if request.client else "?"
-    keys = (f"ip:{ip}", f"user:{body.username}")
-    state.limiter.check(*keys)
-    try:
-        with state.db.write() as s:
-            user, token = accounts.login(s, body.username, body.password)
-            who = accounts.principal_of(user)
-    except Exception:
-        state.limiter.failed(*keys)
-        raise
-    return {"token": token, "username": who.username, "roles": sorted(who.roles)}
-
-
-@router.get("/me")
-def me(who: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
-    return {"username": who.username, "roles": sorted(who.roles), "org": who.org_id}
+# Signing in (/api/auth/login), /api/me and each user's tokens: ndl.hub.auth_api.
 
 
 class OrgBody(BaseModel):

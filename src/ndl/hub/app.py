@@ -16,7 +16,15 @@ from ndl import __version__
 from ndl.core.db import Database
 from ndl.core.errors import InternalError, InvalidInput, NdlError, NotFound, PayloadTooLarge
 from ndl.core.keys import SigningKey
-from ndl.hub import access_api, api, federation_api, open_api, privacy_api, wishlist_api
+from ndl.hub import (
+    access_api,
+    api,
+    auth_api,
+    federation_api,
+    open_api,
+    privacy_api,
+    wishlist_api,
+)
 from ndl.hub.state import HubSettings, HubState
 from ndl.mcp.server import mount_mcp
 
@@ -123,6 +131,7 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     def healthz() -> dict[str, Any]:
         return {"ok": True, "version": __version__}
 
+    app.include_router(auth_api.router)
     app.include_router(api.router)
     app.include_router(federation_api.router)
     app.include_router(access_api.router)

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from ndl.access.accounts import Principal, authenticate_token
+from ndl.access.accounts import Principal, authenticate, check_scope, touch_token
 from ndl.core.envelope import open_envelope
 from ndl.core.errors import AuthenticationRequired, InvalidInput, PermissionDenied
 from ndl.federation.models import Datasite
@@ -37,6 +37,37 @@ def _bearer(request: Request) -> str | None:
     return request.state.session_token if hasattr(request.state, "session_token") else None
 
 
+# POSTs that change nothing the caller owns (they ask a question, or end the caller's own
+# token), so read-only tokens may make them. Every other method but GET/HEAD is a write.
+READ_POSTS = frozenset({
+    "/api/datasets/{site}/{name}/sql", "/api/datasets/{site}/{name}/query",
+    "/api/3/action/{action}", "/api/action/{action}", "/api/auth/logout",
+})
+
+
+def _is_write(request: Request) -> bool:
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    route = request.scope.get("route")
+    return getattr(route, "path", None) not in READ_POSTS
+
+
+async def _project_named(request: Request) -> str | None:
+    """The project a call is about: a ``project_id`` in the path, ``?project=``, or a JSON
+    body's ``project`` (FastAPI has already read and cached the body by now)."""
+    named = request.path_params.get("project_id") or request.query_params.get("project")
+    if named:
+        return str(named)
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = await request.json()
+        except ValueError:
+            return None
+        if isinstance(body, dict) and isinstance(body.get("project"), str):
+            return str(body["project"])
+    return None
+
+
 async def _principal(request: Request) -> Principal | None:
     token = _bearer(request)
     if token is None:
@@ -45,9 +76,17 @@ async def _principal(request: Request) -> Principal | None:
 
     def look() -> Principal:
         with state.db.read() as s:
-            return authenticate_token(s, token)
+            who, due = authenticate(s, token)
+        if due and who.token_id is not None:
+            with state.db.write() as s:
+                touch_token(s, who.token_id)
+        return who
 
-    return await run_in_threadpool(look)
+    who = await run_in_threadpool(look)
+    # Token scopes are enforced here and nowhere else, for every route at once.
+    project = await _project_named(request) if who.scope.startswith("project:") else None
+    check_scope(who, write=_is_write(request), project=project)
+    return who
 
 
 async def _public(request: Request) -> Principal | None:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ndl.core.db import Database
-from ndl.core.errors import RateLimited
 from ndl.core.keys import SigningKey
 from ndl.federation.service import SqlReplayGuard
+from ndl.hub.login_limits import LoginLimiter
 
 
 @dataclass
@@ -27,6 +25,8 @@ class HubSettings:
     login_failures_allowed: int = 10
     login_window_seconds: float = 300.0
     secure_cookies: bool = True
+    # Proxies (addresses or networks) whose X-Forwarded-For is believed; none by default.
+    trusted_proxies: list[str] = field(default_factory=list)
 
 
 class Notifier:
@@ -52,31 +52,6 @@ class Notifier:
 
     def forget(self, key: str) -> None:
         self._events.pop(key, None)
-
-
-class LoginLimiter:
-    """Refuse logins after too many failures from one address or for one username."""
-
-    def __init__(self, allowed: int, window: float) -> None:
-        self.allowed, self.window = allowed, window
-        self._fails: dict[str, deque[float]] = defaultdict(deque)
-
-    def _recent(self, key: str) -> deque[float]:
-        q, cutoff = self._fails[key], time.monotonic() - self.window
-        while q and q[0] < cutoff:
-            q.popleft()
-        return q
-
-    def check(self, *keys: str) -> None:
-        for key in keys:
-            q = self._recent(key)
-            if len(q) >= self.allowed:
-                wait = int(self.window - (time.monotonic() - q[0])) + 1
-                raise RateLimited(f"too many failed logins; try again in {wait} s")
-
-    def failed(self, *keys: str) -> None:
-        for key in keys:
-            self._recent(key).append(time.monotonic())
 
 
 @dataclass

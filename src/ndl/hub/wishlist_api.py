@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from ndl.access.accounts import Principal
+from ndl.access.accounts import Principal, public_name
 from ndl.hub.deps import authenticated, hub, public, requires
 from ndl.hub.state import HubState
 from ndl.wishlist import service as wishes
@@ -69,7 +69,8 @@ def comment(wish_id: int, body: CommentBody, state: HubDep,
             who: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
     with state.db.write() as s:
         c = wishes.comment(s, who, wish_id, body.text)
-        return {"wish": wish_id, "user": c.username, "text": c.text, "at": c.at.isoformat()}
+        return {"wish": wish_id, "user": public_name(who.roles, who.org_id), "text": c.text,
+                "at": c.at.isoformat()}
 
 
 class StateBody(BaseModel):

@@ -16,7 +16,8 @@ Security decisions, each for a reason:
   site cannot sign a victim in to the attacker's account either). Nothing is stored per form.
 * A cookie whose token no longer works (expired, revoked) is ignored and cleared, so an old
   cookie never locks anyone out of the public pages.
-* Sign-in shares the API's rate limiter, keyed by address and by username.
+* Sign-in shares the API's login limiter (``ndl.hub.login_limits``): failures slow down one
+  (account, address) pair, so nobody can lock another person out from elsewhere.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ndl.access import accounts
 from ndl.access.accounts import Principal
 from ndl.core.errors import AuthenticationRequired, InternalError, RateLimited
 from ndl.hub.deps import hub, public
+from ndl.hub.login_limits import request_source
 from ndl.hub.state import HubState
 from ndl.web.render import pages_of
 
@@ -354,17 +356,17 @@ async def sign_in(request: Request, _: Public) -> Response:
     if errors:
         return _sign_in_page(request, next_url=next_url, username=username, errors=errors,
                              status=400)
-    ip = request.client.host if request.client else "?"
-    keys = (f"ip:{ip}", f"user:{username}")
+    source = request_source(request, state.settings.trusted_proxies)
     try:
-        state.limiter.check(*keys)
+        state.limiter.check(username, source)
     except RateLimited as exc:
-        response = pages_of(request).error(
+        paused = pages_of(request).error(
             request, 429, "Too many sign-in attempts",
-            f"There have been too many failed attempts to sign in from here or to this "
-            f"account, so signing in is paused: {exc.message}.")
-        response.headers["Retry-After"] = str(int(state.settings.login_window_seconds))
-        return response
+            f"There have been too many failed attempts to sign in from here, so signing in "
+            f"is paused: {exc.message}.")
+        wait = exc.detail.get("retry_after") if isinstance(exc.detail, dict) else None
+        paused.headers["Retry-After"] = str(wait or int(state.settings.login_window_seconds))
+        return paused
 
     def check() -> str:
         with state.db.write() as s:
@@ -376,10 +378,11 @@ async def sign_in(request: Request, _: Public) -> Response:
     try:
         token = await run_in_threadpool(check)
     except AuthenticationRequired:
-        state.limiter.failed(*keys)
+        state.limiter.failed(username, source)
         return _sign_in_page(request, next_url=next_url, username=username, status=401,
                              errors={"username": "Enter a correct username and password",
                                      "password": ""})
+    state.limiter.succeeded(username, source)
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(COOKIE, token, max_age=int(SESSION_TTL.total_seconds()),
                         **_cookie_flags(state))

@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ndl.access.accounts import Principal, get_org, official_actor
+from ndl.access.accounts import Principal, get_org, official_actor, public_name
+from ndl.access.models import User
 from ndl.access.project_models import Grant, RequestItem
 from ndl.catalogue.metadata import TIERS
 from ndl.catalogue.models import Dataset
@@ -43,8 +44,11 @@ def create_wish(session: Session, key: SigningKey, who: Principal, *, title: str
                 created_by=who.user_id)
     session.add(wish)
     session.flush()
-    register.append(session, key, kind="wish.created", actor=f"user#{who.user_id}",
-                    subject=f"wish:{wish.id}", payload={"title": wish.title, "orgs": wish.orgs})
+    # The register records the decision to ask, not the asker's words (those stay on the
+    # wishlist, where they can be edited or removed): who by role, which organisations.
+    register.append(session, key, kind="wish.created", actor=official_actor(who),
+                    subject=f"wish:{wish.id}",
+                    payload={"orgs": wish.orgs, "tier_needed": wish.tier_needed})
     return wish
 
 
@@ -139,11 +143,19 @@ def wish_json(session: Session, wish: Wish, *, with_comments: bool = False) -> d
         "votes": votes(session, wish.id), "created_at": wish.created_at.isoformat(),
     }
     if with_comments:
+        rows = session.execute(
+            select(WishComment, User).join(User, User.id == WishComment.user_id)
+            .where(WishComment.wish_id == wish.id).order_by(WishComment.at, WishComment.id))
         out["comments"] = [
-            {"user": c.username, "text": c.text, "at": c.at.isoformat()}
-            for c in session.scalars(select(WishComment).where(WishComment.wish_id == wish.id)
-                                     .order_by(WishComment.at))]
+            {"user": commenter_name(u), "text": c.text, "at": c.at.isoformat()}
+            for c, u in rows]
     return out
+
+
+def commenter_name(user: User) -> str:
+    """Comments are public: officials by role and organisation, others as "a researcher",
+    never a username."""
+    return public_name(frozenset(user.role_names), user.org_id)
 
 
 def list_wishes(session: Session, *, state: str | None = None, org: str | None = None,

@@ -1,0 +1,148 @@
+"""Slowing down password guessing without handing attackers a way to lock people out.
+
+* Failures count per (account, source address). Someone guessing at Alice's password from
+  their own address slows only themselves down: Alice, signing in from anywhere else, is not
+  affected. After ``allowed`` failures each further one doubles a pause (1 s, 2 s, 4 s ...,
+  at most ``window`` seconds), so guessing gets slow fast and stays slow.
+* Failures also count per source across all accounts (``per_source``, ten times ``allowed`` in
+  ``window``), so one address cannot try one password against many accounts. That limit only
+  ever stops the address that failed.
+* The source is the connection's address. ``X-Forwarded-For`` is read only when the
+  connection comes from a configured trusted proxy (``ndl hub --trusted-proxy``); otherwise
+  anyone could name any address, dodge the per-source limits, or aim them at someone else.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from ndl.core.errors import InvalidInput, RateLimited
+
+# Memory is bounded: an attacker inventing usernames cannot grow the table for ever.
+MAX_RECORDS = 100_000
+# A pair idle this long starts again from nothing (not after ``window``: waiting out the
+# longest pause must not buy a fresh set of free guesses).
+FORGET_AFTER = 3600.0
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class _Record:
+    failures: int = 0
+    blocked_until: float = 0.0
+    last: float = 0.0
+
+
+class LoginLimiter:
+    """Per (account, source) backoff plus a per-source ceiling; see the module docstring."""
+
+    def __init__(self, allowed: int, window: float, *, per_source: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.allowed, self.window = max(1, allowed), window
+        self.per_source = per_source or self.allowed * 10
+        self._clock = clock
+        self._pairs: dict[tuple[str, str], _Record] = {}
+        self._sources: dict[str, deque[float]] = {}
+
+    def _source_recent(self, source: str, now: float) -> deque[float]:
+        q = self._sources.setdefault(source, deque())
+        while q and q[0] < now - self.window:
+            q.popleft()
+        return q
+
+    def check(self, account: str, source: str) -> None:
+        """Raise :class:`RateLimited` (with ``detail.retry_after``) if this attempt must wait."""
+        now = self._clock()
+        rec = self._pairs.get((account, source))
+        if rec is not None and rec.blocked_until > now:
+            wait = int(rec.blocked_until - now) + 1
+            raise RateLimited(
+                f"too many failed sign-ins to this account from your address; try again in "
+                f"{wait} s", detail={"retry_after": wait})
+        q = self._source_recent(source, now)
+        if len(q) >= self.per_source:
+            wait = int(q[0] + self.window - now) + 1
+            raise RateLimited(
+                f"too many failed sign-ins from your address; try again in {wait} s",
+                detail={"retry_after": wait})
+
+    def failed(self, account: str, source: str) -> None:
+        now = self._clock()
+        self._prune(now)
+        rec = self._pairs.setdefault((account, source), _Record())
+        rec.failures += 1
+        rec.last = now
+        if rec.failures >= self.allowed:
+            pause = min(2.0 ** (rec.failures - self.allowed), self.window)
+            rec.blocked_until = now + pause
+        self._source_recent(source, now).append(now)
+
+    def succeeded(self, account: str, source: str) -> None:
+        self._pairs.pop((account, source), None)
+
+    def _prune(self, now: float) -> None:
+        if len(self._pairs) < MAX_RECORDS and len(self._sources) < MAX_RECORDS:
+            return
+        self._pairs = {k: r for k, r in self._pairs.items()
+                       if now - r.last < FORGET_AFTER or r.blocked_until > now}
+        self._sources = {k: q for k, q in self._sources.items()
+                         if q and q[-1] >= now - self.window}
+        while len(self._pairs) >= MAX_RECORDS:  # still full: forget the oldest first
+            del self._pairs[next(iter(self._pairs))]
+
+
+def parse_proxies(values: Iterable[str]) -> list[IpNetwork]:
+    """Addresses or networks (``10.0.0.5``, ``10.0.0.0/8``) of proxies trusted to say who
+    their client is."""
+    nets = []
+    for v in values:
+        try:
+            nets.append(ipaddress.ip_network(v.strip(), strict=False))
+        except ValueError:
+            raise InvalidInput(
+                f"trusted proxy {v!r} is not an IP address or network (e.g. 10.0.0.5 or "
+                "10.0.0.0/8)") from None
+    return nets
+
+
+def _trusted(addr: str, proxies: list[IpNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
+
+
+def client_address(peer: str | None, forwarded_for: str | None,
+                   proxies: list[IpNetwork]) -> str:
+    """The address a request came from: the connection's peer, unless that peer is a trusted
+    proxy, in which case the right-most ``X-Forwarded-For`` entry that is not itself a
+    trusted proxy (entries further left were written by the client and prove nothing)."""
+    addr = peer or "?"
+    if not proxies or not forwarded_for or not _trusted(addr, proxies):
+        return addr
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        addr = hop
+        if not _trusted(hop, proxies):
+            break
+    return addr
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(proxies: tuple[str, ...]) -> list[IpNetwork]:
+    return parse_proxies(proxies)
+
+
+def request_source(request: Request, trusted_proxies: Iterable[str]) -> str:
+    """:func:`client_address` for a request, with the hub's ``trusted_proxies`` setting."""
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.get("x-forwarded-for"),
+                          _parsed(tuple(trusted_proxies)))
