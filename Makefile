@@ -30,6 +30,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src/ndl  # strict, per [tool.mypy] in pyproject.toml
 
 check: lint test
 

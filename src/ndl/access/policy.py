@@ -20,8 +20,8 @@ from ndl.core.errors import InvalidInput
 
 PurposeCategory = Literal["research", "statistics", "service-improvement",
                           "policy-development", "commercial-research"]
-PURPOSES: tuple[str, ...] = ("research", "statistics", "service-improvement",
-                             "policy-development", "commercial-research")
+PURPOSES: tuple[PurposeCategory, ...] = ("research", "statistics", "service-improvement",
+                                         "policy-development", "commercial-research")
 LegalBasis = Literal["public-task", "legitimate-interests", "consent", "research-exemption",
                      "section-251", "statutory-gateway"]
 LEGAL_BASES: tuple[str, ...] = ("public-task", "legitimate-interests", "consent",

@@ -154,7 +154,7 @@ def search(
         raise InvalidInput(f"unknown filter {unknown[0]!r}; filters are {', '.join(FACETS)}")
     chosen = {k: str(v) for k, v in (filters or {}).items() if v}
     q = (q or "").replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
-    idx = get_index(session, str(session.get_bind().url))
+    idx = get_index(session, str(session.get_bind().engine.url))
     ranked_here = bool(q) and sort == "relevance" and bool(chosen)
     found = _matches(session, q, scored=ranked_here) if q else None
     matched = scores = None

@@ -412,7 +412,7 @@ class ParquetSource:
                 raise InvalidInput(f"{path.name}: column {f.name!r} has type {f.type}, which a "
                                    "catalogue column cannot describe; flatten it or drop it")
         self._types = {f.name: native_type(f.type) for f in schema}
-        self._rows_total = max(self._file.metadata.num_rows, 1)
+        self._rows_total: int = max(self._file.metadata.num_rows, 1)
         self._rows_done = 0
 
     def native_types(self) -> dict[str, str | None]:

@@ -50,7 +50,8 @@ def age_in_years(dob: np.ndarray, at: np.ndarray | np.datetime64) -> np.ndarray:
     by, bm, bd = date_parts(dob)
     ay, am, ad = date_parts(np.broadcast_to(np.asarray(at, dtype="datetime64[D]"), dob.shape))
     before_birthday = (am < bm) | ((am == bm) & (ad < bd))
-    return ay - by - before_birthday.astype(np.int64)
+    years: np.ndarray = ay - by - before_birthday.astype(np.int64)
+    return years
 
 
 def date_parts(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,7 +66,8 @@ def date_parts(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def rank_weights(n: int, flatten: float = 4.0) -> np.ndarray:
     """Zipf-like weights for a list ordered most-common first."""
     w = 1.0 / (np.arange(n) + flatten)
-    return w / w.sum()
+    weights: np.ndarray = w / w.sum()
+    return weights
 
 
 def _choice(rng: np.random.Generator, pool: tuple[str, ...], size: int) -> np.ndarray:

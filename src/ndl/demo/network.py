@@ -21,7 +21,7 @@ import httpx
 from rich.console import Console
 
 from ndl.access import accounts
-from ndl.access.models import User
+from ndl.access.models import Org, User
 from ndl.core.db import Database
 from ndl.core.errors import UpstreamUnavailable
 from ndl.core.keys import SigningKey
@@ -57,7 +57,7 @@ def bootstrap_hub(hub_dir: Path, db_url: str) -> dict[str, str]:
     tokens: dict[str, str] = {}
     with db.write() as s:
         for org in ORGS:
-            if s.get(accounts.Org, org.slug) is None:
+            if s.get(Org, org.slug) is None:
                 accounts.create_org(s, org.slug, org.name, org.kind)
                 register.append(
                     s,

@@ -161,11 +161,13 @@ def _pick(
 
 def _dates_between(rng: np.random.Generator, lo: np.ndarray, hi: np.datetime64) -> np.ndarray:
     span = (hi - lo).astype(np.int64) + 1
-    return lo + (rng.random(len(lo)) * span).astype("timedelta64[D]")
+    dates: np.ndarray = lo + (rng.random(len(lo)) * span).astype("timedelta64[D]")
+    return dates
 
 
 def _later_of(a: np.datetime64, b: np.ndarray) -> np.ndarray:
-    return np.maximum(np.asarray(a, dtype="datetime64[D]"), b)
+    later: np.ndarray = np.maximum(np.asarray(a, dtype="datetime64[D]"), b)
+    return later
 
 
 def _identity_columns(ident: Identity) -> Columns:
@@ -312,7 +314,8 @@ def _select_la_children(rng: np.random.Generator, pop: Population) -> np.ndarray
     resident_child = (age <= 17) & (pop.region == "North East")
     # Referrals concentrate in school-age children; under-4s are half as likely.
     p = np.where(age < 4, LA_COVERAGE / 2, LA_COVERAGE)
-    return resident_child & (rng.random(len(pop)) < p)
+    chosen: np.ndarray = resident_child & (rng.random(len(pop)) < p)
+    return chosen
 
 
 def _la_datasets(

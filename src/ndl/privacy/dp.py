@@ -144,7 +144,8 @@ class QuantileRelease:
         n = np.bincount(groups, minlength=n_groups)[:, None]
         below = np.cumsum(first, axis=1) - ties
         above = n - below - ties
-        return np.abs(self.b * below - self.a * above).astype(np.int64)
+        scores: np.ndarray = np.abs(self.b * below - self.a * above).astype(np.int64)
+        return scores
 
     def select(self, scores: np.ndarray) -> list[float]:
         """Report-noisy-max (smallest score) in each group's row of scores."""
@@ -174,7 +175,8 @@ def quantile_release(k: int, q: float, candidates: list[float], rho: float) -> Q
         candidates, q)
 
     def build(s: float) -> dp.Measurement:
-        return score >> dp.m.then_noisy_max(_ZCDP, scale=s, negate=True)
+        chain: dp.Measurement = score >> dp.m.then_noisy_max(_ZCDP, scale=s, negate=True)
+        return chain
 
     meas, scale = _fit(build, float(score.map(k)) / math.sqrt(2 * rho), k, rho)
     # Score weights, read off OpenDP's transformation: one row above / below every candidate.
@@ -421,7 +423,8 @@ def _clamped(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     # Skipping the copy when nothing is out of bounds gives the same result, only faster.
     if values.size and bounds[0] <= values.min() and values.max() <= bounds[1]:
         return values
-    return np.clip(values, bounds[0], bounds[1])
+    clipped: np.ndarray = np.clip(values, bounds[0], bounds[1])
+    return clipped
 
 
 def _noisy(rel: Release, vector: np.ndarray, integer: bool) -> np.ndarray:
@@ -544,7 +547,8 @@ def _histogram(ar: AggRelease, table: pa.Table, rows: np.ndarray | None, groups:
     ok = idx >= 0
     counts = np.bincount(groups[ok] * width + idx[ok], minlength=G * width)
     noisy = np.maximum(_noisy(ar.releases[0], counts, True), 0)
-    return noisy.reshape(G, width).astype(object)
+    histograms: np.ndarray = noisy.reshape(G, width).astype(object)
+    return histograms
 
 
 def _round(x: int, to: int) -> int:

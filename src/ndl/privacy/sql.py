@@ -26,9 +26,8 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 import sqlglot
-from sqlglot import exp
+from sqlglot import TokenType, exp
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import TokenType
 
 from ndl.catalogue.metadata import DatasetMeta
 from ndl.core.errors import InvalidInput

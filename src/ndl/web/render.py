@@ -77,9 +77,11 @@ def long_date(value: datetime | date | str | None) -> str:
     """GOV.UK style dates: 5 January 2026. Takes ISO strings too, as the metadata holds them."""
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value) if "T" in value else date.fromisoformat(value)
+            parsed: datetime | date = (datetime.fromisoformat(value) if "T" in value
+                                       else date.fromisoformat(value))
         except ValueError:
             return value
+        return f"{parsed.day} {parsed:%B %Y}"
     return "" if value is None else f"{value.day} {value:%B %Y}"
 
 
