@@ -41,10 +41,10 @@ class SigningKey:
     def load_or_create(cls, path: Path) -> SigningKey:
         """Load the key at ``path``; create it (mode 0600) if the file does not exist."""
         if path.exists():
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            if not isinstance(key, Ed25519PrivateKey):
+            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            if not isinstance(loaded, Ed25519PrivateKey):
                 raise InvalidInput(f"{path} holds a key that is not Ed25519; move it away")
-            return cls(key)
+            return cls(loaded)
         key = cls.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
         pem = key.private.private_bytes(

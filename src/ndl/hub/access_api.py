@@ -54,9 +54,8 @@ def get_project(project_id: str, state: HubDep,
     """The public register page of a project; members also see the team and grants."""
     with state.db.read() as s:
         p = proj.get_project(s, project_id)
-        reqs = s.scalars(select(AccessRequest).where(AccessRequest.project_id == p.id)
-                         .order_by(AccessRequest.id))
-        reqs = list(reqs)
+        reqs = list(s.scalars(select(AccessRequest).where(AccessRequest.project_id == p.id)
+                              .order_by(AccessRequest.id)))
         out = proj.public_project(p)
         out["requests"] = [access.request_json(r, names=False) for r in reqs]
         if who is not None and proj.member_of(p, who):
