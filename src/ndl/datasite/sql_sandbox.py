@@ -1,0 +1,204 @@
+"""Open-data SQL runs in a child process whose memory is capped, so no query takes the datasite's.
+
+DuckDB's ``memory_limit`` bounds its buffer pool, not the strings a query builds: ``SELECT
+repeat('x', 800000000)`` took a datasite to 1.85 GB. So the SQL runs in a worker process
+(``python -m ndl.datasite.sql_sandbox``) that, once warmed up, caps its own address space
+(``RLIMIT_AS``) at what it uses idle plus :data:`QUERY_MEMORY_BYTES`. A query that needs more
+gets DuckDB's out-of-memory error (or a MemoryError) inside the worker, never a bigger datasite.
+
+The worker also starts in a private folder with its own ``HOME`` (DuckDB looks for
+``~/.duckdb``), and opens the next query's DuckDB while idle so a query does not wait the
+30-50 ms that opening costs. A worker that overruns the deadline by :data:`GRACE_SECONDS`,
+or dies, is killed and replaced for the next query.
+
+Protocol: one JSON object per line each way; requests ``{path, sql, limit, timeout}``,
+replies ``{ok: true, columns, rows, truncated}`` or ``{ok: false, code, message}``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from ndl.core.errors import ERRORS_BY_CODE, InternalError, NdlError, UpstreamTimeout
+
+QUERY_MEMORY_BYTES = 1 << 30  # what one query may add to the worker's idle address space
+GRACE_SECONDS = 5.0  # past its own deadline, the worker itself is killed
+START_SECONDS = 60.0
+
+
+class SqlSandbox:
+    """One memory-capped worker process that runs open-data SQL, one query at a time."""
+
+    def __init__(self, memory_bytes: int = QUERY_MEMORY_BYTES) -> None:
+        self.memory_bytes = memory_bytes
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def run(self, path: Path, sql: str, *, limit: int, timeout: float
+            ) -> tuple[list[str], list[list[Any]], bool]:
+        """Run one query in the worker; see :func:`ndl.datasite.engine.run_sql`."""
+        request = json.dumps({"path": str(path), "sql": sql, "limit": int(limit),
+                              "timeout": float(timeout)}) + "\n"
+        with self._lock:
+            proc = self._worker()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(request.encode())
+                proc.stdin.flush()
+            except OSError as exc:
+                self._kill()
+                raise InternalError("the SQL worker could not take the query; it is restarted "
+                                    "for the next one") from exc
+            line = _read_line(proc.stdout, timeout + GRACE_SECONDS)
+            if line is None:
+                self._kill()
+                raise UpstreamTimeout(f"the query ran longer than {timeout:g} s and was "
+                                      "stopped; add filters or aggregate")
+            if not line:
+                status = self._kill()
+                raise InternalError(
+                    f"the SQL worker stopped while running this query (exit status {status}), "
+                    "most likely for want of memory; filter or aggregate. It is restarted for "
+                    "the next query")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            cls = ERRORS_BY_CODE.get(str(reply.get("code")), InternalError)
+            raise cls(str(reply.get("message", "")))
+        return list(reply["columns"]), list(reply["rows"]), bool(reply["truncated"])
+
+    def close(self) -> None:
+        """Stop the worker (it also stops by itself when this process goes away)."""
+        with self._lock:
+            if self._proc is not None and self._proc.stdin is not None:
+                try:
+                    self._proc.stdin.close()  # end of input: the worker exits cleanly
+                    self._proc.wait(timeout=5)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+            self._kill()
+
+    def _worker(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        from ndl.datasite.engine import private_folder
+
+        home = private_folder() / "home"
+        home.mkdir(mode=0o700, exist_ok=True)
+        env = {**os.environ, "HOME": str(home), "MALLOC_ARENA_MAX": "2"}
+        # Launched by argv list, not a shell; the command is this Python and this module.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ndl.datasite.sql_sandbox", str(self.memory_bytes)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=home, env=env)
+        self._proc = proc
+        assert proc.stdout is not None
+        ready = _read_line(proc.stdout, START_SECONDS)
+        if not ready:
+            self._kill()
+            raise InternalError("the SQL worker did not start; see the datasite's log")
+        return proc
+
+    def _kill(self) -> int | None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.kill()  # our own child, by its handle
+        status = proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+        return status
+
+
+def _read_line(stream: IO[bytes], seconds: float) -> bytes | None:
+    """One line from the worker; None if none came in ``seconds``, b"" if it died."""
+    ready, _, _ = select.select([stream], [], [], seconds)
+    if not ready:
+        return None
+    return stream.readline()
+
+
+_sandbox: SqlSandbox | None = None
+_sandbox_lock = threading.Lock()
+
+
+def sandbox() -> SqlSandbox:
+    """This process's SQL sandbox (its worker starts on first use)."""
+    global _sandbox
+    with _sandbox_lock:
+        if _sandbox is None:
+            _sandbox = SqlSandbox()
+            atexit.register(_sandbox.close)
+        return _sandbox
+
+
+# -- the worker side ---------------------------------------------------------------------------
+
+def _address_space() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _serve(memory_bytes: int, stdin: IO[str], stdout: IO[str]) -> None:
+    import resource
+    import shutil
+    import tempfile
+
+    from ndl.datasite import engine
+    from ndl.datasite.sql_guard import check_select
+
+    def spare() -> tuple[Any, Path]:
+        temp_dir = Path(tempfile.mkdtemp(dir=engine.private_folder()))
+        return engine.open_unlocked(temp_dir), temp_dir
+
+    check_select("SELECT 1 FROM data")  # warm the parser before measuring
+    warm = spare()
+    cap = _address_space() + memory_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    stdout.write('{"ready": true}\n')
+    stdout.flush()
+    for line in stdin:
+        con, temp_dir = warm
+        try:
+            req = json.loads(line)
+            columns, rows, truncated = engine.run_sql_here(
+                Path(req["path"]), str(req["sql"]), limit=int(req["limit"]),
+                timeout=float(req["timeout"]), con=con, temp_dir=temp_dir)
+            reply: dict[str, Any] = {"ok": True, "columns": columns, "rows": rows,
+                                     "truncated": truncated}
+        except NdlError as exc:
+            reply = {"ok": False, "code": exc.code, "message": exc.message}
+        except MemoryError:
+            reply = {"ok": False, "code": "invalid_input", "message": "the query needed more "
+                     "memory than a query may use here; filter or aggregate"}
+        except Exception as exc:  # reported, scrubbed, and the worker carries on
+            reply = {"ok": False, "code": "internal_error",
+                     "message": f"the query failed: {engine.scrub(str(exc))}"}
+        finally:
+            con.close()
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        try:
+            text = json.dumps(reply)
+        except MemoryError:
+            text = json.dumps({"ok": False, "code": "invalid_input",
+                               "message": "the answer is too large to send"})
+        reply = {}
+        stdout.write(text + "\n")
+        stdout.flush()
+        warm = spare()
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]) if len(sys.argv) > 1 else QUERY_MEMORY_BYTES, sys.stdin, sys.stdout)
