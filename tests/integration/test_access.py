@@ -79,9 +79,12 @@ def test_one_request_two_orgs_auto_grant_and_steward_approval_then_revocation(
         req = alice.request_access(pid, ["nhs-trust/ae-attendances", "dfe/pupils"])
         states = {i["dataset"]: i["state"] for i in req["items"]}
         assert states == {"nhs-trust/ae-attendances": "granted", "dfe/pupils": "pending"}
-        # Granted means usable now.
-        assert alice.query("nhs-trust/ae-attendances", count_by="region",
-                           project=pid).rows == [["London", 15], ["North East", 30]]
+        # Granted means usable now, in the one form the tier allows: private questions.
+        left = alice.budget("nhs-trust/ae-attendances", pid)["budget_remaining"]
+        assert left["researcher"] > 0
+        # ... and never exact counts, grant or not.
+        with pytest.raises(PermissionDenied, match="only for open data"):
+            alice.query("nhs-trust/ae-attendances", count_by="region", project=pid)
     with lib.client(lib.dfe) as dan:
         queue = [i for i in dan.steward_queue() if i["project"]["id"] == pid]
         assert [i["dataset"] for i in queue] == ["dfe/pupils"]
@@ -90,13 +93,15 @@ def test_one_request_two_orgs_auto_grant_and_steward_approval_then_revocation(
         project = alice.project(pid)
         assert {g["dataset"]: g["state"] for g in project["grants"]} == {
             "nhs-trust/ae-attendances": "active", "dfe/pupils": "active"}
-        assert alice.query("dfe/pupils", project=pid).rows == [[45]]
+        # Controlled data: an active grant still gives no exact answers (jobs come later).
+        with pytest.raises(PermissionDenied, match="controlled data"):
+            alice.query("dfe/pupils", project=pid)
         nhs_grant = next(g["id"] for g in project["grants"]
                          if g["dataset"] == "nhs-trust/ae-attendances")
     with lib.client(lib.nhs) as nina:
         assert nina.revoke_grant(nhs_grant, "Project breached its terms.")["state"] == "revoked"
     with lib.client(lib.alice) as alice, pytest.raises(PermissionDenied, match="no active grant"):
-        alice.query("nhs-trust/ae-attendances", project=pid)
+        alice.budget("nhs-trust/ae-attendances", pid)
     # The datasite was told too and keeps its own list of revoked grants.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -59,10 +59,14 @@ def test_demo_comes_up_answers_the_tour_and_stops_cleanly(tmp_path: Path) -> Non
                      "demo-password-alice")
         assert login.returncode == 0, login.stderr
         project = out.split("project show ", 1)[1].split()[0]
-        counts = _ndl(env, "query", "nhs-trust/ae-attendances", "--count-by", "region",
-                      "--project", project, "--json")
+        counts = _ndl(env, "query", "local-authority/ward-population", "--count-by",
+                      "ward_name", "--json")
         assert counts.returncode == 0, counts.stderr
-        assert '"columns": [\n    "region",\n    "n"\n  ]' in counts.stdout
+        assert '"columns": [\n    "ward_name",\n    "n"\n  ]' in counts.stdout
+        # Safeguarded data never gives exact counts, not even to the granted researcher.
+        refused = _ndl(env, "query", "nhs-trust/ae-attendances", "--count-by", "region",
+                       "--project", project)
+        assert refused.returncode == 4 and "dp-query" in refused.stdout + refused.stderr
 
         times = httpx.get(f"http://127.0.0.1:{port}/api/metrics/time-to-access").json()
         assert set(times["by_tier"]) == {"safeguarded", "controlled"}  # the demo's decisions

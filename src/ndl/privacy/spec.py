@@ -35,10 +35,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ndl.catalogue.metadata import ColumnMeta, DatasetMeta
+from ndl.core import tiers
 from ndl.core.errors import InvalidInput
+from ndl.core.tiers import ColumnUse
 
 PERSON_KEYS: tuple[str, ...] = ("nhs_number", "upn", "local_id")
-_IDENTIFIER_KEYS = frozenset({*PERSON_KEYS, "name"})
 MAX_GROUP_KEYS = 2
 MAX_GROUPS = 10_000
 MAX_CELLS = 100_000  # groups x histogram bins, per aggregate
@@ -62,7 +63,8 @@ ALLOWED = (
 
 
 class Filter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN or infinite bounds and values would pass every comparison check unnoticed.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     column: str = Field(min_length=1, max_length=100)
     op: FilterOp
@@ -70,7 +72,8 @@ class Filter(BaseModel):
 
 
 class Aggregate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN or infinite bounds and values would pass every comparison check unnoticed.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     op: Op
     column: str | None = Field(default=None, max_length=100)
@@ -83,7 +86,8 @@ class Aggregate(BaseModel):
 
 
 class PrivateQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN or infinite bounds and values would pass every comparison check unnoticed.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dataset: str = Field(min_length=1, max_length=200)
     aggregates: list[Aggregate] = Field(min_length=1, max_length=MAX_AGGREGATES)
@@ -196,7 +200,7 @@ class Plan:
 
 
 def is_identifier(col: ColumnMeta) -> bool:
-    return col.sensitivity == "direct_identifier" or col.join_key in _IDENTIFIER_KEYS
+    return tiers.is_identifier(col)
 
 
 def person_column(meta: DatasetMeta) -> str | None:
@@ -260,7 +264,8 @@ class _Checker:
         self.problems: list[str] = []
         self.names = [c.name for c in meta.columns]
 
-    def col(self, name: str | None, role: str) -> ColumnMeta | None:
+    def col(self, name: str | None, role: str, use: ColumnUse = ColumnUse.MEASURE
+            ) -> ColumnMeta | None:
         if name is None:
             self.problems.append(f"{role} needs a column")
             return None
@@ -269,9 +274,12 @@ class _Checker:
             self.problems.append(f"{role}: column {name!r} is not in {self.meta.name}; its "
                                  f"columns are {', '.join(self.names)}")
             return None
-        if is_identifier(col):
-            self.problems.append(f"{role}: column {name!r} identifies people and cannot be "
-                                 "aggregated, filtered or grouped on")
+        # The tier's column rule (ndl.core.tiers), the same one every face and the datasite
+        # apply: identifiers never; quasi-identifiers only with published values, or measured.
+        problem = tiers.column_use_problem(self.meta.tier, col, use,
+                                           published=public_values(col) is not None)
+        if problem is not None:
+            self.problems.append(f"{role}: {problem}")
             return None
         return col
 
@@ -392,7 +400,7 @@ class _Checker:
                        col.type == "integer", edges=edges, cell_labels=cells)
 
     def group(self, name: str) -> GroupKey | None:
-        col = self.col(name, "group_by")
+        col = self.col(name, "group_by", ColumnUse.GROUP_KEY)
         if col is None:
             return None
         values = public_values(col)
@@ -405,7 +413,7 @@ class _Checker:
         return GroupKey(name, values)
 
     def filter(self, f: Filter) -> None:
-        col = self.col(f.column, f"where {f.column} {f.op}")
+        col = self.col(f.column, f"where {f.column} {f.op}", ColumnUse.FILTER)
         if col is None:
             return
         values = f.value if isinstance(f.value, list) else [f.value]

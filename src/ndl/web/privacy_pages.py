@@ -5,8 +5,8 @@ question in the restricted SQL (:data:`ndl.privacy.ALLOWED_SQL`) and chooses how
 budget (zCDP rho) to spend. Two steps, as ``ndl dp-query`` does: "Preview" shows the expected
 error of each answer and the budget left and spends nothing; "Confirm and spend" runs it.
 
-The page calls the JSON API's own route function
-(:func:`ndl.hub.privacy_api.private_query`), never HTTP to itself, so the page and the API
+The page calls the same service as the JSON API
+(:func:`ndl.privacy.service.private_query`), never HTTP to itself, so the page and the API
 make the same checks (tier, per-query limit, membership, an active grant, the SQL) and the
 datasite keeps the same ledger. The routes depend on ``ndl.hub.deps.public`` and look at the
 signed-in user themselves, like the other signed-in pages: anonymous visitors are sent to
@@ -43,7 +43,8 @@ from ndl.core.errors import (
     UpstreamTimeout,
 )
 from ndl.hub.deps import hub
-from ndl.hub.privacy_api import PrivateQueryBody, private_query
+from ndl.privacy import service as privacy
+from ndl.privacy.service import PrivateQueryBody
 from ndl.privacy.spec import is_identifier, metadata_bounds, public_values
 from ndl.web.dataset_view import links_for
 from ndl.web.forms import (
@@ -373,7 +374,7 @@ async def ask_private_question(request: Request, site: str, name: str, who: Who)
         try:
             body = PrivateQueryBody(project=form["project"], sql=form["sql"], rho=rho,
                                     preview=not running)
-            result = await private_query(site, name, body, state, who)
+            result = await privacy.private_query(state, who, dataset_id, body)
         except ValidationError:  # only what the checks above let through: an odd project id
             errors, spent_note, status = {"project": "Choose one of your projects"}, \
                 NOT_SPENT, 422

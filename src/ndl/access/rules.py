@@ -1,0 +1,91 @@
+"""Who may do what to which resource: every permission rule of the library, written once.
+
+Services call these before they act; faces (API routes, web pages, MCP, CLI) never test a
+role themselves. Each rule raises the error a person can act on (sign in, which role, whose
+organisation) and returns nothing, so a call reads as the sentence it enforces::
+
+    rules.require_org_official(who, ds.org_id, doing=f"edit {ds.id}")
+
+The tier rules (which operations a tier serves, which columns may take part) live in
+:mod:`ndl.core.tiers`; :func:`require_data_operation` joins the two for data operations.
+``tests/unit/test_rules.py`` checks the rules as a table of principals x actions x resources.
+"""
+
+from __future__ import annotations
+
+from ndl.access.accounts import Principal
+from ndl.core import tiers
+from ndl.core.errors import AuthenticationRequired, PermissionDenied
+from ndl.core.tiers import Audience, Operation
+
+
+def _roles(who: Principal) -> str:
+    return ", ".join(sorted(who.roles)) or "none"
+
+
+def require_signed_in(who: Principal | None, *, doing: str) -> Principal:
+    if who is None or who.user_id == 0:
+        raise AuthenticationRequired(
+            f"to {doing}, sign in: run 'ndl login', or send 'Authorization: Bearer <token>'")
+    return who
+
+
+def require_role(who: Principal | None, *roles: str, doing: str) -> Principal:
+    """A signed-in user holding at least one of ``roles``."""
+    who = require_signed_in(who, doing=doing)
+    if not who.has(*roles):
+        raise PermissionDenied(f"to {doing} you need the role {' or '.join(roles)}; your roles "
+                               f"are {_roles(who)}")
+    return who
+
+
+def is_org_official(who: Principal | None, org_id: str | None) -> bool:
+    """An admin, or a data steward of ``org_id``."""
+    return who is not None and (who.has("admin") or (
+        who.has("steward") and org_id is not None and who.org_id == org_id))
+
+
+def require_org_official(who: Principal | None, org_id: str, *, doing: str) -> Principal:
+    """An admin, or a data steward of ``org_id``: who may administer what that org holds."""
+    who = require_signed_in(who, doing=doing)
+    if not is_org_official(who, org_id):
+        raise PermissionDenied(f"only a data steward of {org_id!r} or an admin can {doing}")
+    return who
+
+
+def require_steward_of(who: Principal | None, org_id: str, *, doing: str) -> Principal:
+    """A data steward of ``org_id`` itself (admins decide nothing for an organisation)."""
+    who = require_signed_in(who, doing=doing)
+    if not (who.has("steward") and who.org_id == org_id):
+        raise PermissionDenied(f"only a data steward of {org_id!r} can {doing}")
+    return who
+
+
+def require_admin(who: Principal | None, *, doing: str) -> Principal:
+    return require_role(who, "admin", doing=doing)
+
+
+def require_data_operation(who: Principal | None, tier: str, op: Operation, *,
+                           dataset: str, project: str | None = None) -> tiers.Allowance:
+    """The tier serves ``op`` and ``who`` is in its audience.
+
+    For an audience of granted researchers this checks the role and that a project is named;
+    the caller then attaches the project's active grant (``access.requests.active_grant``),
+    which the datasite verifies again for itself.
+    """
+    allowed = tiers.require_operation(tier, op, dataset=dataset)
+    doing = f"{op.value.replace('_', ' ')} on {dataset}"
+    match allowed.audience:
+        case Audience.ANYONE:
+            pass
+        case Audience.SIGNED_IN:
+            require_signed_in(who, doing=doing)
+        case Audience.RESEARCHER:
+            require_role(who, "researcher", doing=doing)
+        case Audience.GRANTED_RESEARCHER:
+            require_role(who, "researcher", doing=doing)
+            if not project:
+                raise PermissionDenied(
+                    f"{dataset} is {tier} data: name the project whose grant covers it "
+                    "(--project, or project=... in the SDK)")
+    return allowed
