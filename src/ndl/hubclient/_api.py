@@ -203,10 +203,18 @@ def register_entries(*, after: int = 0, limit: int = 1000) -> Call[Json]:
 
 # -- datasites --------------------------------------------------------------------------------
 
-def post_envelope(path: str, envelope: Json, headers: dict[str, str] | None = None
+def post_envelope(path: str, envelope: Json | bytes, headers: dict[str, str] | None = None
                   ) -> Call[Json]:
-    """Send a datasite's signed envelope to one of the hub's federation endpoints."""
-    return Call("POST", check_federation_path(path), json_object, json=envelope,
-                headers=headers)
+    """Send a datasite's signed envelope to one of the hub's federation endpoints.
+
+    ``envelope`` is the sealed envelope, or its JSON bytes exactly as they should travel (a
+    datasite encodes it first to check it fits the hub's size limit).
+    """
+    path = check_federation_path(path)
+    if isinstance(envelope, bytes):
+        return Call("POST", path, json_object, content=envelope,
+                    headers={"Content-Type": "application/json", **(headers or {})})
+    return Call("POST", path, json_object, json=envelope, headers=headers)
+
 
 # New operations go above, in the section they belong to; then one line in HubApi.

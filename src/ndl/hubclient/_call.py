@@ -34,6 +34,7 @@ class Call(Generic[T]):
     parse: Callable[[Any], T]
     params: Params | None = None
     json: Any = None
+    content: bytes | None = None    # a body already encoded, sent as it is
     headers: Mapping[str, str] | None = None
 
     def finish(self, resp: httpx.Response) -> T:

@@ -151,7 +151,8 @@ class Client(HubApi):
     def _send(self, call: Call[T]) -> T:
         with reaching(self.url, call):
             resp = self._http.request(call.method, call.path, params=call.params,
-                                      json=call.json, headers=self._headers(call))
+                                      json=call.json, content=call.content,
+                                      headers=self._headers(call))
         return call.finish(resp)
 
     def login(self, username: str, password: str) -> str:
@@ -193,7 +194,7 @@ class AsyncClient(HubApi):
         with reaching(self.url, call):
             resp = await self._conn.client().request(
                 call.method, call.path, params=call.params, json=call.json,
-                headers=self._headers(call))
+                content=call.content, headers=self._headers(call))
         return call.finish(resp)
 
     async def login(self, username: str, password: str) -> str:
