@@ -150,14 +150,15 @@ def run_demo(
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def spawn(name: str, args: list[str], extra: dict[str, str] | None = None) -> None:
-        log = (logs / f"{name}.log").open("ab")
-        p = subprocess.Popen(
-            [sys.executable, "-m", "ndl", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**base_env, **(extra or {})},
-            start_new_session=True,
-        )
+        # The child keeps its own copy of the log's descriptor; ours is closed at once.
+        with (logs / f"{name}.log").open("ab") as log:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "ndl", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**base_env, **(extra or {})},
+                start_new_session=True,
+            )
         procs.append((name, p))
 
     try:
