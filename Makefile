@@ -28,9 +28,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+# mypy runs strict, as [tool.mypy] in pyproject.toml says: any new type error fails lint.
 lint: install
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src/ndl  # strict, per [tool.mypy] in pyproject.toml
+	$(BIN)/mypy src/ndl
 
 check: lint test
 
