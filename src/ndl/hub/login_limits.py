@@ -2,8 +2,9 @@
 
 * Failures count per (account, source address). Someone guessing at Alice's password from
   their own address slows only themselves down: Alice, signing in from anywhere else, is not
-  affected. After ``allowed`` failures each further one doubles a pause (1 s, 2 s, 4 s ...,
-  at most ``window`` seconds), so guessing gets slow fast and stays slow.
+  affected. After ``allowed`` failures each further one doubles a pause (5 s, 10 s, 20 s ...
+  with the default 300 s window, at most ``window`` seconds), so guessing gets slow fast and
+  stays slow.
 * Failures also count per source across all accounts (``per_source``, ten times ``allowed`` in
   ``window``), so one address cannot try one password against many accounts. That limit only
   ever stops the address that failed.
@@ -81,7 +82,8 @@ class LoginLimiter:
         rec.failures += 1
         rec.last = now
         if rec.failures >= self.allowed:
-            pause = min(2.0 ** (rec.failures - self.allowed), self.window)
+            first = max(1.0, self.window / 60)
+            pause = min(first * 2.0 ** (rec.failures - self.allowed), self.window)
             rec.blocked_until = now + pause
         self._source_recent(source, now).append(now)
 
