@@ -26,6 +26,8 @@ ATTACKS: list[tuple[str, tuple[Any, ...]]] = [
     ("project", ("p-1/../../../auth/tokens",)),
     ("decide", ("1/../../../../auth/logout", "approve")),
     ("revoke_token", ("1/../../logout",)),
+    ("vote", ("1/../../../auth/logout",)),
+    ("dashboard", ("dfe/../../auth/tokens",)),
     ("dataset", ("x/../../auth/login",)),
     ("sql", ("dfe/pupils/../../../auth/tokens", "SELECT 1")),
     ("private_query", ("dfe/pupils?project=p-other#",)),

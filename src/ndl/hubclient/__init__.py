@@ -13,6 +13,7 @@ from ndl.hubclient._ids import (
     check_federation_path,
     check_grant_id,
     check_number_id,
+    check_org_id,
     check_project_id,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "check_federation_path",
     "check_grant_id",
     "check_number_id",
+    "check_org_id",
     "check_project_id",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ndl.core.errors import InvalidInput
 from ndl.hubclient._call import (
     Call,
     QueryAnswer,
@@ -25,6 +26,7 @@ from ndl.hubclient._ids import (
     check_federation_path,
     check_grant_id,
     check_number_id,
+    check_org_id,
     check_project_id,
     dataset_path,
     segment,
@@ -201,6 +203,53 @@ def register_entries(*, after: int = 0, limit: int = 1000) -> Call[Json]:
     return _get("/api/register", after=after, limit=limit)
 
 
+# -- the wishlist and demand ------------------------------------------------------------------
+
+def _wish(wish_id: int, suffix: str = "") -> str:
+    return f"/api/wishes/{segment(check_number_id(wish_id, 'wish id'))}{suffix}"
+
+
+def wishes(*, state: str | None = None, org: str | None = None, sort: str = "votes"
+           ) -> Call[list[Json]]:
+    """Wishes for data not yet in the library, most votes first (or ``sort="new"``)."""
+    params = {k: v for k, v in {"state": state, "org": org, "sort": sort}.items() if v}
+    return Call("GET", "/api/wishes", object_list("wishes"), params=params)
+
+
+def wish(wish_id: int) -> Call[Json]:
+    """One wish with its comments."""
+    return _get(_wish(wish_id))
+
+
+def create_wish(*, title: str, description: str, orgs: list[str] | None = None,
+                linkage: str = "", purpose: str = "", tier_needed: str = "safeguarded"
+                ) -> Call[Json]:
+    """Wish for data: what, from which organisations, linked how, and why."""
+    return _post("/api/wishes", {"title": title, "description": description,
+                                 "orgs": orgs or [], "linkage": linkage, "purpose": purpose,
+                                 "tier_needed": tier_needed})
+
+
+def vote(wish_id: int, *, up: bool = True) -> Call[Json]:
+    """Vote for a wish (``up=False`` takes the vote back)."""
+    return _post(_wish(wish_id, "/vote"), {"up": up})
+
+
+def comment(wish_id: int, text: str) -> Call[Json]:
+    """Comment on a wish."""
+    return _post(_wish(wish_id, "/comments"), {"text": text})
+
+
+def set_wish_state(wish_id: int, state: str, *, dataset: str | None = None) -> Call[Json]:
+    """A steward marks a wish ``open``, ``planned`` or ``published`` (naming the dataset)."""
+    return _post(_wish(wish_id, "/state"), {"state": state, "dataset": dataset})
+
+
+def dashboard(org_id: str) -> Call[Json]:
+    """An organisation's demand: wishes naming it, requests for its data, time to access."""
+    return _get(f"/api/orgs/{segment(check_org_id(org_id))}/dashboard")
+
+
 # -- datasites --------------------------------------------------------------------------------
 
 def post_envelope(path: str, envelope: Json | bytes, headers: dict[str, str] | None = None
@@ -215,6 +264,14 @@ def post_envelope(path: str, envelope: Json | bytes, headers: dict[str, str] | N
         return Call("POST", path, json_object, content=envelope,
                     headers={"Content-Type": "application/json", **(headers or {})})
     return Call("POST", path, json_object, json=envelope, headers=headers)
+
+
+def raw(method: str, path: str, *, params: dict[str, Any] | None = None,
+        json: Any = None) -> Call[Any]:
+    """Any call, unchecked: for tests of the hub itself. Prefer a named operation."""
+    if not path.startswith("/"):
+        raise InvalidInput(f"path {path!r} is not valid: it starts with '/', e.g. '/api/me'")
+    return Call(method, path, lambda data: data, params=params, json=json)
 
 
 # New operations go above, in the section they belong to; then one line in HubApi.

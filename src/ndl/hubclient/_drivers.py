@@ -88,8 +88,18 @@ class HubApi:
     revoke_token = Operation(api.revoke_token)
     logout = Operation(api.logout)
     register_entries = Operation(api.register_entries)
+    # the wishlist and demand
+    wishes = Operation(api.wishes)
+    wish = Operation(api.wish)
+    create_wish = Operation(api.create_wish)
+    vote = Operation(api.vote)
+    comment = Operation(api.comment)
+    set_wish_state = Operation(api.set_wish_state)
+    dashboard = Operation(api.dashboard)
     # datasites
     post_envelope = Operation(api.post_envelope)
+    # any call, unchecked, returning the JSON as it came (tests of the hub use it)
+    _request = Operation(api.raw)
 
     url: str
     token: str | None

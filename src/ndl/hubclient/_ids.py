@@ -17,6 +17,7 @@ from ndl.core.errors import InvalidInput
 # The same slug rule as organisation and datasite ids (ndl.access.accounts.check_slug).
 _SLUG = r"[a-z0-9][a-z0-9-]{1,62}"
 _DATASET_ID = re.compile(rf"^{_SLUG}/{_SLUG}$")
+_ORG_ID = re.compile(rf"^{_SLUG}$")
 # Projects are "p-" and 8 hex digits when the hub makes them; any slug tail is accepted so an
 # unknown project still reaches the hub and gets its "no such project" answer.
 _PROJECT_ID = re.compile(r"^p-[a-z0-9][a-z0-9-]{0,61}$")
@@ -43,6 +44,15 @@ def check_dataset_id(dataset_id: str) -> str:
 def dataset_path(dataset_id: str, suffix: str = "") -> str:
     site, name = check_dataset_id(dataset_id).split("/")
     return f"/api/datasets/{segment(site)}/{segment(name)}{suffix}"
+
+
+def check_org_id(org_id: str) -> str:
+    if not isinstance(org_id, str) or not _ORG_ID.match(org_id):
+        raise InvalidInput(
+            f"organisation id {org_id!r} is not valid: organisation ids are 2-63 lowercase "
+            "letters, digits and hyphens, e.g. 'nhs-trust'"
+        )
+    return org_id
 
 
 def check_project_id(project_id: str) -> str:
