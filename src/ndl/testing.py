@@ -25,10 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ndl.access import accounts
+from ndl.access import service as access_service
+from ndl.access.models import User
 from ndl.core.db import Database
 from ndl.core.errors import UpstreamUnavailable
 from ndl.core.keys import SigningKey
-from ndl.ledger import register
 
 
 def write_dataset(root: Path, name: str, table: pa.Table, *, tier: str = "safeguarded",
@@ -141,18 +142,21 @@ class HubProcess(_Process):
 
     def create_org(self, org_id: str, name: str | None = None, kind: str = "other") -> None:
         with self.db.write() as s:
-            accounts.create_org(s, org_id, name or org_id, kind)
-            register.append(s, self.key, kind="org.created", actor="test", subject=org_id)
+            access_service.create_org(s, self.key, access_service.Operator("test"),
+                                      access_service.NewOrg(id=org_id, name=name or org_id,
+                                                            kind=kind))
 
     def create_user(self, username: str, roles: list[str], *, org: str | None = None,
                     password: str | None = None, accredited: bool = False) -> str:
         """Create a user and return a fresh API token for it."""
         with self.db.write() as s:
-            user = accounts.create_user(s, username, roles=roles, org_id=org,
-                                        password=password)
+            made = access_service.create_user(
+                s, self.key, access_service.Operator("test"),
+                access_service.NewUser(username=username, roles=roles, org=org,
+                                       password=password))
+            user = s.get(User, made.user_id)
+            assert user is not None
             user.accredited = accredited
-            register.append(s, self.key, kind="user.created", actor="test",
-                            subject=f"user#{user.id}", payload={"roles": roles, "org": org})
             return accounts.issue_token(s, user, name="test")
 
 

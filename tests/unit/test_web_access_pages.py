@@ -25,6 +25,7 @@ from test_web_pages import PASSWORD, form_token, seed_catalogue
 from ndl.access import accounts
 from ndl.access.models import User
 from ndl.access.project_models import AccessRequest, Grant, Project, RequestItem
+from ndl.core.tiers import TIERS
 from ndl.hub.app import create_app
 from ndl.hub.deps import public
 from ndl.hub.state import HubSettings
@@ -153,7 +154,7 @@ def test_every_new_page_route_depends_on_public_only() -> None:
     assert {(r.path, m) for r in routes for m in r.methods} == {
         ("/projects", "GET"), ("/projects/new", "GET"), ("/projects/new", "POST"),
         ("/projects/{project_id}", "GET"), ("/projects/{project_id}/requests", "POST"),
-        ("/projects/{project_id}/query", "POST"), ("/stewards", "GET"),
+        ("/stewards", "GET"),
         ("/stewards/items/{item_id}/decision", "POST"),
         ("/stewards/grants/{grant_id}/revoke", "POST"), ("/register", "GET"),
         ("/access-times", "GET"), ("/wishlist", "GET"), ("/wishlist/new", "GET"),
@@ -291,12 +292,12 @@ def test_one_request_for_two_organisations(app: FastAPI, login: Login) -> None:
     grants = section(page, "grants-table")
     assert "A&amp;E attendances" in grants and "Active" in grants and "School census" \
         not in grants
-    # A count query form for the granted dataset only, with its columns to count by.
-    assert 'id="query-nhs-trust--ae-attendances"' in page
-    assert 'id="query-dfe--school-census"' not in page
-    assert re.findall(r'<option value="([^"]*)"', section(page, "query-nhs-trust--ae-attendances",
-                                                          "</form>")) == [
-        "", "nhs_number", "arrival_date", "age_band", "wait_minutes"]
+    # What the granted dataset's tier offers, for it only: private questions, never counts.
+    offer = section(page, "offer-nhs-trust--ae-attendances", "</div>")
+    assert TIERS["safeguarded"].what_you_get in markup.unescape(offer)
+    assert f'href="/datasets/nhs-trust/ae-attendances/private-query?project={pid}"' in offer
+    assert 'id="offer-dfe--school-census"' not in page
+    assert "count query" not in page.lower() and f"/projects/{pid}/query" not in page
     # What was asked for is no longer offered.
     boxes = re.findall(r'name="datasets" type="checkbox" value="([^"]+)"', page)
     assert boxes == [OUTPATIENT]
@@ -340,8 +341,8 @@ def test_strangers_see_only_the_public_record(app: FastAPI, login: Login) -> Non
         main = html.split('id="main-content"')[1]
         assert not re.search(r"\b(alice|bob|dan)\b", main), who
         assert "a steward of dfe" in html
-        for private in ('id="members"', 'id="grants"', 'id="request-form"', "query-",
-                        'name="csrf_token" value="', "Run a count query"):
+        for private in ('id="members"', 'id="grants"', 'id="request-form"', "offer-",
+                        'name="csrf_token" value="', "private-query"):
             if private == 'name="csrf_token" value="' and who:
                 # The sign-out button in the header is the only form a member of the public
                 # sees; it must be the only one.
@@ -362,12 +363,9 @@ def test_strangers_cannot_act_on_a_project(app: FastAPI, login: Login) -> None:
     r = post_form(dual, "/projects", f"/projects/{pid}/requests", {"datasets": [CENSUS]})
     assert r.status_code == 403
     assert f"You are not a member of project {pid}" in r.text
-    r = post_form(dual, "/projects", f"/projects/{pid}/query",
-                  {"dataset": AE, "by": "age_band"})
-    assert r.status_code == 403 and "query-result" not in r.text
     assert (count(app, AccessRequest), count(app, LedgerEntry)) == before
-    assert post_form(dual, "/projects", "/projects/p-nothere/query",
-                     {"dataset": AE}).status_code == 404
+    assert post_form(dual, "/projects", "/projects/p-nothere/requests",
+                     {"datasets": [AE]}).status_code == 404
 
 
 def test_posts_without_this_sessions_csrf_token_change_nothing(
@@ -457,7 +455,11 @@ def test_steward_approves_and_the_researcher_sees_both_granted(
     assert "Approved by dan: “Sound purpose.”" in page
     grants = section(page, "grants-table")
     assert grants.count("Active") == 2
-    assert 'id="query-dfe--school-census"' in page
+    # Controlled data offers metadata and mock rows; the page promises no jobs.
+    offer = markup.unescape(section(page, "offer-dfe--school-census", "</div>"))
+    assert TIERS["controlled"].what_you_get in offer
+    assert "reviewed code-to-data jobs are not available yet" in offer
+    assert 'href="/datasets/dfe/school-census#mock"' in offer and "private-query" not in offer
 
 
 def test_rejecting_needs_a_reason_shown_at_the_box(app: FastAPI, login: Login) -> None:
@@ -503,12 +505,14 @@ def test_decision_errors_are_error_summaries(app: FastAPI, login: Login) -> None
     assert r.status_code == 403 and "This page is for data stewards" in r.text
 
 
-def test_revoke_needs_a_reason_and_the_next_query_is_refused(
+def test_revoke_needs_a_reason_and_the_next_question_is_refused(
         app: FastAPI, login: Login) -> None:
     alice = login("alice")
     pid = create_project(alice)
     ask(alice, pid, [AE])
-    stale = alice.get(f"/projects/{pid}").text  # the page the researcher has open
+    question = f"/datasets/{AE}/private-query"
+    stale = alice.get(question).text  # the form the researcher has open
+    assert f'value="{pid}"' in stale
     gid = grant_id(app, pid, AE)
     nina = login("nina")
     listed = nina.get("/stewards").text
@@ -524,41 +528,34 @@ def test_revoke_needs_a_reason_and_the_next_query_is_refused(
                   {"reason": "The project broke its terms."})
     assert r.status_code == 303 and r.headers["location"] == "/stewards?done=revoke"
     assert f'id="grant-{gid}"' not in nina.get("/stewards").text
-    # The researcher submits the query form from the page they still have open.
-    r = alice.post(f"/projects/{pid}/query", data={
-        "dataset": AE, "by": "age_band", "csrf_token": form_token(stale)})
+    # The researcher previews a private question from the form they still have open: refused
+    # at the hub, before anything is sent to the datasite or recorded.
+    r = alice.post(question, data={
+        "project": pid, "sql": "SELECT COUNT(*) AS n FROM data", "rho": "0.1",
+        "action": "preview", "csrf_token": form_token(stale)})
     assert r.status_code == 403
-    result = section(r.text, "query-result", "</div>")
-    assert f"Project {pid} has no active grant for {AE}" in result
     assert summary_items(r.text)[0].startswith(f"Project {pid} has no active grant")
-    assert "Revoked" in section(r.text, "grants-table")
-    assert "The project broke its terms." in r.text
-    assert 'id="query-nhs-trust--ae-attendances"' not in r.text
+    page = alice.get(f"/projects/{pid}").text
+    assert "Revoked" in section(page, "grants-table")
+    assert "The project broke its terms." in page
+    assert 'id="offer-nhs-trust--ae-attendances"' not in page
     with app.state.hub.db.read() as s:
-        assert s.scalar(select(func.count()).select_from(LedgerEntry)
-                        .where(LedgerEntry.kind == "query.submitted")) == 0
+        assert s.scalar(select(func.count()).select_from(LedgerEntry).where(
+            LedgerEntry.kind.in_(("budget.checked", "private_query.submitted")))) == 0
 
 
-def test_a_query_that_passes_the_checks_goes_to_the_datasite(
-        app: FastAPI, login: Login) -> None:
+def test_the_project_page_offers_no_exact_counts(app: FastAPI, login: Login) -> None:
+    """Exact counts are for open data only: the old count form and its route are gone."""
     alice = login("alice")
     pid = create_project(alice)
     ask(alice, pid, [AE])
     page = alice.get(f"/projects/{pid}").text
     r = alice.post(f"/projects/{pid}/query", data={
         "dataset": AE, "by": "age_band", "csrf_token": form_token(page)})
-    # Queued, recorded, and nobody answered within the hub's query timeout.
-    assert r.status_code == 504
-    assert "Datasite &#39;nhs-trust&#39; did not answer within 1 s" in \
-        section(r.text, "query-result", "</div>")
-    assert '<option value="age_band" selected>' in r.text  # the choice is kept
+    assert r.status_code in (404, 405)
     with app.state.hub.db.read() as s:
-        entry = s.scalar(select(LedgerEntry).where(LedgerEntry.kind == "query.submitted"))
-    assert entry is not None and entry.subject == AE
-    assert entry.payload["project"] == pid and entry.payload["spec"]["by"] == ["age_band"]
-    r = alice.post(f"/projects/{pid}/query", data={
-        "dataset": AE, "by": "no_such_column", "csrf_token": form_token(page)})
-    assert r.status_code == 422 and "Column &#39;no_such_column&#39; is not in this" in r.text
+        assert s.scalar(select(func.count()).select_from(LedgerEntry)
+                        .where(LedgerEntry.kind == "query.submitted")) == 0
 
 
 # --- the register and time to access ------------------------------------------------------

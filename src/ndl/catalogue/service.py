@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ndl.catalogue.metadata import DatasetMeta
-from ndl.catalogue.models import CatalogueState, Dataset, DatasetFacet, DatasetVersion
+from ndl.catalogue.models import (
+    CatalogueState,
+    Dataset,
+    DatasetFacet,
+    DatasetMock,
+    DatasetVersion,
+)
 from ndl.catalogue.search import reindex
 from ndl.core.db import utcnow
 from ndl.core.errors import InvalidInput, NotFound
 from ndl.core.keys import SigningKey
 from ndl.federation.models import Datasite
 from ndl.ledger import register
+
+if TYPE_CHECKING:
+    from ndl.access.accounts import Principal
 
 
 def publish(
@@ -141,3 +151,78 @@ def detail_json(ds: Dataset) -> dict[str, Any]:
         "policy_summary": extra.get("policy_summary") or policy.summary(ds.tier),
         "published_at": ds.published_at.isoformat(), "updated_at": ds.updated_at.isoformat(),
     }
+
+
+# --- reads for the faces (the web pages call these, never the ORM) ------------------------
+
+
+@dataclass(frozen=True)
+class CatalogueCounts:
+    datasets: int
+    datasites: int
+    organisations: int
+
+
+def counts(session: Session) -> CatalogueCounts:
+    from ndl.access.models import Org
+
+    def n(model: type[Any]) -> int:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+    return CatalogueCounts(n(Dataset), n(Datasite), n(Org))
+
+
+def find_dataset(session: Session, dataset_id: str) -> Dataset | None:
+    """The catalogue entry, or None when the id is not (or no longer) in the catalogue."""
+    return session.get(Dataset, dataset_id)
+
+
+def titles(session: Session, ids: list[str] | set[str]) -> dict[str, str]:
+    """Dataset id to title, for the ids in the catalogue."""
+    if not ids:
+        return {}
+    return {d.id: d.title for d in session.scalars(select(Dataset).where(Dataset.id.in_(ids)))}
+
+
+def has_mock(session: Session, dataset_id: str) -> bool:
+    # Only the key: the mock row also holds the Parquet bytes.
+    return session.scalar(select(DatasetMock.dataset_id)
+                          .where(DatasetMock.dataset_id == dataset_id)) is not None
+
+
+@dataclass(frozen=True)
+class MockPreview:
+    """What a dataset page's mock panel shows: ``not_served`` (the tier has no mock: its real
+    rows are open), ``anonymous`` (sign in first), ``none`` (no mock yet) or ``rows``."""
+
+    state: str
+    mock: DatasetMock | None = None
+    table: dict[str, Any] | None = None  # mocks.to_json of the first rows
+
+
+def mock_preview(session: Session, who: Principal | None, ds: Dataset, rows: int) -> MockPreview:
+    """The first ``rows`` mock rows, if the tier serves mocks and ``who`` may see them."""
+    from ndl.access import rules
+    from ndl.catalogue import mocks
+    from ndl.core.errors import AuthenticationRequired
+    from ndl.core.tiers import Operation, tier_def
+
+    if not tier_def(ds.tier).allows(Operation.MOCK):
+        return MockPreview("not_served")
+    try:
+        rules.require_data_operation(who, ds.tier, Operation.MOCK, dataset=ds.id)
+    except AuthenticationRequired:
+        return MockPreview("anonymous")
+    try:
+        mock = mocks.get_mock(session, ds.id)
+    except NotFound:
+        return MockPreview("none")
+    return MockPreview("rows", mock, mocks.to_json(mocks.read_rows(mock, rows)))
+
+
+def datasets_of_org(session: Session, org_id: str | None, limit: int) -> list[Dataset]:
+    """Datasets by title: one organisation's, or every organisation's for ``None``."""
+    stmt = select(Dataset).order_by(Dataset.title).limit(limit)
+    if org_id is not None:
+        stmt = stmt.where(Dataset.org_id == org_id)
+    return list(session.scalars(stmt))

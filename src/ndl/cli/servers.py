@@ -12,10 +12,11 @@ from typing import Annotated
 import typer
 
 from ndl.access import accounts
+from ndl.access import service as access_service
+from ndl.access.models import User
 from ndl.cli.app import app, console, environ, handle_errors
 from ndl.core.db import Database
 from ndl.core.keys import SigningKey
-from ndl.ledger import register
 
 DEFAULT_HUB_DIR = Path(".ndl") / "hub"
 
@@ -142,9 +143,8 @@ def create_org(
     database.migrate()
     key = SigningKey.load_or_create(data_dir / "hub-key.pem")
     with database.write() as s:
-        accounts.create_org(s, org_id, name, kind)
-        register.append(s, key, kind="org.created", actor="admin-cli", subject=org_id,
-                        payload={"name": name, "kind": kind})
+        access_service.create_org(s, key, access_service.Operator("admin-cli"),
+                                  access_service.NewOrg(id=org_id, name=name, kind=kind))
     console.print(f"created organisation {org_id}")
 
 
@@ -167,9 +167,11 @@ def create_user(
     key = SigningKey.load_or_create(data_dir / "hub-key.pem")
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     with database.write() as s:
-        user = accounts.create_user(s, username, roles=role, org_id=org, password=password)
-        register.append(s, key, kind="user.created", actor="admin-cli",
-                        subject=f"user#{user.id}", payload={"roles": sorted(role), "org": org})
+        made = access_service.create_user(
+            s, key, access_service.Operator("admin-cli"),
+            access_service.NewUser(username=username, roles=role, org=org, password=password))
+        user = s.get(User, made.user_id)
+        assert user is not None
         issued = accounts.issue_token(s, user, name="admin-cli") if token else None
     console.print(f"created user {username}")
     if issued:

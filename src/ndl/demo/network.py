@@ -21,16 +21,17 @@ import httpx
 from rich.console import Console
 
 from ndl.access import accounts
+from ndl.access import service as access_service
 from ndl.access.models import Org, User
 from ndl.core.db import Database
 from ndl.core.errors import UpstreamUnavailable
 from ndl.core.keys import SigningKey
 from ndl.demo.synth import ORGS, generate_demo_data
-from ndl.ledger import register
 
 console = Console()
 # Local demo only (the hub listens on 127.0.0.1); the tour prints it.
 PASSWORD = "demo-password"  # noqa: S105
+DEMO = access_service.Operator("demo")  # how the register names the demo's bootstrap
 
 
 @dataclass
@@ -58,35 +59,17 @@ def bootstrap_hub(hub_dir: Path, db_url: str) -> dict[str, str]:
     with db.write() as s:
         for org in ORGS:
             if s.get(Org, org.slug) is None:
-                accounts.create_org(s, org.slug, org.name, org.kind)
-                register.append(
-                    s,
-                    key,
-                    kind="org.created",
-                    actor="demo",
-                    subject=org.slug,
-                    payload={"name": org.name, "kind": org.kind},
-                )
+                access_service.create_org(s, key, DEMO, access_service.NewOrg(
+                    id=org.slug, name=org.name, kind=org.kind))
         for u in USERS:
             user = s.query(User).filter_by(username=u.username).one_or_none()
             if user is None:
-                user = accounts.create_user(
-                    s,
-                    u.username,
-                    roles=u.roles,
-                    org_id=u.org,
-                    display_name=u.display,
-                    password=f"{PASSWORD}-{u.username}",
-                )
+                made = access_service.create_user(s, key, DEMO, access_service.NewUser(
+                    username=u.username, roles=list(u.roles), org=u.org,
+                    display_name=u.display, password=f"{PASSWORD}-{u.username}"))
+                user = s.get(User, made.user_id)
+                assert user is not None
                 user.accredited = u.username == "alice"
-                register.append(
-                    s,
-                    key,
-                    kind="user.created",
-                    actor="demo",
-                    subject=f"user#{user.id}",
-                    payload={"roles": list(u.roles), "org": u.org},
-                )
             if u.org:
                 tokens[u.org] = accounts.issue_token(s, user, name="demo-datasite")
     db.dispose()

@@ -2,50 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from ndl.access import projects as proj
 from ndl.access import requests as access
-from ndl.access.accounts import Principal, official_actor
-from ndl.access.models import User
-from ndl.access.project_models import AccessRequest, Grant
-from ndl.core.errors import Conflict, NotFound, PermissionDenied
+from ndl.access import service
+from ndl.access.accounts import Principal
+from ndl.access.service import NewProject
 from ndl.hub.deps import authenticated, hub, public, requires
 from ndl.hub.state import HubState
-from ndl.ledger import register
 
 router = APIRouter(prefix="/api")
 HubDep = Annotated[HubState, Depends(hub)]
 
 
-class ProjectBody(BaseModel):
-    title: str = Field(max_length=300)
-    purpose: str = Field(max_length=5000)
-    purpose_category: str
-    lay_summary: str = Field(max_length=5000)
-    legal_basis: str
-    end_date: date
-    members: list[str] = Field(default_factory=list, max_length=50)
-
-
 @router.post("/projects", status_code=201)
-def create_project(body: ProjectBody, state: HubDep,
+def create_project(body: NewProject, state: HubDep,
                    who: Annotated[Principal, Depends(requires("researcher"))]) -> dict[str, Any]:
     with state.db.write() as s:
-        p = proj.create_project(s, state.key, who, **body.model_dump())
-        return proj.project_json(p)
+        return proj.project_json(service.create_project(s, state.key, who, body))
 
 
 @router.get("/projects")
 def my_projects(state: HubDep,
                 who: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
     with state.db.read() as s:
-        return {"projects": [proj.project_json(p) for p in proj.projects_of(s, who)]}
+        return {"projects": [proj.project_json(m.project) for m in service.my_projects(s, who)]}
 
 
 @router.get("/projects/{project_id}")
@@ -53,17 +39,14 @@ def get_project(project_id: str, state: HubDep,
                 who: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
     """The public register page of a project; members also see the team and grants."""
     with state.db.read() as s:
-        p = proj.get_project(s, project_id)
-        reqs = list(s.scalars(select(AccessRequest).where(AccessRequest.project_id == p.id)
-                              .order_by(AccessRequest.id)))
-        out = proj.public_project(p)
-        out["requests"] = [access.request_json(r, names=False) for r in reqs]
-        if who is not None and proj.member_of(p, who):
-            out = {**proj.project_json(p),
-                   "requests": [access.request_json(r) for r in reqs], "grants": [
-                access.grant_json(g) for g in s.scalars(
-                    select(Grant).where(Grant.project_id == p.id))]}
-        return out
+        record = service.project_record(s, who, project_id)
+        reqs = sorted(record.requests, key=lambda r: r.id)
+        if record.member:
+            return {**proj.project_json(record.project),
+                    "requests": [access.request_json(r) for r in reqs],
+                    "grants": [access.grant_json(g) for g in record.grants]}
+        return {**proj.public_project(record.project),
+                "requests": [access.request_json(r, names=False) for r in reqs]}
 
 
 class RequestBody(BaseModel):
@@ -75,24 +58,15 @@ def request_access(project_id: str, body: RequestBody, state: HubDep,
                    who: Annotated[Principal, Depends(requires("researcher"))]) -> dict[str, Any]:
     """Ask for several datasets, at several organisations, in one request."""
     with state.db.write() as s:
-        req = access.submit_request(s, state.key, who, project_id, body.datasets)
-        return access.request_json(req)
+        return access.request_json(
+            service.request_access(s, state.key, who, project_id, body.datasets))
 
 
 @router.get("/requests/{request_id}")
 def get_request(request_id: int, state: HubDep,
                 who: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
     with state.db.read() as s:
-        req = s.get(AccessRequest, request_id)
-        if req is None:
-            raise NotFound(f"request {request_id} does not exist")
-        project = proj.get_project(s, req.project_id)
-        orgs = {i.org_id for i in req.items}
-        if not (proj.member_of(project, who) or who.has("admin")
-                or (who.has("steward") and who.org_id in orgs)):
-            raise PermissionDenied("only the project's members and the stewards involved "
-                                   "can see this request")
-        return access.request_json(req)
+        return access.request_json(service.get_request(s, who, request_id))
 
 
 @router.get("/stewards/queue")
@@ -100,14 +74,10 @@ def steward_queue(state: HubDep,
                   who: Annotated[Principal, Depends(requires("steward"))]) -> dict[str, Any]:
     """Requests waiting for a decision by the caller's organisation."""
     with state.db.read() as s:
-        items = access.pending_for_org(s, who.org_id or "")
-        out = []
-        for i in items:
-            req = s.get(AccessRequest, i.request_id)
-            assert req is not None
-            p = proj.get_project(s, req.project_id)
-            out.append({**access.item_json(i), "project": proj.project_json(p)})
-        return {"org": who.org_id, "pending": out}
+        queue = service.steward_queue(s, who)
+        return {"org": who.org_id, "pending": [
+            {**access.item_json(p.item), "project": proj.project_json(p.project)}
+            for p in queue.pending]}
 
 
 class DecisionBody(BaseModel):
@@ -116,18 +86,10 @@ class DecisionBody(BaseModel):
 
 
 @router.post("/requests/items/{item_id}/decision")
-def decide(item_id: int, body: DecisionBody, state: HubDep,
-           who: Annotated[Principal, Depends(requires("steward"))]) -> dict[str, Any]:
-    try:
-        with state.db.write() as s:
-            item = access.decide_item(s, state.key, who, item_id,
-                                      approve=body.decision == "approve", reason=body.reason)
-            return access.item_json(item)
-    except Exception as exc:  # a concurrent decision changed the row under us
-        if type(exc).__name__ == "StaleDataError":
-            raise Conflict("someone else decided this request at the same moment; reload "
-                           "and check its state") from exc
-        raise
+async def decide(item_id: int, body: DecisionBody, state: HubDep,
+                 who: Annotated[Principal, Depends(requires("steward"))]) -> dict[str, Any]:
+    return await run_in_threadpool(service.decide, state, who, service.Decision(
+        item_id=item_id, approve=body.decision == "approve", reason=body.reason))
 
 
 class RevokeBody(BaseModel):
@@ -138,17 +100,8 @@ class RevokeBody(BaseModel):
 async def revoke(grant_id: str, body: RevokeBody, state: HubDep,
                  who: Annotated[Principal, Depends(requires("steward", "admin"))]
                  ) -> dict[str, Any]:
-    from starlette.concurrency import run_in_threadpool
-
-    def do() -> tuple[dict[str, Any], str]:
-        with state.db.write() as s:
-            g = access.revoke_grant(s, state.key, who, grant_id, body.reason)
-            site = g.dataset_id.split("/", 1)[0]
-            return access.grant_json(g), site
-
-    out, site = await run_in_threadpool(do)
-    state.notifier.notify(f"site:{site}")  # the datasite hears of it on its open long-poll
-    return out
+    return await run_in_threadpool(service.revoke_grant, state, who,
+                                   service.Revocation(grant_id=grant_id, reason=body.reason))
 
 
 @router.get("/metrics/time-to-access")
@@ -156,7 +109,7 @@ def time_to_access(state: HubDep,
                    _: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
     """The library's headline measure: hours from request to access, by tier and organisation."""
     with state.db.read() as s:
-        return access.time_to_access(s)
+        return service.access_times(s).measure
 
 
 class AccreditationBody(BaseModel):
@@ -167,10 +120,5 @@ class AccreditationBody(BaseModel):
 def set_accreditation(username: str, body: AccreditationBody, state: HubDep,
                       who: Annotated[Principal, Depends(requires("admin"))]) -> dict[str, Any]:
     with state.db.write() as s:
-        user = s.scalar(select(User).where(User.username == username))
-        if user is None:
-            raise NotFound(f"user {username!r} does not exist")
-        user.accredited = body.accredited
-        register.append(s, state.key, kind="user.accreditation", actor=official_actor(who),
-                        subject=f"user#{user.id}", payload={"accredited": body.accredited})
-        return {"username": username, "accredited": body.accredited}
+        return service.set_accreditation(s, state.key, who, service.Accreditation(
+            username=username, accredited=body.accredited)).model_dump()

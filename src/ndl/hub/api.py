@@ -9,10 +9,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ndl.access import accounts
 from ndl.access import requests as access
-from ndl.access.accounts import Principal, official_actor
-from ndl.access.models import Org
+from ndl.access import service as access_service
+from ndl.access.accounts import Principal
 from ndl.catalogue import mocks
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.models import Dataset
@@ -34,49 +33,24 @@ HubDep = Annotated[HubState, Depends(hub)]
 # Signing in (/api/auth/login), /api/me and each user's tokens: ndl.hub.auth_api.
 
 
-class OrgBody(BaseModel):
-    id: str
-    name: str
-    kind: str = "other"
-
-
 @router.get("/orgs")
 def list_orgs(state: HubDep, _: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
     with state.db.read() as s:
-        orgs = s.scalars(select(Org).order_by(Org.id))
-        return {"orgs": [{"id": o.id, "name": o.name, "kind": o.kind} for o in orgs]}
+        return {"orgs": [o.model_dump() for o in access_service.list_orgs(s)]}
 
 
 @router.post("/orgs", status_code=201)
-def create_org(body: OrgBody, state: HubDep,
+def create_org(body: access_service.NewOrg, state: HubDep,
                who: Annotated[Principal, Depends(requires("admin"))]) -> dict[str, Any]:
     with state.db.write() as s:
-        org = accounts.create_org(s, body.id, body.name, body.kind)
-        register.append(s, state.key, kind="org.created", actor=official_actor(who), subject=org.id,
-                        payload={"name": org.name, "kind": org.kind})
-        return {"id": org.id, "name": org.name, "kind": org.kind}
-
-
-class UserBody(BaseModel):
-    username: str
-    roles: list[str]
-    display_name: str | None = None
-    org: str | None = None
-    password: str | None = None
+        return access_service.create_org(s, state.key, who, body).model_dump()
 
 
 @router.post("/users", status_code=201)
-def create_user(body: UserBody, state: HubDep,
+def create_user(body: access_service.NewUser, state: HubDep,
                 who: Annotated[Principal, Depends(requires("admin"))]) -> dict[str, Any]:
     with state.db.write() as s:
-        user = accounts.create_user(
-            s, body.username, roles=body.roles, display_name=body.display_name,
-            org_id=body.org, password=body.password,
-        )
-        register.append(s, state.key, kind="user.created", actor=official_actor(who),
-                        subject=f"user#{user.id}",
-                        payload={"roles": sorted(body.roles), "org": body.org})
-        return {"username": user.username, "roles": sorted(body.roles), "org": body.org}
+        return access_service.create_user(s, state.key, who, body).model_dump()
 
 
 @router.get("/datasets")

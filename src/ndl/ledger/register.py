@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import rfc8785
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ndl.core.keys import SigningKey, verify_signature
@@ -165,3 +165,31 @@ def verify(
 def head(session: Session) -> tuple[int, str]:
     row = session.get(LedgerHead, 1)
     return (row.seq, row.hash) if row else (0, GENESIS)
+
+
+@dataclass(frozen=True)
+class EntryPage:
+    total: int                 # entries matching, on every page
+    entries: list[LedgerEntry]
+
+
+def newest_first(session: Session, *, kind: str = "", subject: str = "", offset: int = 0,
+                 limit: int = 50) -> EntryPage:
+    """One page of entries, newest first, filtered by kind and by text in the subject.
+
+    :func:`list_entries` walks forwards from a sequence number, for verifiers; people
+    reading the register want the latest first.
+    """
+    stmt = select(LedgerEntry)
+    if kind:
+        stmt = stmt.where(LedgerEntry.kind == kind)
+    if subject:
+        stmt = stmt.where(LedgerEntry.subject.contains(subject, autoescape=True))
+    total = int(session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+    rows = session.scalars(stmt.order_by(LedgerEntry.seq.desc()).offset(offset).limit(limit))
+    return EntryPage(total, list(rows))
+
+
+def kinds(session: Session) -> list[str]:
+    """Every kind of entry the register holds, in order."""
+    return list(session.scalars(select(LedgerEntry.kind).distinct().order_by(LedgerEntry.kind)))

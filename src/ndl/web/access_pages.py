@@ -1,11 +1,12 @@
 """Project pages: my projects, a new project, and a project's register record with its
-requests, grants, a form to ask for more data and count queries on what was granted.
+requests, grants, what each grant's tier offers and a form to ask for more data.
 
 Anyone may read a project's public record (what the public register holds: no names). Its
-members also see the team, the grants and the forms. Every change goes through the same
-service functions as the JSON API (``ndl.access.projects``, ``ndl.access.requests``); a count
-query goes through the JSON API's own route function, so the page and the API make the same
-checks (role, columns, membership, an active grant) and send the same signed grant.
+members also see the team, the grants and the forms. Every read and change goes through the
+services the JSON API calls (:mod:`ndl.access.service`), which check their own rules; the
+pages only arrange the results. What a granted dataset offers is worded from
+:data:`ndl.core.tiers.TIERS` in the template: safeguarded data links to its private-question
+page, controlled data offers metadata and mock rows.
 """
 
 from __future__ import annotations
@@ -15,29 +16,23 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from ndl.access import projects as proj
 from ndl.access import requests as access
+from ndl.access import service
 from ndl.access.accounts import Principal
-from ndl.access.models import Org
 from ndl.access.policy import LEGAL_BASES, PURPOSES
-from ndl.access.project_models import AccessRequest, Grant, Project
+from ndl.access.service import NewProject
 from ndl.catalogue.models import Dataset
-from ndl.core.db import utcnow
-from ndl.core.errors import InvalidInput, NdlError, PermissionDenied
-from ndl.hub import api
+from ndl.core.errors import InvalidInput, NdlError
 from ndl.hub.deps import hub
-from ndl.query.spec import CountQuery
 from ndl.web.dataset_view import links_for
 from ndl.web.forms import (
     MAX_FIELD_CHARS,
     Who,
     ashow,
-    crash_page,
     error_list,
     error_page,
     field_errors,
@@ -73,7 +68,6 @@ CHOOSE = {"purpose_category": "Choose what kind of purpose the project has",
           "legal_basis": "Choose the legal basis for the project"}
 FIELD_NAMES = {"end_date": "The end date", "purpose_category": "The kind of purpose",
                "legal_basis": "The legal basis"}
-MAX_REQUESTABLE = 300  # a form of checkboxes; a bigger catalogue is searched first
 
 
 # --- my projects ----------------------------------------------------------------------------
@@ -84,10 +78,10 @@ def my_projects(request: Request, who: Who) -> Response:
         return sign_in_redirect(request)
 
     def build(s: Session) -> tuple[str, dict[str, Any]]:
-        rows = [{**proj.public_project(p), "created_at": p.created_at,
-                 "role": next((m.role for m in p.members if m.user_id == who.user_id), "")}
-                for p in proj.projects_of(s, who)]
-        return "projects.html", {"projects": rows, "can_create": who.has("researcher")}
+        rows = [{**proj.public_project(m.project), "created_at": m.project.created_at,
+                 "role": m.role} for m in service.my_projects(s, who)]
+        return "projects.html", {"projects": rows,
+                                 "can_create": service.can_create_projects(who)}
 
     return show(request, build)
 
@@ -118,7 +112,7 @@ def _not_a_researcher(request: Request) -> HTMLResponse:
 def new_project_form(request: Request, who: Who) -> Response:
     if who is None:
         return sign_in_redirect(request)
-    if not who.has("researcher"):
+    if not service.can_create_projects(who):
         return _not_a_researcher(request)
     return _new_form(request)
 
@@ -157,7 +151,7 @@ async def create_project(request: Request, who: Who) -> Response:
     if isinstance(got, Response):
         return got
     raw, who = got
-    if not who.has("researcher"):
+    if not service.can_create_projects(who):
         return _not_a_researcher(request)
     form = {f: value(raw, f, MAX_FIELD_CHARS) for f in PROJECT_FIELDS if f != "end_date"}
     for part in ("day", "month", "year"):
@@ -171,11 +165,13 @@ async def create_project(request: Request, who: Who) -> Response:
         with state.db.write() as s:
             # An unreadable date still gets every other field checked: today is never a valid
             # end date, so the service refuses, and _DryRun undoes it if it ever did not.
-            p = proj.create_project(
-                s, state.key, who, title=form["title"], purpose=form["purpose"],
+            # model_construct: the service checks every field and says which is wrong, in
+            # the words the form shows (a pydantic error would name none).
+            p = service.create_project(s, state.key, who, NewProject.model_construct(
+                title=form["title"], purpose=form["purpose"],
                 purpose_category=form["purpose_category"], lay_summary=form["lay_summary"],
                 legal_basis=form["legal_basis"], end_date=end or date.today(),
-                members=members)
+                members=members))
             if end is None:
                 raise _DryRun
             return p.id
@@ -199,22 +195,16 @@ async def create_project(request: Request, who: Who) -> Response:
 
 def _label(ds: Dataset | None, dataset_id: str) -> dict[str, Any]:
     return {"title": ds.title if ds else dataset_id,
-            "href": links_for(dataset_id)["page"] if ds else None,
-            "columns": [str(c.get("name")) for c in ds.columns] if ds else []}
+            "href": links_for(dataset_id)["page"] if ds else None}
 
 
-def _requestable(s: Session, project: Project, busy: set[str],
-                 orgs: dict[str, str]) -> list[dict[str, Any]]:
-    """Non-open datasets this project has no live request or grant for, by organisation."""
-    found = s.scalars(select(Dataset).where(Dataset.tier != "open")
-                      .order_by(Dataset.org_id, Dataset.title).limit(MAX_REQUESTABLE))
+def _requestable(record: service.ProjectRecord) -> list[dict[str, Any]]:
+    """The datasets the project may still ask for, by organisation."""
     groups: dict[str, dict[str, Any]] = {}
-    for ds in found:
-        if ds.id in busy:
-            continue
-        group = groups.setdefault(ds.org_id, {"org": ds.org_id,
-                                              "name": orgs.get(ds.org_id, ds.org_id),
-                                              "items": []})
+    for ds in record.requestable:
+        group = groups.setdefault(ds.org_id, {
+            "org": ds.org_id, "name": record.org_names.get(ds.org_id, ds.org_id),
+            "items": []})
         group["items"].append({
             "value": ds.id, "text": ds.title,
             "hint": {"text": f"{ds.tier.capitalize()}. "
@@ -223,33 +213,22 @@ def _requestable(s: Session, project: Project, busy: set[str],
 
 
 def project_context(s: Session, project_id: str, who: Principal | None, *,
-                    errors: dict[str, str] | None = None, query: dict[str, Any] | None = None,
+                    errors: dict[str, str] | None = None,
                     requested: int | None = None, created: bool = False,
                     status: int = 200) -> tuple[str, dict[str, Any]]:
     """Everything project.html needs. Members see names, grants and the forms."""
-    p = proj.get_project(s, project_id)
-    member = who is not None and proj.member_of(p, who)
-    reqs = list(s.scalars(select(AccessRequest).where(AccessRequest.project_id == p.id)
-                          .order_by(AccessRequest.id.desc())))
-    grants = list(s.scalars(select(Grant).where(Grant.project_id == p.id)
-                            .order_by(Grant.granted_at))) if member else []
-    ids = {i.dataset_id for r in reqs for i in r.items} | {g.dataset_id for g in grants}
-    datasets = {d.id: d for d in s.scalars(select(Dataset).where(Dataset.id.in_(ids)))} \
-        if ids else {}
-    orgs = {o.id: o.name for o in s.scalars(select(Org))}
+    record = service.project_record(s, who, project_id)
+    p, member = record.project, record.member
     requests = []
-    for r in reqs:
+    for r in record.requests:
         view = access.request_json(r, names=member)
         for item in view["items"]:
-            item.update(_label(datasets.get(item["dataset"]), item["dataset"]))
-            item["org_name"] = orgs.get(item["org"], item["org"])
+            item.update(_label(record.datasets.get(item["dataset"]), item["dataset"]))
+            item["org_name"] = record.org_names.get(item["org"], item["org"])
         requests.append(view)
-    now = utcnow()
-    grant_views = [{**access.grant_json(g), **_label(datasets.get(g.dataset_id), g.dataset_id)}
-                   for g in grants]
-    live = p.end_date >= now.date()
-    busy = {i.dataset_id for r in reqs for i in r.items if i.state == "pending"} | {
-        g.dataset_id for g in grants if g.revoked_at is None and g.expires_at > now}
+    grant_views = [{**access.grant_json(g),
+                    **_label(record.datasets.get(g.dataset_id), g.dataset_id)}
+                   for g in record.grants]
     banner = None
     just_sent = next((r for r in requests if r["id"] == requested), None)
     if just_sent is not None:
@@ -263,14 +242,14 @@ def project_context(s: Session, project_id: str, who: Principal | None, *,
         "project": {**proj.public_project(p), "created_at": p.created_at},
         "purpose_label": PURPOSE_LABELS.get(p.purpose_category, p.purpose_category),
         "legal_basis_label": LEGAL_BASIS_LABELS.get(p.legal_basis, p.legal_basis),
-        "member": member, "signed_in": who is not None, "live": live,
+        "member": member, "signed_in": who is not None, "live": record.live,
         "members": proj.project_json(p)["members"] if member else [],
         "requests": requests, "grants": grant_views,
         "active_grants": [g for g in grant_views if g["state"] == "active"],
-        "requestable": _requestable(s, p, busy, orgs) if member and live else [],
+        "requestable": _requestable(record),
         "errors": errors,
-        "error_list": error_list(errors, {"datasets": "datasets", "query": "query-result"}),
-        "query": query, "banner": banner, "status": status,
+        "error_list": error_list(errors, {"datasets": "datasets"}),
+        "banner": banner, "status": status,
         "sign_in_href": f"/sign-in?next=/projects/{p.id}",
     }
     return "project.html", context
@@ -279,7 +258,7 @@ def project_context(s: Session, project_id: str, who: Principal | None, *,
 @router.get("/projects/{project_id}", response_class=HTMLResponse)
 def project_page(request: Request, project_id: str, who: Who, requested: str = "",
                  created: str = "") -> Response:
-    number = int(requested) if requested.isdigit() and len(requested) < 12 else None
+    number = int(requested) if requested.isdecimal() and len(requested) < 12 else None
     return show(request, lambda s: project_context(s, project_id, who, requested=number,
                                                    created=bool(created)))
 
@@ -290,7 +269,7 @@ async def _require_member(request: Request, project_id: str, who: Principal) -> 
 
     def check() -> None:
         with state.db.read() as s:
-            proj.require_member(proj.get_project(s, project_id), who)
+            service.require_member(s, who, project_id)
 
     await run_in_threadpool(check)
 
@@ -304,8 +283,6 @@ async def request_access(request: Request, project_id: str, who: Who) -> Respons
     form, who = got
     try:
         await _require_member(request, project_id, who)
-        if not who.has("researcher"):  # as the JSON API's route requires
-            raise PermissionDenied("asking for access needs the researcher role")
     except NdlError as exc:
         return error_page(request, exc)
     chosen = values(form, "datasets")
@@ -313,7 +290,7 @@ async def request_access(request: Request, project_id: str, who: Who) -> Respons
 
     def submit() -> int:
         with state.db.write() as s:
-            return access.submit_request(s, state.key, who, project_id, chosen).id
+            return service.request_access(s, state.key, who, project_id, chosen).id
 
     try:
         request_id = await run_in_threadpool(submit)
@@ -322,42 +299,3 @@ async def request_access(request: Request, project_id: str, who: Who) -> Respons
         return await ashow(request, lambda s: project_context(
             s, project_id, who, errors=errors, status=status))
     return see_other(f"/projects/{project_id}?requested={request_id}#requests")
-
-
-@router.post("/projects/{project_id}/query", response_class=HTMLResponse)
-async def run_query(request: Request, project_id: str, who: Who) -> Response:
-    """A count query on a granted dataset, through the JSON API's own route function."""
-    got = await posted(request, who, f"/projects/{project_id}")
-    if isinstance(got, Response):
-        return got
-    form, who = got
-    try:
-        await _require_member(request, project_id, who)
-    except NdlError as exc:
-        return error_page(request, exc)
-    dataset_id, by = value(form, "dataset"), value(form, "by")
-    query: dict[str, Any] = {"dataset": dataset_id, "by": by}
-    status = 200
-    try:
-        spec = CountQuery(by=[by] if by else [], project=project_id)
-        site, _, name = dataset_id.partition("/")
-        result = await api.query_dataset(site, name, spec, hub(request), who)
-        query.update(columns=result.get("columns", []), rows=result.get("rows", []),
-                     suppressed=result.get("suppressed", 0),
-                     threshold=result.get("threshold"))
-    except ValidationError:
-        query["error"], status = "Choose a column to count by, or none for a total", 422
-    except NdlError as exc:
-        query["error"], status = sentence(exc.message), exc.http_status
-    except Exception:
-        return crash_page(request)
-    errors = {"query": query["error"]} if "error" in query else {}
-
-    def build(s: Session) -> tuple[str, dict[str, Any]]:
-        template, context = project_context(s, project_id, who, errors=errors,
-                                            status=status)
-        ds = s.get(Dataset, dataset_id)
-        context["query"] = {**query, "title": ds.title if ds else dataset_id}
-        return template, context
-
-    return await ashow(request, build)

@@ -9,16 +9,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ndl.access.accounts import Principal
-from ndl.catalogue import mocks
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.exporters.schemaorg import dataset_schemaorg
 from ndl.catalogue.metadata import LICENCES
-from ndl.catalogue.models import Dataset, DatasetMock
-from ndl.core.errors import NotFound
+from ndl.catalogue.models import Dataset
 
 MOCK_PREVIEW_ROWS = 10
 # How CKAN names a package: "site--name" (ndl.catalogue.exporters.ckan), as package_show takes.
@@ -55,30 +52,19 @@ def licence_view(licence: str | None) -> dict[str, str] | None:
 
 def _linkable(session: Session, ids: list[str]) -> list[dict[str, Any]]:
     """Linkable datasets with their titles; ids not (or no longer) in the catalogue as text."""
-    found = {d.id: d.title for d in session.scalars(select(Dataset).where(Dataset.id.in_(ids)))}
+    found = catalogue.titles(session, ids)
     return [{"id": i, "title": found.get(i), "href": links_for(i)["page"] if i in found else None}
             for i in ids]
 
 
 def _mock_preview(session: Session, ds: Dataset, who: Principal | None) -> dict[str, Any]:
     """What the mock panel shows: open data (no mock), a sign-in prompt, no mock yet, or rows."""
-    if ds.tier == "open":
-        return {"state": "open"}
-    if who is None:
-        return {"state": "anonymous"}
-    try:
-        mock = mocks.get_mock(session, ds.id)
-    except NotFound:
-        return {"state": "none"}
-    table = mocks.to_json(mocks.read_rows(mock, MOCK_PREVIEW_ROWS))
+    preview = catalogue.mock_preview(session, who, ds, MOCK_PREVIEW_ROWS)
+    if preview.mock is None or preview.table is None:
+        return {"state": "open" if preview.state == "not_served" else preview.state}
+    mock = preview.mock
     return {"state": "rows", "method": mock.method, "total": mock.rows,
-            "version": mock.version, "stale": mock.version != ds.version, **table}
-
-
-def _has_mock(session: Session, dataset_id: str) -> bool:
-    # Only the key: the mock row also holds the Parquet bytes.
-    return session.scalar(select(DatasetMock.dataset_id)
-                          .where(DatasetMock.dataset_id == dataset_id)) is not None
+            "version": mock.version, "stale": mock.version != ds.version, **preview.table}
 
 
 def dataset_context(session: Session, dataset_id: str, who: Principal | None,
@@ -89,7 +75,8 @@ def dataset_context(session: Session, dataset_id: str, who: Principal | None,
     access = {"route": "", "lead_time_days": None, "cost": "", "linkable_datasets": [],
               **(detail.get("access") or {})}
     mock = _mock_preview(session, ds, who)
-    has_mock = mock["state"] == "rows" or (ds.tier != "open" and _has_mock(session, ds.id))
+    has_mock = mock["state"] == "rows" or (
+        mock["state"] != "open" and catalogue.has_mock(session, ds.id))
     return {
         "ds": detail,
         "links": links_for(ds.id),

@@ -17,16 +17,14 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup, escape
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ndl.access.accounts import Principal
-from ndl.access.models import Org
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.models import Dataset
 from ndl.catalogue.search import FACETS, SORTS, search
 from ndl.core.errors import InvalidInput, NotFound
-from ndl.federation.models import Datasite
+from ndl.core.tiers import TIER_NAMES, TIERS
 from ndl.hub.deps import hub, public
 from ndl.web.dataset_view import dataset_context
 from ndl.web.render import JOIN_KEY_LABELS, THEME_LABELS, pages_of
@@ -49,7 +47,7 @@ SORT_LABELS = {
     "relevance": "Relevance", "title": "Title (A to Z)", "updated": "Recently updated",
     "rows": "Most rows",
 }
-TIER_ORDER = ("open", "safeguarded", "controlled")
+TIER_ORDER = TIER_NAMES
 
 Build = Callable[[Session], tuple[str, dict[str, Any]]]
 
@@ -83,10 +81,6 @@ def not_found(request: Request) -> HTMLResponse:
     )
 
 
-def _count(session: Session, model: type[Any]) -> int:
-    return int(session.scalar(select(func.count()).select_from(model)) or 0)
-
-
 # --- search ---------------------------------------------------------------------------------
 
 def search_url(q: str, filters: dict[str, str], page: int = 1, sort: str = "relevance") -> str:
@@ -98,7 +92,7 @@ def search_url(q: str, filters: dict[str, str], page: int = 1, sort: str = "rele
 
 def facet_label(facet: str, value: str) -> str:
     if facet == "tier":
-        return value.capitalize()
+        return TIERS[value].title if value in TIERS else value.capitalize()
     if facet == "theme":
         return THEME_LABELS.get(value, value)
     if facet == "join_key":
@@ -161,7 +155,8 @@ def pagination_view(q: str, filters: dict[str, str], page: int, pages: int,
 
 
 def _page_number(raw: str) -> int:
-    return max(1, min(int(raw), 10_000)) if raw.isdigit() else 1
+    # isdecimal, not isdigit: int() refuses '²'; and over 4,300 digits int() refuses too.
+    return max(1, min(int(raw), 10_000)) if raw.isdecimal() and len(raw) < 10 else 1
 
 
 def snippet(text: str, q: str, width: int = SNIPPET_CHARS) -> Markup:
@@ -230,8 +225,9 @@ def result_view(ds: Dataset, q: str) -> dict[str, Any]:
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, _: Public) -> HTMLResponse:
     def build(session: Session) -> tuple[str, dict[str, Any]]:
-        counts = {"datasets": _count(session, Dataset), "datasites": _count(session, Datasite),
-                  "organisations": _count(session, Org)}
+        found = catalogue.counts(session)
+        counts = {"datasets": found.datasets, "datasites": found.datasites,
+                  "organisations": found.organisations}
         return "home.html", {"counts": counts}
 
     return _page(request, build)

@@ -22,18 +22,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from ndl.access import projects as proj
+from ndl.access import service as access_service
 from ndl.access.accounts import Principal
-from ndl.access.project_models import Grant
-from ndl.access.requests import policy_of
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.metadata import DatasetMeta
-from ndl.catalogue.models import Dataset
-from ndl.core.db import utcnow
 from ndl.core.errors import (
     BudgetExhausted,
     InvalidInput,
@@ -84,28 +79,6 @@ def _not_a_researcher(request: Request) -> HTMLResponse:
         request, 403, "Only researchers can ask private questions",
         "Your account does not have the researcher role. Ask your organisation's library "
         "administrator to add it.")
-
-
-def _safeguarded(s: Session, dataset_id: str) -> Dataset:
-    """The catalogue entry, or the refusal a page shows for other tiers."""
-    ds = catalogue.get_dataset(s, dataset_id)
-    if ds.tier != "safeguarded":
-        other = ("open data can be queried with SQL from its page" if ds.tier == "open" else
-                 "controlled data is reached by code that its data owner reviews")
-        raise PermissionDenied(f"{ds.title} is {ds.tier} data: private questions are for "
-                               f"safeguarded data; {other}")
-    return ds
-
-
-def granted_projects(s: Session, who: Principal, dataset_id: str) -> list[dict[str, str]]:
-    """``who``'s projects that hold an active grant for ``dataset_id``, newest first."""
-    mine = proj.projects_of(s, who)
-    if not mine:
-        return []
-    live = set(s.scalars(select(Grant.project_id).where(
-        Grant.dataset_id == dataset_id, Grant.revoked_at.is_(None),
-        Grant.expires_at > utcnow(), Grant.project_id.in_([p.id for p in mine]))))
-    return [{"id": p.id, "title": p.title} for p in mine if p.id in live]
 
 
 def group_keys(meta: DatasetMeta) -> list[dict[str, Any]]:
@@ -251,11 +224,11 @@ def page_context(s: Session, dataset_id: str, who: Principal, *,
     """Everything private_query.html needs. Raises NotFound / PermissionDenied for the page."""
     from ndl.privacy import ALLOWED_SQL  # sqlglot loads on first use, not at hub start
 
-    ds = _safeguarded(s, dataset_id)
-    per_query = policy_of(ds).budget.per_query
+    setup = access_service.private_question_setup(s, who, dataset_id)
+    ds, per_query = setup.dataset, setup.per_query
     meta = DatasetMeta.model_validate(ds.meta)
     keys = group_keys(meta)
-    projects = granted_projects(s, who, ds.id)
+    projects = [{"id": p.id, "title": p.title} for p in setup.projects]
     form = dict(form or {})
     form.setdefault("rho", f"{min(DEFAULT_RHO, per_query):g}")
     if len(projects) == 1 and not form.get("project"):
@@ -283,7 +256,7 @@ def private_query_page(request: Request, site: str, name: str, who: Who,
                        project: str = "") -> Response:
     if who is None:
         return sign_in_redirect(request)
-    if not who.has("researcher"):
+    if not access_service.can_ask_private_questions(who):
         return _not_a_researcher(request)
     form = {"project": project.strip()[:MAX_PROJECT_CHARS]} if project.strip() else {}
     return show(request, lambda s: page_context(s, f"{site}/{name}", who, form=form))
@@ -339,13 +312,13 @@ async def ask_private_question(request: Request, site: str, name: str, who: Who)
     if isinstance(got, Response):
         return got
     raw, who = got
-    if not who.has("researcher"):  # as the JSON API's route requires
+    if not access_service.can_ask_private_questions(who):
         return _not_a_researcher(request)
     state = hub(request)
 
     def limit() -> float:
         with state.db.read() as s:
-            return policy_of(_safeguarded(s, dataset_id)).budget.per_query
+            return access_service.private_question_setup(s, who, dataset_id).per_query
 
     try:
         per_query = await run_in_threadpool(limit)

@@ -2,7 +2,7 @@
 
 The register page reads the same hash-chained entries as ``GET /api/register`` (newest
 first, filtered by kind and subject) and says how to check them with ``ndl verify``. The
-time-to-access page shows ``ndl.access.requests.time_to_access``: the library's headline
+time-to-access page shows :func:`ndl.access.service.access_times`: the library's headline
 measure, how long people wait for data.
 """
 
@@ -14,13 +14,11 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ndl.access import requests as access
-from ndl.access.models import Org
+from ndl.access import service as access_service
+from ndl.core.tiers import TIER_NAMES, TIERS
 from ndl.ledger import register
-from ndl.ledger.models import LedgerEntry
 from ndl.web.dataset_view import links_for
 from ndl.web.forms import Who, show
 
@@ -29,24 +27,9 @@ router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
 MAX_PAGE = 100_000
 SUMMARY_CHARS = 160
-TIER_LABELS = {"open": "Open", "safeguarded": "Safeguarded", "controlled": "Controlled"}
 
 
 # --- the register ---------------------------------------------------------------------------
-
-def _entries(s: Session, kind: str, subject: str, page: int) -> tuple[int, list[LedgerEntry]]:
-    """One page of entries, newest first. ``ndl.ledger.register.list_entries`` walks forwards
-    from a sequence number for verifiers, and has no subject filter, so the page asks here."""
-    stmt = select(LedgerEntry)
-    if kind:
-        stmt = stmt.where(LedgerEntry.kind == kind)
-    if subject:
-        stmt = stmt.where(LedgerEntry.subject.contains(subject, autoescape=True))
-    total = int(s.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
-    rows = s.scalars(stmt.order_by(LedgerEntry.seq.desc())
-                     .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE))
-    return total, list(rows)
-
 
 def payload_summary(payload: dict[str, Any]) -> str:
     """``key: value; key: value``, cut to a line: the full payload is in the JSON feed."""
@@ -98,12 +81,13 @@ def _pagination(kind: str, subject: str, page: int, pages: int) -> dict[str, Any
 def register_page(request: Request, _: Who, kind: str = "", subject: str = "",
                   page: str = "1") -> HTMLResponse:
     kind, subject = kind.strip()[:60], subject.strip()[:200]
-    number = max(1, min(int(page), MAX_PAGE)) if page.isdigit() else 1
+    number = max(1, min(int(page), MAX_PAGE)) if page.isdecimal() and len(page) < 10 else 1
     base = str(request.base_url).rstrip("/")
 
     def build(s: Session) -> tuple[str, dict[str, Any]]:
-        total, rows = _entries(s, kind, subject, number)
-        kinds = list(s.scalars(select(LedgerEntry.kind).distinct().order_by(LedgerEntry.kind)))
+        found = register.newest_first(s, kind=kind, subject=subject,
+                                      offset=(number - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+        total, rows, kinds = found.total, found.entries, register.kinds(s)
         seq, digest = register.head(s)
         pages = max(1, -(-total // PAGE_SIZE))
         return "register.html", {
@@ -126,15 +110,14 @@ def register_page(request: Request, _: Who, kind: str = "", subject: str = "",
 @router.get("/access-times", response_class=HTMLResponse)
 def access_times_page(request: Request, _: Who) -> HTMLResponse:
     def build(s: Session) -> tuple[str, dict[str, Any]]:
-        measure = access.time_to_access(s)
-        names = {o.id: o.name for o in s.scalars(select(Org))}
+        times = access_service.access_times(s)
+        measure, names = times.measure, times.org_names
         return "access_times.html", {
             "overall": measure["overall"], "pending": measure["pending"],
             "rejected": measure["rejected"],
-            "by_tier": [{"label": TIER_LABELS.get(k, k), **v}
+            "by_tier": [{"label": TIERS[k].title if k in TIERS else k, **v}
                         for k, v in sorted(measure["by_tier"].items(), key=lambda kv: (
-                            list(TIER_LABELS).index(kv[0]) if kv[0] in TIER_LABELS else 9,
-                            kv[0]))],
+                            TIER_NAMES.index(kv[0]) if kv[0] in TIER_NAMES else 9, kv[0]))],
             "by_org": [{"id": k, "label": names.get(k, k), **v}
                        for k, v in measure["by_org"].items()],
         }

@@ -14,6 +14,8 @@ from fastapi.responses import HTMLResponse
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, PrefixLoader
 from markupsafe import Markup, escape
 
+from ndl.core.tiers import TIERS
+
 log = logging.getLogger("ndl.web")
 
 SERVICE_NAME = "National Data Library (ndl)"
@@ -135,6 +137,8 @@ def make_environment(templates_dir: Path) -> Environment:
     env.globals["join_key_labels"] = JOIN_KEY_LABELS
     env.globals["frequency_labels"] = FREQUENCY_LABELS
     env.globals["licence_labels"] = LICENCE_LABELS
+    # Every page that explains a tier words it from the one definition.
+    env.globals["TIERS"] = TIERS
     return env
 
 

@@ -11,15 +11,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from ndl.access import service as access_service
 from ndl.access.accounts import Principal
-from ndl.access.models import Org
-from ndl.catalogue.metadata import TIERS
-from ndl.catalogue.models import Dataset
+from ndl.catalogue import service as catalogue
 from ndl.core.errors import InvalidInput, NdlError, NotFound
+from ndl.core.tiers import TIERS
 from ndl.hub.deps import hub
 from ndl.web.dataset_view import links_for
 from ndl.web.forms import (
@@ -39,16 +38,10 @@ from ndl.web.forms import (
 )
 from ndl.web.session import safe_next
 from ndl.wishlist import service as wishes
-from ndl.wishlist.models import Wish, WishVote
 
 router = APIRouter(include_in_schema=False)
 
 WISH_FIELDS = ("title", "description", "orgs", "linkage", "purpose", "tier_needed")
-TIER_HINTS = {
-    "open": "Anyone may use it, with no request.",
-    "safeguarded": "Aggregate questions answered at once, with privacy protection.",
-    "controlled": "Reviewed code run where the data lives.",
-}
 DONE = {"voted": "Your vote was counted.", "unvoted": "Your vote was taken back.",
         "commented": "Your comment was added.", "planned": "The wish is marked planned.",
         "published": "The wish is marked published.", "created": "Your wish was added."}
@@ -56,25 +49,9 @@ MAX_DATASETS_LISTED = 300
 
 
 def _wish_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 12:
+    if not raw.isdecimal() or len(raw) > 12:  # isdigit would let '²' through to int()
         raise NotFound(f"wish {raw!r} does not exist")
     return int(raw)
-
-
-def _org_names(s: Session) -> dict[str, str]:
-    return {o.id: o.name for o in s.scalars(select(Org).order_by(Org.name))}
-
-
-def _voted(s: Session, who: Principal | None) -> set[int]:
-    if who is None:
-        return set()
-    return set(s.scalars(select(WishVote.wish_id).where(WishVote.user_id == who.user_id)))
-
-
-def _can_steward(who: Principal | None, wish: Wish) -> bool:
-    """The same test ``wishes.set_state`` makes, to decide whether to offer its forms."""
-    return who is not None and (who.has("admin") or (who.has("steward")
-                                                     and who.org_id in wish.orgs))
 
 
 # --- the list -------------------------------------------------------------------------------
@@ -85,8 +62,8 @@ def wishlist_page(request: Request, who: Who, state: str = "", org: str = "",
     state, org = state.strip()[:20], org.strip()[:64]
 
     def build(s: Session) -> tuple[str, dict[str, Any]]:
-        names = _org_names(s)
-        voted = _voted(s, who)
+        names = access_service.org_names(s)
+        voted = wishes.voted_by(s, who)
         rows = [{**wishes.wish_json(s, w), "voted": w.id in voted}
                 for w in wishes.list_wishes(s, state=state or None, org=org or None)]
         return "wishlist.html", {
@@ -112,9 +89,10 @@ def _new_context(s: Session, form: dict[str, Any], errors: dict[str, str],
         "form": form, "errors": ordered,
         "error_list": error_list(ordered, {"orgs": "orgs", "tier_needed": "tier_needed"}),
         "org_items": [{"value": k, "text": v, "checked": k in chosen}
-                      for k, v in _org_names(s).items()],
-        "tiers": [{"value": t, "text": t.capitalize(), "hint": {"text": TIER_HINTS.get(t, "")},
-                   "checked": t == form.get("tier_needed", "safeguarded")} for t in TIERS],
+                      for k, v in access_service.org_names(s).items()],
+        "tiers": [{"value": t.name, "text": t.title, "hint": {"text": t.summary},
+                   "checked": t.name == form.get("tier_needed", "safeguarded")}
+                  for t in TIERS.values()],
         "status": status,
     }
 
@@ -163,19 +141,17 @@ def wish_context(s: Session, raw_id: str, who: Principal | None, *, done: str = 
                  errors: dict[str, str] | None = None, form: dict[str, str] | None = None,
                  status: int = 200) -> tuple[str, dict[str, Any]]:
     wish = wishes.get_wish(s, _wish_id(raw_id))
-    names = _org_names(s)
-    steward = _can_steward(who, wish)
+    names = access_service.org_names(s)
+    steward = wishes.can_steward(who, wish)
     own: list[dict[str, Any]] = []
     if steward and who is not None:
-        stmt = select(Dataset).order_by(Dataset.title).limit(MAX_DATASETS_LISTED)
-        if not who.has("admin"):
-            stmt = stmt.where(Dataset.org_id == who.org_id)
-        own = [{"value": d.id, "text": f"{d.title} ({d.id})"} for d in s.scalars(stmt)]
-    published = s.get(Dataset, wish.dataset_id) if wish.dataset_id else None
+        own = [{"value": d.id, "text": f"{d.title} ({d.id})"}
+               for d in wishes.publishable_datasets(s, who, MAX_DATASETS_LISTED)]
+    published = catalogue.find_dataset(s, wish.dataset_id) if wish.dataset_id else None
     errors = errors or {}
     return "wish.html", {
         "wish": wishes.wish_json(s, wish, with_comments=True), "org_names": names,
-        "voted": wish.id in _voted(s, who), "signed_in": who is not None,
+        "voted": wish.id in wishes.voted_by(s, who), "signed_in": who is not None,
         "steward": steward, "own_datasets": own,
         "dataset_href": links_for(published.id)["page"] if published else None,
         "done": DONE.get(done), "errors": errors, "error_list": error_list(errors),

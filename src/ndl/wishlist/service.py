@@ -210,3 +210,29 @@ def dashboard(session: Session, org_id: str) -> dict[str, Any]:
         "top_wishes": [{"id": w.id, "title": w.title, "votes": votes(session, w.id),
                         "state": w.state} for w in wishes][:10],
     }
+
+
+def can_steward(who: Principal | None, wish: Wish) -> bool:
+    """Whether ``who`` may mark ``wish`` planned or published (an admin, or a steward of an
+    organisation it names): the rule :func:`set_state` enforces, for faces offering forms."""
+    from ndl.access import rules
+
+    # An official of no organisation in particular is an admin.
+    return rules.is_org_official(who, None) or any(
+        rules.is_org_official(who, o) for o in wish.orgs)
+
+
+def voted_by(session: Session, who: Principal | None) -> set[int]:
+    """The wishes ``who`` has voted for."""
+    if who is None:
+        return set()
+    return set(session.scalars(select(WishVote.wish_id).where(WishVote.user_id == who.user_id)))
+
+
+def publishable_datasets(session: Session, who: Principal, limit: int) -> list[Dataset]:
+    """Datasets ``who`` may name as publishing a wish: an admin any, a steward their own."""
+    from ndl.access import rules
+    from ndl.catalogue.service import datasets_of_org
+
+    return datasets_of_org(session, None if rules.is_org_official(who, None) else
+                           who.org_id or "", limit)
