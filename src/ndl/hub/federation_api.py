@@ -18,6 +18,7 @@ from ndl.catalogue.metadata import DatasetMeta
 from ndl.core.db import utcnow
 from ndl.core.envelope import open_envelope
 from ndl.core.errors import InvalidInput
+from ndl.core.tiers import Operation, tier_def
 from ndl.federation import service as federation
 from ndl.federation.models import Datasite
 from ndl.hub.deps import hub, public, requires, signed_by_datasite
@@ -100,8 +101,8 @@ def upload_mock(signed: Signed, state: HubDep) -> dict[str, Any]:
         raise InvalidInput("parquet_b64 is not base64") from exc
     with state.db.write() as s:
         ds = catalogue.get_dataset(s, f"{site.id}/{body.get('dataset')}")
-        if ds.tier == "open":
-            raise InvalidInput(f"{ds.id} is open data: it needs no mock")
+        if not tier_def(ds.tier).allows(Operation.MOCK):
+            raise InvalidInput(f"{ds.id} is {ds.tier} data: it needs no mock")
         mock = mocks.store_mock(s, state.key, ds, parquet, method=str(body.get("method", "")))
         return {"dataset": ds.id, "rows": mock.rows, "version": mock.version}
 
