@@ -30,8 +30,9 @@ def db(db_url: str) -> Iterator[Database]:
     database = Database(db_url)
     database.migrate()
     with database.write() as s:
-        for org in ("nhs-trust", "dfe"):
-            accounts.create_org(s, org, org)
+        # The catalogue names each dataset's publisher after its datasite's organisation.
+        for org, name in (("nhs-trust", "NHS Trust"), ("dfe", "Department for Education")):
+            accounts.create_org(s, org, name)
             s.add(Datasite(id=org, org_id=org, name=org,
                            public_key=SigningKey.generate().public_b64))
         s.flush()

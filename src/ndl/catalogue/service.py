@@ -32,9 +32,20 @@ if TYPE_CHECKING:
 def publish(
     session: Session, key: SigningKey, datasite: Datasite, metas: list[DatasetMeta]
 ) -> list[dict[str, Any]]:
-    """Upsert a datasite's datasets. A changed dataset gets a new version and a register entry."""
+    """Upsert a datasite's datasets. A changed dataset gets a new version and a register entry.
+
+    The publisher is the datasite's registered organisation, whatever the metadata says: the
+    datasite's key speaks for that organisation and no other, so a DfE datasite cannot list
+    (or be found under) an NHS trust's name.
+    """
+    from ndl.access.models import Org
+
+    org = session.get(Org, datasite.org_id)
+    publisher = org.name if org is not None else datasite.org_id
     out = []
     for meta in metas:
+        if meta.publisher != publisher:
+            meta = meta.model_copy(update={"publisher": publisher})
         ds_id = f"{datasite.id}/{meta.name}"
         digest = meta.content_hash()
         ds = session.get(Dataset, ds_id)

@@ -39,7 +39,8 @@ def hub(
     query_timeout: Annotated[float, typer.Option(
         help="Seconds a query waits for its datasite before giving up.")] = 30.0,
     lease_seconds: Annotated[float, typer.Option(
-        help="Seconds a datasite has to answer a message before it is offered again.")] = 30.0,
+        help="Seconds a datasite holds a message without renewing it (it renews while it "
+             "works) before it is offered again; at most half the query timeout.")] = 8.0,
     insecure_cookies: Annotated[bool, typer.Option(
         help="Send session cookies over plain HTTP (local development only).")] = False,
     trusted_proxy: Annotated[list[str] | None, typer.Option(
@@ -69,11 +70,16 @@ def hub(
                 proxy_headers=False)
 
 
-@app.command()
+datasite_app = typer.Typer(help="Run a datasite (ndl datasite --dir ...), or look at one.")
+app.add_typer(datasite_app, name="datasite")
+
+
+@datasite_app.callback(invoke_without_command=True)
 @handle_errors
 def datasite(
     ctx: typer.Context,
-    dir: Annotated[Path, typer.Option("--dir", help="The datasite's folder (datasets/ inside).")],
+    dir: Annotated[Path | None, typer.Option(
+        "--dir", help="The datasite's folder (datasets/ inside).")] = None,
     hub_url: Annotated[str | None, typer.Option("--hub", help="The hub's URL. [env NDL_HUB]")
                        ] = None,
     id: Annotated[str | None, typer.Option("--id", help="Datasite id (default: the org id).")
@@ -88,13 +94,25 @@ def datasite(
         help="The hub's public key, if you want to pin it rather than trust on first use.")
     ] = None,
     poll_wait: Annotated[float, typer.Option(help="Seconds each long-poll waits.")] = 20.0,
+    workers: Annotated[int, typer.Option(
+        min=1, max=64, help="Messages worked on at once (open-data SQL takes at most 2).")
+    ] = 4,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
-    """Run a datasite: register, publish the catalogue, then answer work from the hub."""
+    """Run a datasite: register, publish the catalogue, then answer work from the hub.
+
+    'ndl datasite status --dir DIR' shows what it has answered and anything it gave up on.
+    """
     from ndl.cli.config import hub_url as resolve_hub
     from ndl.core.errors import InvalidInput
     from ndl.datasite.agent import Agent
     from ndl.datasite.store import DatasiteStore
+
+    if ctx.invoked_subcommand is not None:
+        return
+    if dir is None:
+        raise InvalidInput("give the datasite's folder with --dir (datasets/ inside), e.g. "
+                           "ndl datasite --dir ./site --org nhs-trust")
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
@@ -108,7 +126,7 @@ def datasite(
     agent = Agent(
         store, resolve_hub(env, hub_url or cfg.get("hub_url")), datasite_id=id or cfg.get("id")
         or org_id, org=org_id, name=name or cfg.get("name"), token=token or env.get("NDL_TOKEN"),
-        hub_key=hub_key, poll_wait=poll_wait,
+        hub_key=hub_key, poll_wait=poll_wait, workers=workers,
     )
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -123,6 +141,46 @@ def datasite(
         pass
     finally:
         agent.close()
+
+
+@datasite_app.command("status")
+@handle_errors
+def datasite_status(
+    dir: Annotated[Path, typer.Option("--dir", help="The datasite's folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a datasite's messages by state and each parked message with its reason."""
+    import json
+    from datetime import UTC, datetime
+
+    from ndl.core.errors import NotFound
+    from ndl.datasite.store import DatasiteStore
+
+    if not (dir / "state.sqlite").exists():
+        raise NotFound(f"{dir} holds no datasite state: give the --dir the datasite runs with")
+    store = DatasiteStore(dir)
+    try:
+        cfg, counts, parked = store.config(), store.message_counts(), store.parked()
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps({
+            "id": cfg.get("id"), "org": cfg.get("org"), "hub_url": cfg.get("hub_url"),
+            "registered": bool(cfg.get("registered")), "messages": counts,
+            "parked": [{"message_id": p.message_id, "reason": p.reason,
+                        "at": datetime.fromtimestamp(p.at, UTC).isoformat()} for p in parked],
+        }, indent=2))
+        return
+    console.print(f"datasite {cfg.get('id', '?')} (organisation {cfg.get('org', '?')}) -> "
+                  f"{cfg.get('hub_url', 'no hub yet')}"
+                  f"{'' if cfg.get('registered') else ' (not registered)'}", highlight=False)
+    console.print("messages: " + ", ".join(
+        f"{counts.get(k, 0)} {k}" for k in ("done", "working", "parked"))
+        + f"; {counts.get('unsent', 0)} replies not yet sent", highlight=False)
+    for p in parked:
+        when = datetime.fromtimestamp(p.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        console.print(f"parked {p.message_id} at {when} UTC: {p.reason}", markup=False,
+                      highlight=False)
 
 
 admin = typer.Typer(help="Administer a hub's database directly (run on the hub's machine).",

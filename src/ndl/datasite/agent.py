@@ -4,6 +4,12 @@ Delivery is at-least-once from the hub and exactly-once in effect here: before w
 message the agent records it; once answered it stores the reply (fsync'd by SQLite) before
 sending. A redelivered message that is already answered gets the stored reply again; a reply
 that could not be sent (hub down) is retried until the hub takes it.
+
+Nothing one message does can stop the loop: work runs in a bounded pool off the poll loop
+(:mod:`ndl.datasite.work`), with its lease renewed by a heartbeat while it runs; an answer
+that could never be signed or sent is replaced by an error reply before it is stored; a reply
+the hub keeps refusing, or a message that keeps killing the datasite, is parked with its
+reason (``ndl datasite status``) and the loop moves on.
 """
 
 from __future__ import annotations
@@ -27,17 +33,27 @@ from ndl.core.errors import (
     InvalidInput,
     NdlError,
     NotFound,
+    PayloadTooLarge,
     PermissionDenied,
+    UpstreamTimeout,
     UpstreamUnavailable,
     error_from_json,
 )
 from ndl.datasite import engine
 from ndl.datasite.store import DatasiteStore, LocalDataset
+from ndl.datasite.work import Job, WorkPool, encode, error_reply, reply_problem
 from ndl.privacy.budget import BudgetLedger
 from ndl.query.spec import DEFAULT_THRESHOLD, CountQuery, QueryResult
 
 log = logging.getLogger("ndl.datasite")
 HUB_ID = "hub"
+# A message whose work has started this many times without finishing (each time the datasite
+# died under it) is parked rather than tried again.
+MAX_ATTEMPTS = 3
+# A reply the hub refused this many times is given up on (parked).
+MAX_SEND_FAILURES = 3
+# Failures that are the hub's or the network's, not the reply's: retried until they pass.
+_TRANSIENT = (UpstreamUnavailable, UpstreamTimeout, EnvelopeRejected)
 
 
 class ColumnCache:
@@ -70,6 +86,8 @@ class Agent:
         self, store: DatasiteStore, hub_url: str, *, datasite_id: str, org: str,
         name: str | None = None, token: str | None = None, hub_key: str | None = None,
         poll_wait: float = 20.0, threshold: int = DEFAULT_THRESHOLD,
+        workers: int = 4, per_kind: dict[str, int] | None = None,
+        max_body_bytes: int = 2_000_000,
     ) -> None:
         self.store, self.hub_url = store, hub_url.rstrip("/")
         self.id, self.org, self.name = datasite_id, org, name or datasite_id
@@ -81,13 +99,24 @@ class Agent:
         self.budget = BudgetLedger(store.root / "budget.sqlite")
         self.columns = ColumnCache()
         self.backoff = 0.5
+        self.max_body_bytes = max_body_bytes  # the hub's request limit (HubSettings)
+        self.pool = WorkPool(workers, per_kind)
+        self._send_lock = threading.Lock()  # one sender at a time keeps failure counts right
+        self._heartbeat = threading.Thread(target=self._beat, daemon=True,
+                                           name="ndl-heartbeat")
+        self._heartbeat.start()
 
     # -- talking to the hub ---------------------------------------------------------------
     def _post(self, path: str, kind: str, body: dict[str, Any],
               headers: dict[str, str] | None = None) -> dict[str, Any]:
         env = seal(self.store.key, sender=self.id, recipient=HUB_ID, kind=kind, body=body)
+        content = encode(env)
+        if len(content) > self.max_body_bytes:
+            raise PayloadTooLarge(f"the {kind} message is {len(content):,} bytes, over the "
+                                  f"hub's {self.max_body_bytes:,} byte limit")
         try:
-            resp = self.http.post(path, json=env, headers=headers)
+            resp = self.http.post(path, content=content,
+                                  headers={"Content-Type": "application/json", **(headers or {})})
         except httpx.TransportError as exc:
             raise UpstreamUnavailable(f"cannot reach the hub at {self.hub_url}: {exc}") from exc
         try:
@@ -148,36 +177,126 @@ class Agent:
         return sent
 
     def flush_replies(self) -> None:
-        for message_id, reply in self.store.unsent():
-            self._post("/api/federation/reply", "reply", {"message_id": message_id, **reply})
-            self.store.mark_sent(message_id)
+        """Send every stored reply the hub has not taken; raise only if the hub is down."""
+        with self._send_lock:
+            for message_id, reply in self.store.unsent():
+                self._send_reply(message_id, reply)
+
+    def _send_reply(self, message_id: str, reply: dict[str, Any]) -> None:
+        try:
+            self._post("/api/federation/reply", "reply", {**reply, "message_id": message_id})
+        except _TRANSIENT:
+            raise  # the hub (or the way to it) is down: keep the reply and try again later
+        except Exception as exc:  # this reply cannot be signed, or the hub refuses it
+            reason = f"the hub would not take the reply: {exc}"
+            replacement = (error_reply("internal_error", f"the datasite's answer could not "
+                                       f"be delivered ({exc}); nothing else is affected")
+                           if reply.get("ok", True) else None)
+            failures = self.store.reply_failed(message_id, reason, replacement)
+            if failures >= MAX_SEND_FAILURES:
+                self.store.park(message_id, reason)
+                log.error("parked message %s: %s", message_id, reason)
+            elif replacement is not None:
+                log.warning("message %s: %s; sending an error reply instead", message_id,
+                            reason)
+                self._send_reply(message_id, replacement)
+            else:
+                log.warning("message %s: %s (try %d of %d)", message_id, reason, failures,
+                            MAX_SEND_FAILURES)
+            return
+        self.store.mark_sent(message_id)
 
     def poll_once(self, wait: float | None = None) -> int:
+        """Send stored replies, then take as much new work as the pool has room for."""
         self.flush_replies()
+        free, kinds = self.pool.room()
+        if free == 0:  # every worker is busy: do not take work that would only wait here
+            self.pool.wait_for_room(timeout=self.poll_wait if wait is None else wait)
+            return 0
+        wait = self.poll_wait if wait is None else wait
+        if 0 in kinds.values():  # a kind at its limit frees up while we poll: look again soon
+            wait = min(wait, 1.0)
         data = self._post("/api/federation/poll", "poll",
-                          {"wait": self.poll_wait if wait is None else wait})
+                          {"wait": wait, "limit": free, "kind_limits": kinds})
         for env in data.get("messages", []):
-            self.handle(env)
+            self.dispatch(env)
         return len(data.get("messages", []))
 
     # -- doing the work -------------------------------------------------------------------
-    def handle(self, env: dict[str, Any]) -> None:
+    def _open(self, env: dict[str, Any]) -> dict[str, Any] | None:
         hub_key = self.store.config().get("hub_key")
         try:
-            opened = open_envelope(env, public_key_for=lambda s: hub_key if s == HUB_ID else None,
-                                   recipient=self.id, guard=self.store, kinds=tuple(HANDLERS))
+            return open_envelope(env, public_key_for=lambda s: hub_key if s == HUB_ID else None,
+                                 recipient=self.id, guard=self.store, kinds=tuple(HANDLERS))
         except EnvelopeRejected as exc:
             log.warning("refused a message: %s", exc)
+            return None
+
+    def dispatch(self, env: dict[str, Any]) -> None:
+        """Check the envelope here, in the loop, then run its work in the pool."""
+        opened = self._open(env)
+        if opened is None:
             return
+        body = opened["body"]
+        lease = body.get("lease_seconds")
+        job = Job(message_id=str(body["message_id"]), kind=str(opened["kind"]),
+                  lease_seconds=float(lease) if isinstance(lease, int | float) else 8.0,
+                  run=lambda: self._work_and_send(opened))
+        if not self.pool.submit(job):
+            log.info("message %s is already being worked on here", job.message_id)
+
+    def _work_and_send(self, opened: dict[str, Any]) -> None:
+        try:
+            self.work(opened)
+        except _TRANSIENT as exc:
+            log.warning("answer to %s stored, not yet sent: %s", opened["body"]["message_id"],
+                        exc)
+
+    def handle(self, env: dict[str, Any]) -> None:
+        """Check one envelope and do its work now, in this thread."""
+        opened = self._open(env)
+        if opened is not None:
+            self.work(opened)
+
+    def work(self, opened: dict[str, Any]) -> None:
+        """Answer one opened message at most once, store the reply, then send it."""
         message_id = str(opened["body"]["message_id"])
         known = self.store.message(message_id)
-        if known is not None and known[0] == "done":
+        if known is not None and known[0] in ("done", "parked"):
             log.info("message %s was answered before; re-sending the stored reply", message_id)
-            self.store.mark_sent(message_id, sent=False)
+            if known[1] is not None:
+                self.store.mark_sent(message_id, sent=False)
         else:
-            self.store.mark_working(message_id)
-            self.store.mark_done(message_id, self.answer(opened["kind"], opened["body"]))
+            started = self.store.mark_working(message_id)
+            if started > MAX_ATTEMPTS:
+                reason = (f"work on it started {started - 1} times and the datasite stopped "
+                          "each time before it finished")
+                self.store.park(message_id, reason, error_reply(
+                    "internal_error", f"the datasite gave up on this message: {reason}. Its "
+                    "operator can see it with 'ndl datasite status'"))
+                log.error("parked message %s: %s", message_id, reason)
+            else:
+                reply = self.answer(opened["kind"], opened["body"])
+                # An answer that could never be signed or sent is replaced before it is
+                # stored, so it cannot jam the datasite (now or after a restart).
+                self.store.mark_done(message_id,
+                                     reply_problem(reply, self.max_body_bytes) or reply)
         self.flush_replies()
+
+    def _beat(self) -> None:
+        """Renew the leases of the work in hand, a few times per lease, until stopped."""
+        while True:
+            leases = self.pool.in_flight()
+            every = min(leases.values(), default=3.0) / 3
+            if self.stop_event.wait(max(every, 0.2)):
+                return
+            ids = [m for m in self.pool.in_flight() if m in leases]
+            if not ids:
+                continue
+            try:
+                self._post("/api/federation/heartbeat", "heartbeat", {"message_ids": ids})
+            except Exception as exc:  # a missed beat only risks a redelivery, never a crash
+                log.warning("could not renew %d leases: %s", len(ids), exc)
 
     def answer(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """Run one handler; any failure becomes an error reply rather than a crash."""
@@ -233,6 +352,9 @@ class Agent:
                 if exc.http_status < 500 and not ready:
                     raise
                 self._sleep(f"hub error: {exc}")
+            except Exception as exc:  # a bug must cost a retry, never the datasite
+                log.exception("unexpected failure in the datasite loop")
+                self._sleep(f"unexpected failure: {exc!r}")
 
     def _sleep(self, why: str) -> None:
         delay = self.backoff * (0.5 + random.random())  # jitter, so sites do not stampede
@@ -243,7 +365,12 @@ class Agent:
     def stop(self) -> None:
         self.stop_event.set()
 
-    def close(self) -> None:
+    def close(self, grace: float = 5.0) -> None:
+        """Stop, giving running work ``grace`` seconds to finish and send its answers (what
+        is still running after that is redelivered by the hub and resumed on restart)."""
+        self.stop_event.set()
+        self.pool.wait_idle(grace)
+        self._heartbeat.join(timeout=2)
         self.http.close()
         self.store.close()
 

@@ -37,11 +37,12 @@ MOCK_SAMPLE_ROWS = 1_000_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     message_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,            -- 'working' or 'done'
+    state TEXT NOT NULL,            -- 'working', 'done' or 'parked'
     reply TEXT,                     -- the JSON reply body once done
     sent INTEGER NOT NULL DEFAULT 0,
     updated REAL NOT NULL
 );
+-- attempts, send_failures and reason are added by _upgrade() to files made before them.
 CREATE TABLE IF NOT EXISTS revoked_grants (
     grant_id TEXT PRIMARY KEY, at REAL NOT NULL
 );
@@ -50,6 +51,23 @@ CREATE TABLE IF NOT EXISTS nonces (
     PRIMARY KEY (sender, nonce)
 );
 """
+
+
+# Columns added after the first release; older state files get them on open.
+_ADDED_COLUMNS = {
+    "attempts": "INTEGER NOT NULL DEFAULT 0",       # times work on it started here
+    "send_failures": "INTEGER NOT NULL DEFAULT 0",  # times the hub refused its reply
+    "reason": "TEXT",                              # why it was parked
+}
+
+
+@dataclass(frozen=True)
+class ParkedMessage:
+    """A message the datasite gave up on, and why; ``ndl datasite status`` lists them."""
+
+    message_id: str
+    reason: str
+    at: float
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,13 @@ class DatasiteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an answered message must survive a crash
         self._db.executescript(_SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(messages)")}
+        for name, decl in _ADDED_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE messages ADD COLUMN {name} {decl}")
 
     # -- identity -------------------------------------------------------------------------
     @property
@@ -179,12 +204,23 @@ class DatasiteStore:
             return None
         return row[0], (json.loads(row[1]) if row[1] else None), bool(row[2])
 
-    def mark_working(self, message_id: str) -> None:
+    def mark_working(self, message_id: str) -> int:
+        """Record that work on the message starts; return how many times it has started.
+
+        More than one start means an earlier run died with the datasite: the count is what
+        lets a message that crashes the datasite every time be parked instead of retried
+        for ever.
+        """
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO messages (message_id, state, updated) VALUES (?, ?, ?)",
-                (message_id, "working", time.time()),
+                "INSERT INTO messages (message_id, state, updated, attempts) "
+                "VALUES (?, 'working', ?, 1) ON CONFLICT (message_id) DO UPDATE SET "
+                "attempts = attempts + 1, updated = excluded.updated WHERE state = 'working'",
+                (message_id, time.time()),
             )
+            row = self._db.execute("SELECT attempts FROM messages WHERE message_id = ?",
+                                   (message_id,)).fetchone()
+        return int(row[0])
 
     def mark_done(self, message_id: str, reply: dict[str, Any]) -> None:
         with self._lock:
@@ -200,11 +236,63 @@ class DatasiteStore:
                              (int(sent), message_id))
 
     def unsent(self) -> list[tuple[str, dict[str, Any]]]:
+        """Stored replies the hub has not taken yet (answers, and parked messages' errors)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT message_id, reply FROM messages WHERE state = 'done' AND sent = 0"
+                "SELECT message_id, reply FROM messages WHERE state IN ('done', 'parked') "
+                "AND sent = 0 AND reply IS NOT NULL ORDER BY updated"
             ).fetchall()
-        return [(r[0], json.loads(r[1])) for r in rows]
+        out = []
+        for message_id, raw in rows:
+            try:
+                out.append((message_id, json.loads(raw)))
+            except ValueError:  # a damaged row must not stop the others being sent
+                out.append((message_id, {}))
+        return out
+
+    def reply_failed(self, message_id: str, reason: str,
+                     replacement: dict[str, Any] | None = None) -> int:
+        """The hub would not take this reply: count it, keep why, maybe swap in an error."""
+        with self._lock:
+            if replacement is not None:
+                self._db.execute("UPDATE messages SET reply = ? WHERE message_id = ?",
+                                 (json.dumps(replacement), message_id))
+            self._db.execute(
+                "UPDATE messages SET send_failures = send_failures + 1, reason = ?, "
+                "updated = ? WHERE message_id = ?", (reason, time.time(), message_id))
+            row = self._db.execute("SELECT send_failures FROM messages WHERE message_id = ?",
+                                   (message_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def park(self, message_id: str, reason: str, reply: dict[str, Any] | None = None) -> None:
+        """Give up on a message. With ``reply`` (an error) the hub is still told, so whoever
+        asked is not left waiting; without, nothing more is sent."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO messages (message_id, state, updated) VALUES (?, 'parked', ?) "
+                "ON CONFLICT (message_id) DO NOTHING", (message_id, time.time()))
+            self._db.execute(
+                "UPDATE messages SET state = 'parked', reason = ?, updated = ?, "
+                "reply = COALESCE(?, reply), sent = ? WHERE message_id = ?",
+                (reason, time.time(), json.dumps(reply) if reply is not None else None,
+                 0 if reply is not None else 1, message_id))
+
+    def parked(self, limit: int = 100) -> list[ParkedMessage]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT message_id, reason, updated FROM messages WHERE state = 'parked' "
+                "ORDER BY updated DESC LIMIT ?", (limit,)).fetchall()
+        return [ParkedMessage(r[0], r[1] or "", r[2]) for r in rows]
+
+    def message_counts(self) -> dict[str, int]:
+        """Messages by state, plus ``unsent`` replies: the operator's one-line summary."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, count(*) FROM messages GROUP BY state")
+            counts = {str(r[0]): int(r[1]) for r in rows}
+            counts["unsent"] = int(self._db.execute(
+                "SELECT count(*) FROM messages WHERE state IN ('done', 'parked') AND sent = 0 "
+                "AND reply IS NOT NULL").fetchone()[0])
+        return counts
 
     # -- revoked grants -------------------------------------------------------------------
     def revoke(self, grant_id: str) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ndl.access.accounts import Principal, check_slug, get_org
+from ndl.access.accounts import Principal, check_slug, get_org, official_actor
 from ndl.core.db import Database, utcnow
 from ndl.core.envelope import CLOCK_SKEW, seal
 from ndl.core.errors import Conflict, NotFound, PermissionDenied
@@ -79,7 +79,7 @@ def register_datasite(
     ds = Datasite(id=datasite_id, org_id=org_id, name=name or datasite_id, public_key=public_key)
     session.add(ds)
     register.append(
-        session, key, kind="datasite.registered", actor=who.username, subject=datasite_id,
+        session, key, kind="datasite.registered", actor=official_actor(who), subject=datasite_id,
         payload={"org": org_id, "public_key": public_key},
     )
     return ds, True
@@ -104,21 +104,40 @@ def enqueue(
 
 
 def lease(
-    session: Session, key: SigningKey, datasite_id: str, *, lease_seconds: float, limit: int = 10
+    session: Session, key: SigningKey, datasite_id: str, *, lease_seconds: float, limit: int = 10,
+    kind_limits: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Hand out deliverable messages as freshly signed envelopes, and note the datasite is up."""
+    """Hand out deliverable messages as freshly signed envelopes, and note the datasite is up.
+
+    ``limit`` is how much work the datasite has room for and ``kind_limits`` how many more of
+    a kind it will run now (its per-kind limits): the rest stay queued for a later poll, so a
+    flood of one slow kind cannot take the slots the others need.
+    """
     now = utcnow()
     ds = session.get(Datasite, datasite_id)
     if ds is not None:
         ds.last_seen_at = now
-    msgs = list(session.scalars(
+    caps = dict(kind_limits or {})
+    if limit <= 0:
+        return []
+    query = (
         select(Message)
         .where(Message.datasite_id == datasite_id, Message.deadline > now)
         .where(or_(Message.state == "queued",
                    (Message.state == "leased") & (Message.lease_until < now)))
-        .order_by(Message.created_at)
-        .limit(limit)
-    ))
+    )
+    if full := sorted(k for k, n in caps.items() if n <= 0):
+        query = query.where(Message.kind.not_in(full))
+    msgs: list[Message] = []
+    # Oldest first, skipping a capped kind's overflow; a bounded look-ahead keeps this cheap.
+    for m in session.scalars(query.order_by(Message.created_at).limit(limit * 5)):
+        if m.kind in caps:
+            if caps[m.kind] <= 0:
+                continue
+            caps[m.kind] -= 1
+        msgs.append(m)
+        if len(msgs) == limit:
+            break
     out = []
     for m in msgs:
         m.state, m.attempts = "leased", m.attempts + 1
@@ -126,9 +145,34 @@ def lease(
         ttl = max(1, int((m.deadline - now).total_seconds()) + 1)
         out.append(seal(
             key, sender=HUB_ID, recipient=datasite_id, kind=m.kind, ttl=ttl,
-            body={"message_id": m.id, "attempt": m.attempts, **m.body},
+            # The lease rides along so the datasite knows how often to renew it.
+            body={**m.body, "message_id": m.id, "attempt": m.attempts,
+                  "lease_seconds": lease_seconds},
         ))
     return out
+
+
+def renew(session: Session, datasite_id: str, message_ids: list[str], *,
+          lease_seconds: float) -> list[str]:
+    """Extend the leases a datasite still holds (it is working on them); return those renewed.
+
+    Only this datasite's messages still leased are touched: an answered or expired one is not
+    brought back, and a message that was re-leased elsewhere is not possible (one datasite).
+    """
+    if not message_ids:
+        return []
+    now = utcnow()
+    ds = session.get(Datasite, datasite_id)
+    if ds is not None:
+        ds.last_seen_at = now
+    msgs = session.scalars(select(Message).where(
+        Message.id.in_(message_ids), Message.datasite_id == datasite_id,
+        Message.state == "leased", Message.deadline > now))
+    renewed = []
+    for m in msgs:
+        m.lease_until = now + timedelta(seconds=lease_seconds)
+        renewed.append(m.id)
+    return renewed
 
 
 def answer(session: Session, datasite_id: str, message_id: str, reply: dict[str, Any]) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -107,20 +109,51 @@ def upload_mock(signed: Signed, state: HubDep) -> dict[str, Any]:
         return {"dataset": ds.id, "rows": mock.rows, "version": mock.version}
 
 
+MAX_LEASED_PER_POLL = 10
+
+
+@dataclass(frozen=True)
+class PollRequest:
+    wait: float
+    limit: int
+    kind_limits: dict[str, int]
+
+
+def _number(value: Any, field: str) -> float:
+    """A finite JSON number; a string, bool, NaN or infinity is refused, not guessed at."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"poll {field} must be a finite number of seconds, got {value!r}")
+    return float(value)
+
+
+def _poll_request(body: dict[str, Any], wait_max: float) -> PollRequest:
+    """Read a poll body: ``wait`` (seconds), ``limit`` (free work slots) and ``kind_limits``
+    (how many more of a kind the datasite will run now; 0 leaves that kind queued)."""
+    wait = min(max(_number(body.get("wait", 0), "wait"), 0.0), wait_max)
+    limit = body.get("limit", MAX_LEASED_PER_POLL)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidInput(f"poll limit must be a whole number >= 0, got {limit!r}")
+    kinds = body.get("kind_limits", {})
+    if not isinstance(kinds, dict) or len(kinds) > 50 or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in kinds.values()):
+        raise InvalidInput("poll kind_limits must map message kinds to whole numbers >= 0")
+    return PollRequest(wait, min(limit, MAX_LEASED_PER_POLL), dict(kinds))
+
+
 @router.post("/poll")
 async def poll(request: Request, signed: Signed, state: HubDep) -> dict[str, Any]:
     """Long-poll: return as soon as there is work, or empty-handed after ``wait`` seconds."""
     site, env = signed
     if env["kind"] != "poll":
         raise InvalidInput(f"expected a 'poll' envelope, got {env['kind']!r}")
-    wait = min(float(env["body"].get("wait", 0) or 0), state.settings.poll_wait_max)
-    deadline = time.monotonic() + max(wait, 0.0)
+    ask = _poll_request(env["body"], state.settings.poll_wait_max)
+    deadline = time.monotonic() + ask.wait
     ev = state.notifier.event(f"site:{site.id}")
 
     def take() -> list[dict[str, Any]]:
         with state.db.write() as s:
-            return federation.lease(s, state.key, site.id,
-                                    lease_seconds=state.settings.lease_seconds)
+            return federation.lease(s, state.key, site.id, lease_seconds=state.settings.lease,
+                                    limit=ask.limit, kind_limits=ask.kind_limits)
 
     while True:
         ev.clear()  # before leasing, so a message queued after our look still wakes us
@@ -135,6 +168,20 @@ async def poll(request: Request, signed: Signed, state: HubDep) -> dict[str, Any
             await asyncio.wait_for(ev.wait(), timeout=min(0.25, remaining))
         except TimeoutError:
             pass
+
+
+@router.post("/heartbeat")
+def heartbeat(signed: Signed, state: HubDep) -> dict[str, Any]:
+    """The datasite is still working on these messages: extend their leases."""
+    site, env = signed
+    if env["kind"] != "heartbeat":
+        raise InvalidInput(f"expected a 'heartbeat' envelope, got {env['kind']!r}")
+    ids = env["body"].get("message_ids")
+    if not isinstance(ids, list) or len(ids) > 1000 or not all(isinstance(i, str) for i in ids):
+        raise InvalidInput("a heartbeat's body needs message_ids, a list of message ids")
+    with state.db.write() as s:
+        renewed = federation.renew(s, site.id, ids, lease_seconds=state.settings.lease)
+    return {"renewed": renewed, "lease_seconds": state.settings.lease}
 
 
 @router.post("/reply")

@@ -19,7 +19,10 @@ class HubSettings:
     db_url: str
     data_dir: Path
     query_timeout: float = 30.0
-    lease_seconds: float = 30.0
+    # Short, and renewed by the datasite's heartbeats while it works: a datasite that dies
+    # mid-work loses its lease in seconds, so the work is offered again (to it, restarted)
+    # while the caller is still waiting.
+    lease_seconds: float = 8.0
     poll_wait_max: float = 25.0
     max_body_bytes: int = 2_000_000
     login_failures_allowed: int = 10
@@ -27,6 +30,12 @@ class HubSettings:
     secure_cookies: bool = True
     # Proxies (addresses or networks) whose X-Forwarded-For is believed; none by default.
     trusted_proxies: list[str] = field(default_factory=list)
+
+    @property
+    def lease(self) -> float:
+        """The lease actually given: never more than half the query timeout, so a lapsed
+        lease always leaves the caller time to get an answer from a redelivery."""
+        return max(0.5, min(self.lease_seconds, self.query_timeout / 2))
 
 
 class Notifier:
