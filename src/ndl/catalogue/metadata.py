@@ -114,7 +114,7 @@ class DatasetMeta(BaseModel):
     publisher: str = Field(min_length=1, max_length=200)
     tier: Tier
     keywords: list[str] = Field(default_factory=list, max_length=50)
-    row_count: int | None = Field(default=None, ge=0)
+    row_count: int | None = Field(default=None, ge=0, le=2**63 - 1)  # the hub's BIGINT
     columns: list[ColumnMeta] = Field(min_length=1, max_length=2000)
     # DCAT-3 core
     contact: Contact | None = None
@@ -128,7 +128,7 @@ class DatasetMeta(BaseModel):
     # HDR UK access fields and ndl fields
     access: AccessInfo = Field(default_factory=AccessInfo)
     policy_summary: str = Field(default="", max_length=2000)
-    population_size: int | None = Field(default=None, ge=0)
+    population_size: int | None = Field(default=None, ge=0, le=2**63 - 1)
     known_issues: str = Field(default="", max_length=5000)
     last_verified: date | None = None
 

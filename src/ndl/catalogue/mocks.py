@@ -10,11 +10,11 @@ import io
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from sqlalchemy.orm import Session
 
 from ndl.catalogue.models import Dataset, DatasetMock
+from ndl.core.csvsafe import csv_text
 from ndl.core.db import utcnow
 from ndl.core.errors import InvalidInput, NotFound
 from ndl.core.keys import SigningKey
@@ -68,6 +68,7 @@ def to_json(table: pa.Table) -> dict[str, Any]:
 
 
 def to_csv(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pacsv.write_csv(table, buf)
-    return buf.getvalue()
+    """The rows as CSV through the one formula-safe writer (mock text comes from a datasite)."""
+    cols = table.column_names
+    rows = ([_jsonable(r[c]) for c in cols] for r in table.to_pylist())
+    return csv_text(cols, rows, quote_text=True).encode("utf-8")

@@ -43,6 +43,9 @@ def hub(
              "works) before it is offered again; at most half the query timeout.")] = 8.0,
     insecure_cookies: Annotated[bool, typer.Option(
         help="Send session cookies over plain HTTP (local development only).")] = False,
+    mcp_allowed_host: Annotated[list[str] | None, typer.Option(
+        help="A host name (or name:port) agents use to reach /mcp, besides loopback and "
+             "--host; repeat for several, '*' for any (DNS-rebinding guard).")] = None,
     trusted_proxy: Annotated[list[str] | None, typer.Option(
         help="A reverse proxy (address or network) whose X-Forwarded-For names the client; "
              "repeat for several. Without one, X-Forwarded-For is ignored.")] = None,
@@ -61,6 +64,9 @@ def hub(
         query_timeout=query_timeout, lease_seconds=lease_seconds,
         secure_cookies=not insecure_cookies, trusted_proxies=list(trusted_proxy or []),
     )
+    # The bind address is a name clients use, unless it is the any-interface address.
+    bound = [] if host in ("0.0.0.0", "::", "") else [host]  # noqa: S104 - a comparison
+    settings.mcp_allowed_hosts = [*bound, *(mcp_allowed_host or [])]
     application = create_app(settings)
     safe_url = application.state.hub.db.safe_url
     console.print(f"ndl hub on http://{host}:{port}  (database {safe_url})")

@@ -13,14 +13,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
 from sqlalchemy import DateTime, create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from ndl.core.errors import InvalidInput, UpstreamUnavailable
+from ndl.core.private import private_dir, private_file
+
+# The largest integer every backend stores (SQLite INTEGER, PostgreSQL BIGINT). A bigger one
+# from a request would crash the driver, so ids, offsets and cursors are bounded by it.
+MAX_DB_INT = 2**63 - 1
+# A row id taken from a path or query: a bad one is a 422 naming the parameter, never a 500.
+RowId = Annotated[int, Field(ge=1, le=MAX_DB_INT)]
 
 
 class Base(DeclarativeBase):
@@ -52,7 +60,7 @@ def normalise_url(url: str) -> str:
     """Accept a bare path as SQLite and the common PostgreSQL spellings."""
     if "://" not in url:
         path = Path(url).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent, tighten=False)
         return f"sqlite:///{path}"
     if url.startswith(("postgres://", "postgresql://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -90,6 +98,17 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     return engine
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Create the database file 0600 before SQLite does (it would use the umask, often
+    leaving it world-readable); its -wal and -shm files copy the mode."""
+    name = make_url(url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    path = Path(name)
+    private_dir(path.parent, tighten=False)
+    private_file(path)
+
+
 class Database:
     """Engines and sessions for one hub database."""
 
@@ -97,6 +116,7 @@ class Database:
         self.url = normalise_url(url)
         self.backend = make_url(self.url).get_backend_name()
         if self.backend == "sqlite":
+            _private_sqlite_file(self.url)
             self.read_engine = _sqlite_engine(self.url, immediate=False)
             self.write_engine = _sqlite_engine(self.url, immediate=True)
         else:

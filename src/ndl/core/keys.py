@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ndl.core.errors import InvalidInput
+from ndl.core.private import FILE_MODE, private_dir, private_file
 
 
 def b64e(data: bytes) -> str:
@@ -41,12 +42,13 @@ class SigningKey:
     def load_or_create(cls, path: Path) -> SigningKey:
         """Load the key at ``path``; create it (mode 0600) if the file does not exist."""
         if path.exists():
+            private_file(path)  # tighten a key an older version left readable
             loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
             if not isinstance(loaded, Ed25519PrivateKey):
                 raise InvalidInput(f"{path} holds a key that is not Ed25519; move it away")
             return cls(loaded)
         key = cls.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent, tighten=False)
         pem = key.private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -54,7 +56,8 @@ class SigningKey:
         )
         # Write to a temp file first so a crash never leaves a half-written key behind.
         tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # a leftover temp file keeps its old mode through O_TRUNC
         with os.fdopen(fd, "wb") as fh:
             fh.write(pem)
         os.replace(tmp, path)

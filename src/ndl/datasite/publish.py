@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from ndl.catalogue.metadata import JOIN_KEYS, TIERS, ColumnMeta, DatasetMeta
+from ndl.core.csvsafe import safe_row
 from ndl.core.errors import Conflict, InvalidInput
 from ndl.datasite import ingest
 from ndl.datasite.ingest import BadRow
@@ -388,11 +389,11 @@ class _Quarantine:
         if self._f is None:
             self._f = self.path.open("w", newline="", encoding="utf-8")
             self._w = csv.writer(self._f)
-            self._w.writerow(["source_row", "reason", *self.columns])
+            self._w.writerow(safe_row(["source_row", "reason", *self.columns]))
         width = len(self.columns)
         for r in rows:
             values = list(r.values[:width]) + [None] * (width - len(r.values))
-            self._w.writerow([r.row, r.reason, *values])
+            self._w.writerow(safe_row([r.row, r.reason, *values]))
 
     def close(self) -> bool:
         if self._f is None:

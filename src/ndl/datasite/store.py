@@ -30,6 +30,7 @@ from ndl.catalogue.metadata import DatasetMeta
 from ndl.core.envelope import CLOCK_SKEW
 from ndl.core.errors import InvalidInput, NotFound
 from ndl.core.keys import SigningKey
+from ndl.core.private import private_dir, private_file
 
 MOCK_ROWS = 1000
 MOCK_SAMPLE_ROWS = 1_000_000
@@ -80,11 +81,11 @@ class LocalDataset:
 class DatasiteStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)  # the data, the key and the state: this account's eyes only
         (root / "datasets").mkdir(exist_ok=True)
         self.key = SigningKey.load_or_create(root / "key.pem")
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(root / "state.sqlite", check_same_thread=False,
+        self._db = sqlite3.connect(private_file(root / "state.sqlite"), check_same_thread=False,
                                    isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an answered message must survive a crash

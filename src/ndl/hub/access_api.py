@@ -13,6 +13,7 @@ from ndl.access import requests as access
 from ndl.access import service
 from ndl.access.accounts import Principal
 from ndl.access.service import NewProject
+from ndl.core.db import RowId
 from ndl.hub.deps import authenticated, hub, public, requires
 from ndl.hub.state import HubState
 
@@ -63,7 +64,7 @@ def request_access(project_id: str, body: RequestBody, state: HubDep,
 
 
 @router.get("/requests/{request_id}")
-def get_request(request_id: int, state: HubDep,
+def get_request(request_id: RowId, state: HubDep,
                 who: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
     with state.db.read() as s:
         return access.request_json(service.get_request(s, who, request_id))
@@ -86,7 +87,7 @@ class DecisionBody(BaseModel):
 
 
 @router.post("/requests/items/{item_id}/decision")
-async def decide(item_id: int, body: DecisionBody, state: HubDep,
+async def decide(item_id: RowId, body: DecisionBody, state: HubDep,
                  who: Annotated[Principal, Depends(requires("steward"))]) -> dict[str, Any]:
     return await run_in_threadpool(service.decide, state, who, service.Decision(
         item_id=item_id, approve=body.decision == "approve", reason=body.reason))

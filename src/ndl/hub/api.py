@@ -16,6 +16,7 @@ from ndl.catalogue import mocks
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.models import Dataset
 from ndl.catalogue.search import search
+from ndl.core.db import MAX_DB_INT
 from ndl.core.errors import AuthenticationRequired, PermissionDenied
 from ndl.federation import service as federation
 from ndl.federation.models import Datasite
@@ -60,7 +61,8 @@ def search_datasets(
     publisher: str | None = None, tier: str | None = None, theme: str | None = None,
     geography: str | None = None, year: str | None = None, join_key: str | None = None,
     sort: str = "relevance",
-    limit: int = Query(default=20, ge=1, le=100), offset: int = Query(default=0, ge=0),
+    limit: int = Query(default=20, ge=1, le=100),
+    offset: int = Query(default=0, ge=0, le=MAX_DB_INT),
 ) -> dict[str, Any]:
     filters = {"publisher": publisher, "tier": tier, "theme": theme, "geography": geography,
                "year": year, "join_key": join_key}
@@ -198,7 +200,8 @@ async def query_dataset(
 @router.get("/register")
 def register_feed(
     state: HubDep, _: Annotated[Principal | None, Depends(public)],
-    after: int = Query(default=0, ge=0), limit: int = Query(default=100, ge=1, le=1000),
+    after: int = Query(default=0, ge=0, le=MAX_DB_INT),
+    limit: int = Query(default=100, ge=1, le=1000),
     kind: str | None = None,
 ) -> dict[str, Any]:
     with state.db.read() as s:

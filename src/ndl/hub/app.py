@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ndl import __version__
-from ndl.core.db import Database
+from ndl.core.db import MAX_DB_INT, Database
 from ndl.core.errors import InternalError, InvalidInput, NdlError, NotFound, PayloadTooLarge
 from ndl.core.keys import SigningKey
+from ndl.core.private import private_dir
 from ndl.hub import (
     access_api,
     api,
@@ -29,6 +31,7 @@ from ndl.hub.state import HubSettings, HubState
 from ndl.mcp.server import mount_mcp
 
 log = logging.getLogger("ndl.hub")
+_INTEGER = re.compile(r"[+-]?\d+")
 
 
 class BodyLimit:
@@ -78,6 +81,31 @@ class BodyLimit:
         return f"the request body is larger than the {self.limit:,} byte limit"
 
 
+class NoSniff:
+    """``X-Content-Type-Options: nosniff`` on every response, error pages and mounts included.
+
+    Without it a browser may sniff a CSV, Markdown or JSON download that holds metadata text
+    as HTML and run script from it under the hub's origin.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_header(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                headers = [(k, v) for k, v in msg.get("headers", [])
+                           if k.lower() != b"x-content-type-options"]
+                msg = {**msg, "headers": [*headers, (b"x-content-type-options", b"nosniff")]}
+            await send(msg)
+
+        await self.app(scope, receive, with_header)
+
+
 async def _send_error(send: Send, err: NdlError) -> None:
     resp = JSONResponse(err.to_json(), status_code=err.http_status)
     await send({"type": "http.response.start", "status": resp.status_code,
@@ -85,12 +113,32 @@ async def _send_error(send: Send, err: NdlError) -> None:
     await send({"type": "http.response.body", "body": resp.body})
 
 
+def out_of_range(request: Request) -> InvalidInput:
+    """The error for a number too big for the database, naming the parameter that held it."""
+    limits = f"whole numbers here must be between {-MAX_DB_INT - 1} and {MAX_DB_INT}"
+    params = [*(("path", k, v) for k, v in request.path_params.items()),
+              *(("query", k, v) for k, v in request.query_params.multi_items())]
+    for where, name, value in params:
+        if _out_of_range(str(value)):
+            return InvalidInput(f"{where}.{name} is out of range: {limits}",
+                                detail=[{"where": f"{where}.{name}", "problem": limits}])
+    return InvalidInput(f"body: a number in the request is out of range: {limits}",
+                        detail=[{"where": "body", "problem": limits}])
+
+
+def _out_of_range(text: str) -> bool:
+    if not _INTEGER.fullmatch(text):
+        return False
+    # Count digits first: int() refuses strings of over 4,300 digits.
+    return len(text.lstrip("+-").lstrip("0")) > 19 or not -MAX_DB_INT - 1 <= int(text) <= MAX_DB_INT
+
+
 def error_response(err: NdlError) -> JSONResponse:
     return JSONResponse(err.to_json(), status_code=err.http_status)
 
 
 def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)  # the key and (by default) the database live here
     db = Database(settings.db_url)
     if migrate:
         db.migrate()
@@ -113,6 +161,12 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
         return error_response(InvalidInput(
             f"{first['where']}: {first['problem']}", detail=problems))
 
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        # Routes bound their integers (RowId, le=MAX_DB_INT); this catches any one missed,
+        # so a huge number is still the caller's mistake, not a crash.
+        return error_response(out_of_range(request))
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Any:
         if exc.status_code == 404:
@@ -124,8 +178,11 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return error_response(InternalError(
+        resp = error_response(InternalError(
             "the hub hit an internal error; nothing was changed. The hub log has details."))
+        # Starlette answers crashes outside every middleware, NoSniff included.
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:
@@ -139,8 +196,10 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     app.include_router(privacy_api.router)
     app.include_router(open_api.router)
     _mount_web(app)
-    mount_mcp(app)  # MCP for AI agents at /mcp, with the caller's own token
+    # MCP for AI agents at /mcp, with the caller's own token; only at the hub's own names.
+    mount_mcp(app, allowed_hosts=settings.mcp_allowed_hosts)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(NoSniff)  # outermost, so even a refused body's 413 carries it
     return app
 
 

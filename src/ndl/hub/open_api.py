@@ -10,8 +10,6 @@ because that is what CKAN clients parse.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -28,6 +26,7 @@ from ndl.catalogue import service as catalogue
 from ndl.catalogue.exporters import ckan, croissant, dcat, llms, markdown
 from ndl.catalogue.models import Dataset, DatasetMock
 from ndl.catalogue.search import search
+from ndl.core.csvsafe import csv_text
 from ndl.core.errors import InvalidInput, NdlError, NotFound, PermissionDenied
 from ndl.hub.deps import hub, public
 from ndl.hub.roundtrip import ask_datasite
@@ -139,13 +138,8 @@ async def dataset_rows(
     if format == "json":
         return {"dataset": f"{site}/{name}", "columns": result["columns"],
                 "rows": result["rows"], "truncated": result.get("truncated", False)}
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(result["columns"])
-    for row in result["rows"]:
-        writer.writerow(["" if v is None else str(v).lower() if isinstance(v, bool) else v
-                         for v in row])
-    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers={
+    return Response(csv_text(result["columns"], result["rows"]),
+                    media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="{site}--{name}.csv"',
         "X-NDL-Truncated": truncated,
     })

@@ -28,6 +28,8 @@ class HubSettings:
     login_failures_allowed: int = 10
     login_window_seconds: float = 300.0
     secure_cookies: bool = True
+    # Host names /mcp answers to besides loopback (DNS-rebinding guard; see ndl.mcp.hosts).
+    mcp_allowed_hosts: list[str] = field(default_factory=list)
     # Proxies (addresses or networks) whose X-Forwarded-For is believed; none by default.
     trusted_proxies: list[str] = field(default_factory=list)
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from ndl.access.accounts import Principal, public_name
+from ndl.core.db import RowId
 from ndl.hub.deps import authenticated, hub, public, requires
 from ndl.hub.state import HubState
 from ndl.wishlist import service as wishes
@@ -43,7 +44,7 @@ def create_wish(body: WishBody, state: HubDep,
 
 
 @router.get("/wishes/{wish_id}")
-def get_wish(wish_id: int, state: HubDep,
+def get_wish(wish_id: RowId, state: HubDep,
              _: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
     with state.db.read() as s:
         return wishes.wish_json(s, wishes.get_wish(s, wish_id), with_comments=True)
@@ -54,7 +55,7 @@ class VoteBody(BaseModel):
 
 
 @router.post("/wishes/{wish_id}/vote")
-def vote(wish_id: int, body: VoteBody, state: HubDep,
+def vote(wish_id: RowId, body: VoteBody, state: HubDep,
          who: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
     with state.db.write() as s:
         return {"wish": wish_id, "votes": wishes.vote(s, who, wish_id, up=body.up)}
@@ -65,7 +66,7 @@ class CommentBody(BaseModel):
 
 
 @router.post("/wishes/{wish_id}/comments", status_code=201)
-def comment(wish_id: int, body: CommentBody, state: HubDep,
+def comment(wish_id: RowId, body: CommentBody, state: HubDep,
             who: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
     with state.db.write() as s:
         c = wishes.comment(s, who, wish_id, body.text)
@@ -79,7 +80,7 @@ class StateBody(BaseModel):
 
 
 @router.post("/wishes/{wish_id}/state")
-def set_state(wish_id: int, body: StateBody, state: HubDep,
+def set_state(wish_id: RowId, body: StateBody, state: HubDep,
               who: Annotated[Principal, Depends(requires("steward", "admin"))]
               ) -> dict[str, Any]:
     with state.db.write() as s:

@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -26,7 +26,6 @@ import httpx
 from fastapi import FastAPI
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 from starlette.requests import Request
@@ -37,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 from ndl import __version__
 from ndl.core.errors import AuthenticationRequired, NdlError, NotFound, UpstreamUnavailable
 from ndl.mcp import results as r
+from ndl.mcp.hosts import check_host_and_origin, transport_security
 from ndl.mcp.library import HubLibrary, Library, check_dataset_id
 
 INSTRUCTIONS = """\
@@ -449,20 +449,21 @@ class McpEndpoint:
     so several hub processes behind a balancer all serve ``/mcp``.
     """
 
-    def __init__(self, hub_app: FastAPI) -> None:
+    def __init__(self, hub_app: FastAPI, allowed_hosts: Iterable[str] = ()) -> None:
         transport = httpx.ASGITransport(app=hub_app, raise_app_exceptions=False)
         self.library = HubLibrary("http://ndl-hub", transport=transport)
         self.server = create_server(self.library)
+        self.security = transport_security(allowed_hosts)
         self._manager: StreamableHTTPSessionManager | None = None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Run while the hub runs (its lifespan); a new session manager each time."""
-        # Host/Origin checks guard unauthenticated local servers from DNS rebinding; here the
-        # caller's bearer token is the only credential (no cookies), as on the rest of the API.
-        self.server.streamable_http_app(
-            stateless_http=True, json_response=True,
-            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+        # Anonymous callers may use the open-data tools, so a page that rebinds its name to a
+        # hub inside a private network could reach them: Host and Origin are checked (ndl.mcp.
+        # hosts) here, by the SDK, as well as first in __call__ with the hub's error shape.
+        self.server.streamable_http_app(stateless_http=True, json_response=True,
+                                        transport_security=self.security)
         manager = self.server.session_manager
         async with self.library, manager.run():
             self._manager = manager
@@ -479,8 +480,10 @@ class McpEndpoint:
             if manager is None:
                 raise UpstreamUnavailable("the MCP endpoint is not running: it starts with the "
                                           "hub (ASGI lifespan); restart the hub")
+            request = Request(scope)
+            check_host_and_origin(request, self.security)
             # The same rule as the public API: anyone, but a token given must be valid.
-            await public(Request(scope))
+            await public(request)
         except NdlError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
             await JSONResponse(exc.to_json(), status_code=exc.http_status,
@@ -489,9 +492,13 @@ class McpEndpoint:
         await manager.handle_request(scope, receive, send)
 
 
-def mount_mcp(app: FastAPI, path: str = "/mcp") -> McpEndpoint:
-    """Serve MCP at ``path`` on the hub ``app`` and run it inside the app's lifespan."""
-    endpoint = McpEndpoint(app)
+def mount_mcp(app: FastAPI, path: str = "/mcp", *, allowed_hosts: Iterable[str] = ()
+              ) -> McpEndpoint:
+    """Serve MCP at ``path`` on the hub ``app`` and run it inside the app's lifespan.
+
+    ``allowed_hosts``: host names it answers to besides loopback (see :mod:`ndl.mcp.hosts`).
+    """
+    endpoint = McpEndpoint(app, allowed_hosts)
     # A plain Route (not a Mount) so "/mcp" itself matches, with no redirect to "/mcp/".
     app.router.routes.append(Route(path, endpoint=endpoint, include_in_schema=False))
     previous = app.router.lifespan_context

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ndl.access.policy import PrivacyBudget
 from ndl.core.errors import BudgetExhausted, InvalidInput
+from ndl.core.private import private_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS budget_spend (
@@ -50,7 +51,7 @@ class Remaining:
 
 class BudgetLedger:
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = private_file(path)  # created 0600 before SQLite makes it by the umask
         with self._connect() as db:
             db.executescript(_SCHEMA)
 

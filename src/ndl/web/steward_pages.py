@@ -20,7 +20,7 @@ from ndl.access import projects as proj
 from ndl.access import requests as access
 from ndl.access import service
 from ndl.access.accounts import Principal
-from ndl.core.db import utcnow
+from ndl.core.db import RowId, utcnow
 from ndl.core.errors import InvalidInput, NdlError
 from ndl.hub.deps import hub
 from ndl.web.dataset_view import links_for
@@ -114,7 +114,7 @@ async def _act(request: Request, who: Who, field: str,
 
 
 @router.post("/stewards/items/{item_id}/decision", response_class=HTMLResponse)
-async def decide(request: Request, item_id: int, who: Who) -> Response:
+async def decide(request: Request, item_id: RowId, who: Who) -> Response:
     def act(who: Principal, reason: str, decision: str) -> None:
         if decision not in ("approve", "reject"):
             raise InvalidInput("decision: choose Approve or Reject")
