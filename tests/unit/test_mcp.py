@@ -150,7 +150,8 @@ def test_an_agent_goes_from_a_question_to_dataset_schema_and_access_route(demo: 
     # 5. The access route for each: attainment is safeguarded, pupils controlled.
     att, pup = seen["access_attainment"], seen["access_pupils"]
     assert (att["tier"], pup["tier"]) == ("safeguarded", "controlled")
-    assert "aggregate" in att["route"].lower() and "datasite" in pup["route"].lower()
+    assert "aggregate" in att["route"].lower() and "steward" in pup["route"].lower()
+    assert "not available yet" in pup["route"]  # controlled data promises no jobs yet
     assert "controlled" in pup["tier_meaning"].lower()
     assert any("project" in step for step in pup["how_to_apply"])
     assert att["page"].endswith("/datasets/dfe/attainment")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as markup
 import io
 import json
 import logging
@@ -27,6 +28,7 @@ from ndl.catalogue.metadata import LICENCES, DatasetMeta
 from ndl.catalogue.models import Dataset
 from ndl.core.db import Database
 from ndl.core.keys import SigningKey
+from ndl.core.tiers import TIERS
 from ndl.federation.models import Datasite
 from ndl.hub.app import create_app
 from ndl.hub.deps import public
@@ -486,8 +488,10 @@ def test_dataset_page_schema_has_units_and_code_lists(client: TestClient) -> Non
 def test_dataset_page_says_how_to_get_access_and_the_wait(client: TestClient) -> None:
     html = client.get("/datasets/nhs-trust/ae-attendances").text
     access = html[html.index('id="access"'):html.index('id="mock"')]
-    assert "registered researcher with a project" in access
-    assert "aggregate answers" in access and "seconds" in access
+    # The tier is explained in the words of core.tiers, its one definition.
+    safeguarded = TIERS["safeguarded"]
+    for words in (safeguarded.summary, safeguarded.what_you_get, safeguarded.how_to_reach):
+        assert words in markup.unescape(access)
     assert re.search(r"<strong>Expected wait:</strong>\s*no wait", access)
     assert "Ask through the library with a project." in access
     assert "Free for research" in access
@@ -500,14 +504,18 @@ def test_dataset_page_says_how_to_get_access_and_the_wait(client: TestClient) ->
     census = client.get("/datasets/dfe/school-census").text
     access = census[census.index('id="access"'):census.index('id="mock"')]
     assert "govuk-tag--red" in census
-    assert "an approved project" in access and "Your code runs at the data" in access
-    assert re.search(r"<strong>Expected wait:</strong>\s*90 days, then the data owner", access)
+    # Controlled data promises only what exists: metadata and mocks, no jobs yet.
+    assert TIERS["controlled"].what_you_get in markup.unescape(access)
+    assert "reviewed code-to-data jobs are not available yet" in access
+    assert "Your code runs at the data" not in access and "output checker" not in access
+    assert re.search("<strong>Expected wait:</strong>\\s*90 days, the publisher\u2019s estimate; "
+                     r"then a data steward&#39;s review", access)
     # Without a stated cost or route, no empty rows are shown.
     assert 'id="access-cost"' not in access and 'id="access-route"' not in access
 
     opened = client.get("/datasets/dfe/pupil-absence").text
     assert "govuk-tag--green" in opened
-    assert "Anyone can use it" in opened
+    assert markup.escape(TIERS["open"].summary) in opened
     assert re.search(r"<strong>Expected wait:</strong>\s*no wait", opened)
 
 

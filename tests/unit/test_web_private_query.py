@@ -147,8 +147,10 @@ def test_other_tiers_and_unknown_datasets_are_refused(login: Login) -> None:
     alice = login("alice")
     r = alice.get(f"/datasets/{OPEN}/private-query")
     assert r.status_code == 403
-    assert "private questions are for safeguarded data" in markup.unescape(r.text)
-    assert "open data can be queried with SQL from its page" in markup.unescape(r.text)
+    # The refusal says what the tier offers instead, in core.tiers' words.
+    assert "private query is only for safeguarded data" in markup.unescape(r.text)
+    assert "open data needs no grant: download it, or query it with SQL" \
+        in markup.unescape(r.text)
     r = post_form(alice, PAGE, f"/datasets/{OPEN}/private-query",
                   {"project": "p-x", "sql": GOOD_SQL, "rho": "0.1"})
     assert r.status_code == 403 and "safeguarded data" in r.text

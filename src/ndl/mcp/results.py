@@ -10,17 +10,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-TIER_MEANINGS: dict[str, str] = {
-    "open": "Open: anyone may use it, signed in or not. Rows come back from download, SQL, "
-            "the SDK or MCP. No application and no wait.",
-    "safeguarded": "Safeguarded: a registered user with a project asks aggregate questions. "
-                   "The datasite answers at once with differentially-private aggregates, "
-                   "counted against a privacy budget; no row-level data leaves.",
-    "controlled": "Controlled: reached only by reviewed code that runs at the datasite (or, "
-                  "to link across organisations, in an attested enclave) under an approved "
-                  "project and the owner's approval. Only outputs that pass disclosure "
-                  "control and an output checker are released.",
-}
+from ndl.core.tiers import TIERS, TierDef
+
+
+def _meaning(tier: TierDef) -> str:
+    return f"{tier.title}: {tier.summary} What you get: {tier.what_you_get}."
+
+
+# Worded from the one tier definition, as every face explains tiers.
+TIER_MEANINGS: dict[str, str] = {name: _meaning(t) for name, t in TIERS.items()}
 
 
 class Access(BaseModel):

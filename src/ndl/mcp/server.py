@@ -35,6 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from ndl import __version__
 from ndl.core.errors import AuthenticationRequired, NdlError, NotFound, UpstreamUnavailable
+from ndl.core.tiers import TIERS, Operation, tier_def
 from ndl.mcp import results as r
 from ndl.mcp.hosts import check_host_and_origin, transport_security
 from ndl.mcp.library import HubLibrary, Library, check_dataset_id
@@ -150,24 +151,16 @@ def _dataset_info(d: dict[str, Any], versions: list[dict[str, Any]], page: str
     })
 
 
-_ROUTES = {
-    "open": "Open access: read rows now with query_open_data or get_sample, or through the "
-            "API (POST /api/datasets/{id}/sql) and the Python SDK.",
-    "safeguarded": "Aggregate queries through the hub, answered at the datasite with privacy "
-                   "protection (POST /api/datasets/{id}/query, or 'ndl query').",
-    "controlled": "Code-to-data: reviewed code runs at the datasite under an approved project; "
-                  "analyses linking organisations run in the attested enclave.",
-}
-_WAITS = {
-    "open": "none: available now",
-    "safeguarded": "seconds once a project has access (the dataset's policy approves "
-                   "automatically when its rules are met)",
-    "controlled": "as long as the owner's review of the project and of the code takes",
-}
+# Worded from the one tier definition (ndl.core.tiers), so MCP promises what the hub serves.
+_ROUTES: dict[str, str] = {name: f"{t.title}: {t.how_to_reach}; you get {t.what_you_get}."
+                           for name, t in TIERS.items()}
+_WAITS: dict[str, str] = {name: "none: available now" if t.wait == "none" else t.wait
+                          for name, t in TIERS.items()}
 
 
 def _how_to_apply(tier: str, dataset_id: str, publisher: str) -> list[str]:
-    if tier == "open":
+    served = tier_def(tier).operations
+    if Operation.REQUEST_ACCESS not in served:
         return ["No application is needed.",
                 f"Read rows of {dataset_id} with get_sample, or run SQL over the table "
                 "'data' with query_open_data.",
@@ -175,17 +168,15 @@ def _how_to_apply(tier: str, dataset_id: str, publisher: str) -> list[str]:
     steps = ["Register on the hub and sign in ('ndl login'); you need the researcher role.",
              "Set up a project saying its purpose, team and legal basis, and ask for access "
              f"to {dataset_id} in it."]
-    if tier == "safeguarded":
+    if Operation.PRIVATE_QUERY in served:
         return [*steps,
-                "The dataset's policy decides at once; once granted, ask aggregate questions "
-                "(counts by column). Small counts are withheld and noise is added."]
+                "The dataset's policy decides at once or routes it to a data steward; once "
+                "granted, ask private questions with run_private_query: differentially "
+                "private aggregates, spent from a privacy budget."]
     return [*steps,
-            f"{publisher} reviews the request.",
+            f"A data steward of {publisher} reviews the request.",
             "Develop your analysis against the synthetic mock data (get_sample shows it).",
-            "Submit the code as a job: it runs at the datasite on the real data, and only "
-            "outputs that pass disclosure control and an output checker are released.",
-            "To link with another organisation's data, name both datasets in a linkage job; "
-            "every owner approves the exact code, and only aggregates leave the enclave."]
+            f"What you get: {tier_def(tier).what_you_get}."]
 
 
 def _access(d: dict[str, Any], page: str) -> r.AccessRequirements:
