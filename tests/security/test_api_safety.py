@@ -56,7 +56,7 @@ PUBLIC_POSTS = {
     "/sign-out": "ends the caller's own session only (CSRF-protected)",
     **{path: "web form: CSRF-protected; checks the signed-in session user and role inside"
        for path in ("/projects/new", "/projects/{project_id}/requests",
-                    "/projects/{project_id}/query", "/stewards/items/{item_id}/decision",
+                    "/stewards/items/{item_id}/decision",
                     "/stewards/grants/{grant_id}/revoke", "/wishlist/new",
                     "/wishlist/{wish_id}/vote", "/wishlist/{wish_id}/comments",
                     "/wishlist/{wish_id}/state", "/datasets/{site}/{name}/private-query")},

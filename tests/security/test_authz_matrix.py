@@ -347,7 +347,6 @@ ROWS: list[Row] = [
       for path, args in (
           ("/projects/new", {}),
           ("/projects/{project_id}/requests", {"project_id": "$P"}),
-          ("/projects/{project_id}/query", {"project_id": "$P"}),
           ("/datasets/{site}/{name}/private-query", ds(SAFE)),
           ("/stewards/items/{item_id}/decision", {"item_id": "$item"}),
           ("/stewards/grants/{grant_id}/revoke", {"grant_id": "$grant_project"}),
