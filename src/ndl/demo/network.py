@@ -13,7 +13,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,17 +135,23 @@ def run_demo(
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("NDL_")}
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def spawn(name: str, args: list[str], extra: dict[str, str] | None = None) -> None:
+    specs: dict[str, tuple[list[str], dict[str, str] | None]] = {}
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        args, extra = specs[name]
         # The child keeps its own copy of the log's descriptor; ours is closed at once.
         with (logs / f"{name}.log").open("ab") as log:
-            p = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, "-m", "ndl", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**base_env, **(extra or {})},
                 start_new_session=True,
             )
-        procs.append((name, p))
+
+    def spawn(name: str, args: list[str], extra: dict[str, str] | None = None) -> None:
+        specs[name] = (args, extra)
+        procs.append((name, start(name)))
 
     try:
         spawn(
@@ -186,16 +195,49 @@ def run_demo(
     if not block:
         return procs
     try:
-        while all(p.poll() is None for _, p in procs):
-            time.sleep(0.5)
-        dead = [f"{n} (exit {p.returncode})" for n, p in procs if p.poll() is not None]
-        console.print(f"[red]stopping: {', '.join(dead)} stopped unexpectedly; see {logs}[/]")
+        why = supervise(procs, start)
+        console.print(f"[red]stopping: {why}; see {logs}[/]")
     except KeyboardInterrupt:
         console.print("\nstopping the demo…")
     finally:
         stop_all(procs)
     console.print("demo stopped")
     return procs
+
+
+RESTARTS_PER_MINUTE = 5
+
+
+def supervise(
+    procs: list[tuple[str, subprocess.Popen[bytes]]],
+    restart: Callable[[str], subprocess.Popen[bytes]],
+    *, stop: threading.Event | None = None, tick: float = 0.5,
+) -> str:
+    """Keep the demo running; return why it cannot go on.
+
+    A datasite that exits is started again, and the console says so: one dead datasite must
+    not take the whole network down (its unfinished work is redelivered to it once it is
+    back). The hub exiting, or a datasite that keeps exiting (five times in a minute), ends
+    the demo. ``procs`` is updated in place so the caller stops the live processes.
+    """
+    exits: dict[str, deque[float]] = defaultdict(deque)
+    while stop is None or not stop.is_set():
+        for i, (name, p) in enumerate(procs):
+            if p.poll() is None:
+                continue
+            if name == "hub":
+                return f"the hub stopped unexpectedly (exit {p.returncode})"
+            now, recent = time.monotonic(), exits[name]
+            while recent and now - recent[0] > 60:
+                recent.popleft()
+            recent.append(now)
+            if len(recent) >= RESTARTS_PER_MINUTE:
+                return (f"{name} stopped {len(recent)} times within a minute "
+                        f"(last exit {p.returncode})")
+            console.print(f"[yellow]{name} stopped (exit {p.returncode}); restarting it[/]")
+            procs[i] = (name, restart(name))
+        time.sleep(tick)
+    return "asked to stop"
 
 
 def _wait_published(
