@@ -135,6 +135,18 @@ def _set_up_access(lib: Library) -> None:
         ids["wish"] = wish["id"]
 
 
+def _spare_tokens(lib: Library) -> None:
+    """A token of each signed-in role's own for the revoke-a-token row to revoke."""
+    for role, token in lib.tokens.items():
+        if token is None:
+            continue
+        r = httpx.post(f"{lib.hub.url}/api/auth/tokens", json={"name": "spare"},
+                       headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 201, r.text
+        lib.ids[f"spare_token@{role}"] = r.json()["id"]
+    lib.ids["spare_token"] = lib.ids["spare_token@researcher"]
+
+
 @contextmanager
 def running_library(root: Path) -> Iterator[Library]:
     """Start the hub and both datasites, set up the access records, and yield the library."""
@@ -151,6 +163,7 @@ def running_library(root: Path) -> Iterator[Library]:
             b.wait_online()
             _wait_for_catalogue(lib, [OPEN, SAFE, CTRL, CTRL_PENDING, CTRL_B])
             _set_up_access(lib)
+            _spare_tokens(lib)
             _wait_for_mock(lib, SAFE)
             yield lib
         finally:

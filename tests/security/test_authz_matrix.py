@@ -136,6 +136,40 @@ def _is_me(_: Library, role: str, r: httpx.Response) -> None:
     assert r.json()["username"] == USERNAME[role]
 
 
+def _own_tokens_without_secrets(lib: Library, role: str, r: httpx.Response) -> None:
+    tokens = r.json()["tokens"]
+    assert any(t["current"] for t in tokens) and str(lib.token(role)) not in r.text
+    others = {v for k, v in lib.ids.items() if k.startswith("spare_token@")  # not theirs
+              and k != f"spare_token@{role}"}
+    assert not others & {t["id"] for t in tokens}
+
+
+def _read_only_token(lib: Library, _: str, r: httpx.Response) -> None:
+    made = r.json()
+    assert made["scope"] == "read-only"
+    me = httpx.get(f"{lib.hub.url}/api/me", headers={"Authorization": f"Bearer {made['token']}"})
+    assert me.json()["scope"] == "read-only"
+
+
+def _fresh_token(lib: Library, role: str, _: httpx.Client) -> dict[str, Any]:
+    """Log out with a token minted for the purpose, so the role's own token survives the
+    row: the row's caller uses it in place of the role's token until ``_logged_out``."""
+    token = lib.token(role)
+    if token is not None:
+        r = httpx.post(f"{lib.hub.url}/api/auth/tokens", json={"name": "to log out"},
+                       headers={"Authorization": f"Bearer {token}"})
+        lib.ids[f"kept_token@{role}"] = token
+        lib.tokens[role] = r.json()["token"]
+    return {}
+
+
+def _logged_out(lib: Library, role: str, _: httpx.Response) -> None:
+    fresh, lib.tokens[role] = lib.tokens[role], lib.ids.pop(f"kept_token@{role}")
+    for token, status in ((fresh, 401), (lib.tokens[role], 200)):
+        me = httpx.get(f"{lib.hub.url}/api/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == status, me.text
+
+
 def _sees_p_only_if_member(lib: Library, role: str, r: httpx.Response) -> None:
     mine = {p["id"] for p in r.json()["projects"]}
     assert (lib.ids["P"] in mine) == (role == "researcher"), mine
@@ -205,6 +239,11 @@ ROWS: list[Row] = [
     Row("POST", "/api/auth/login", ANYONE,
         json={"username": "researcher", "password": PASSWORD}),
     Row("GET", "/api/me", SIGNED_IN, check=_is_me),
+    Row("GET", "/api/auth/tokens", SIGNED_IN, check=_own_tokens_without_secrets),
+    Row("POST", "/api/auth/tokens", SIGNED_IN, json={"scope": "read-only", "days": 1},
+        ok=(201,), check=_read_only_token),
+    Row("DELETE", "/api/auth/tokens/{token_id}", SIGNED_IN, args={"token_id": "$spare_token"}),
+    Row("POST", "/api/auth/logout", SIGNED_IN, body=_fresh_token, check=_logged_out),
     Row("GET", "/api/orgs", ANYONE),
     Row("POST", "/api/orgs", frozenset({"admin"}), json={"id": "org-new", "name": "New"},
         ok=(201,)),
