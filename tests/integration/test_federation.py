@@ -29,17 +29,23 @@ def test_datasite_registers_and_publishes(network: Network) -> None:
     assert detail["row_count"] == 40
 
 
-def test_count_query_round_trip_matches_the_data(network: Network) -> None:
-    table = pq.read_table(network.site.root / "datasets/ae-attendances/data.parquet")
-    expected = table.to_pandas()["region"].value_counts().to_dict()
+def test_exact_counts_of_safeguarded_data_are_refused_whoever_asks(network: Network) -> None:
+    """The breach this guards: exact counts answered safeguarded data under a grant. The
+    granted researcher is refused too, and told the one way the tier answers."""
+    with network.client() as c, pytest.raises(PermissionDenied, match="private_query"):
+        c.query("nhs-trust/ae-attendances", count_by="region", project=network.project)
     with network.client() as c:
-        ans = c.query("nhs-trust/ae-attendances", count_by="region", project=network.project)
-    got = dict(zip(ans.to_pandas()["region"], ans.to_pandas()["n"], strict=True))
-    # Safeguarded data: groups under 10 rows are withheld (Wales has 3).
-    assert got["North East"] == expected["North East"] == 25
-    assert got["London"] == expected["London"] == 12
-    assert got["Wales"] is None or got["Wales"] != got["Wales"]  # None, or NaN in pandas
-    assert ans.suppressed == 1 and ans.threshold == 10 and ans.tier == "safeguarded"
+        kinds = [e["kind"] for e in c.register_entries()["entries"]]
+    assert "query.submitted" not in kinds  # refused before anything was queued
+
+
+def test_count_query_round_trip_matches_the_data(network: Network) -> None:
+    table = pq.read_table(network.site.root / "datasets/ward-population/data.parquet")
+    expected = dict(zip(table.column("ward").to_pylist(), [1] * table.num_rows, strict=True))
+    with network.client("") as c:
+        ans = c.query("nhs-trust/ward-population", count_by="ward")
+    got = dict(zip(ans.to_pandas()["ward"], ans.to_pandas()["n"], strict=True))
+    assert got == expected and ans.tier == "open"
 
 
 def test_open_data_is_not_suppressed(network: Network) -> None:
@@ -50,21 +56,22 @@ def test_open_data_is_not_suppressed(network: Network) -> None:
 
 def test_queries_are_on_the_register(network: Network) -> None:
     with network.client() as c:
-        ans = c.query("nhs-trust/ae-attendances", project=network.project)
+        ans = c.query("nhs-trust/ward-population")
         entries = c.register_entries()["entries"]
     kinds = [e["kind"] for e in entries]
     assert {"org.created", "datasite.registered", "dataset.published", "query.submitted",
             "query.answered"} <= set(kinds)
     submitted = next(e for e in entries if e["kind"] == "query.submitted")
     assert submitted["payload"]["message_id"] == ans.message_id
-    assert submitted["actor"] == f"project:{network.project}"  # never the researcher's name
+    assert "alice" not in submitted["actor"]  # never the researcher's name
 
 
 @pytest.mark.parametrize("dataset,body,error,words", [
     ("nhs-trust/nope", {"by": ["region"]}, NotFound, "not in the catalogue"),
-    ("nhs-trust/ae-attendances", {"by": ["postcode"]}, InvalidInput, "its columns are"),
-    ("nhs-trust/ae-attendances", {"by": "region"}, InvalidInput, "by"),
-    ("nhs-trust/ae-attendances", {"by": ["region"], "sql": "DROP"}, InvalidInput, "sql"),
+    ("nhs-trust/ward-population", {"by": ["postcode"]}, InvalidInput, "its columns are"),
+    ("nhs-trust/ward-population", {"by": "ward"}, InvalidInput, "by"),
+    ("nhs-trust/ward-population", {"by": ["ward"], "sql": "DROP"}, InvalidInput, "sql"),
+    ("nhs-trust/ae-attendances", {"by": ["region"]}, PermissionDenied, "only for open"),
 ])
 def test_bad_queries_get_clear_errors(network: Network, dataset: str, body: dict,
                                       error: type, words: str) -> None:
@@ -75,11 +82,11 @@ def test_bad_queries_get_clear_errors(network: Network, dataset: str, body: dict
 
 def test_tokens_and_roles_are_checked(network: Network) -> None:
     with network.client("") as anon, pytest.raises(AuthenticationRequired, match="ndl login"):
-        anon.query("nhs-trust/ae-attendances")
+        anon.budget("nhs-trust/ae-attendances", network.project)
     with network.client("ndl_forged") as c, pytest.raises(AuthenticationRequired):
-        c.query("nhs-trust/ae-attendances")
+        c.query("nhs-trust/ward-population")
     with network.client(network.steward) as c, pytest.raises(PermissionDenied, match="researcher"):
-        c.query("nhs-trust/ae-attendances")
+        c.budget("nhs-trust/ae-attendances", network.project)
 
 
 def test_malformed_json_body_is_a_422_envelope(network: Network) -> None:
@@ -93,7 +100,7 @@ def test_a_vanished_datasite_gives_a_timeout_not_a_hang(network: Network) -> Non
     network.site.kill()
     started = time.monotonic()
     with network.client() as c, pytest.raises(UpstreamTimeout, match="did not answer"):
-        c.query("nhs-trust/ae-attendances", project=network.project)
+        c.query("nhs-trust/ward-population")
     assert time.monotonic() - started < 15
     with network.client() as c:
         msgs = c.register_entries()["entries"]
@@ -108,11 +115,10 @@ def test_datasite_survives_a_hub_restart(network: Network) -> None:
     while True:
         try:
             with network.client() as c:
-                ans = c.query("nhs-trust/ae-attendances", count_by="region",
-                              project=network.project)
+                ans = c.query("nhs-trust/ward-population", count_by="ward")
             break
         except UpstreamTimeout:
             if time.monotonic() > deadline:
                 raise
-    assert ans.rows[0] == ["London", 12]
+    assert ans.rows[0] == ["A", 1]
     assert network.site.proc is not None and network.site.proc.poll() is None

@@ -99,15 +99,20 @@ def show(
 @handle_errors
 def query(
     ctx: typer.Context,
-    dataset_id: Annotated[str, typer.Argument(help="e.g. nhs-trust/ae-attendances")],
+    dataset_id: Annotated[str, typer.Argument(
+        help="An open dataset, e.g. local-authority/ward-population")],
     count_by: Annotated[list[str] | None, typer.Option(
         "--count-by", help="Group the count by this column (repeat for up to three).")] = None,
     project: Annotated[str | None, typer.Option(
-        help="Your project whose grant covers this dataset (not needed for open data).")
+        help="Not needed: exact counts are for open data, which needs no grant.")
     ] = None,
     hub: HubOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Count rows of a dataset at its datasite, optionally grouped by columns."""
+    """Exact row counts of an open dataset, optionally grouped by columns.
+
+    Safeguarded data is answered only with private (differentially private) answers: use
+    'ndl dp-query'. Controlled data offers metadata and mock rows.
+    """
     with _client(ctx, hub, token) as client:
         ans = client.query(dataset_id, count_by=count_by or [], project=project)
     if as_json:

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ndl.access.grants import check_grant
+from ndl.core import tiers
 from ndl.core.envelope import open_envelope, seal
 from ndl.core.errors import (
     EnvelopeRejected,
@@ -37,11 +38,12 @@ from ndl.core.errors import (
     PermissionDenied,
     UpstreamTimeout,
     UpstreamUnavailable,
-    error_from_json,
 )
+from ndl.core.tiers import ColumnUse, Operation
 from ndl.datasite import engine
 from ndl.datasite.store import DatasiteStore, LocalDataset
 from ndl.datasite.work import Job, WorkPool, encode, error_reply, reply_problem
+from ndl.hubclient import Client
 from ndl.privacy.budget import BudgetLedger
 from ndl.query.spec import DEFAULT_THRESHOLD, CountQuery, QueryResult
 
@@ -114,19 +116,7 @@ class Agent:
         if len(content) > self.max_body_bytes:
             raise PayloadTooLarge(f"the {kind} message is {len(content):,} bytes, over the "
                                   f"hub's {self.max_body_bytes:,} byte limit")
-        try:
-            resp = self.http.post(path, content=content,
-                                  headers={"Content-Type": "application/json", **(headers or {})})
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(f"cannot reach the hub at {self.hub_url}: {exc}") from exc
-        try:
-            data: Any = resp.json()
-        except ValueError:
-            data = resp.text
-        if resp.status_code >= 400:
-            raise error_from_json(resp.status_code, data)
-        result: dict[str, Any] = data
-        return result
+        return Client.over(self.http).post_envelope(path, content, headers)
 
     def register(self) -> None:
         cfg = self.store.config()
@@ -302,6 +292,9 @@ class Agent:
         """Run one handler; any failure becomes an error reply rather than a crash."""
         try:
             ds = self.store.dataset(str(body.get("dataset")))
+            op = DATA_OPERATIONS.get(kind)
+            if op is not None:  # the one tier definition, checked again here at the data
+                tiers.require_operation(ds.meta.tier, op, dataset=ds.meta.name)
             if kind in NEEDS_GRANT and ds.meta.tier != "open":
                 self.check_grant(ds, body)
             result = HANDLERS[kind](self, ds, body)
@@ -382,6 +375,7 @@ class Agent:
 def _count(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str, Any]:
     spec = CountQuery.model_validate(body.get("spec") or {})
     spec.check_against([c.model_dump() for c in ds.meta.columns])
+    tiers.check_column_use(ds.meta.tier, ds.meta.columns, spec.by, ColumnUse.GROUP_KEY)
     columns, rows = engine.count_by(ds.path, spec.by, [c.name for c in ds.meta.columns])
     suppressed, threshold = 0, None
     if ds.meta.tier != "open":
@@ -400,10 +394,16 @@ def _open_sql(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str,
     sql = body.get("sql")
     if not isinstance(sql, str) or not sql.strip():
         raise InvalidInput("give the SQL as a string, e.g. SELECT * FROM data LIMIT 10")
-    limit = min(int(body.get("limit") or OPEN_SQL_MAX_ROWS), OPEN_SQL_MAX_ROWS)
-    budget = float(body.get("time_budget") or OPEN_SQL_TIMEOUT)
+    try:
+        limit = int(body.get("limit") or OPEN_SQL_MAX_ROWS)
+        budget = float(body.get("time_budget") or OPEN_SQL_TIMEOUT)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput("limit must be a whole number of rows and time_budget a number of "
+                           "seconds, e.g. {\"limit\": 100}") from exc
+    limit = max(1, min(limit, OPEN_SQL_MAX_ROWS))
+    # the engine checks the SQL, runs it in its memory-capped sandbox, returns JSON-safe rows
     columns, rows, truncated = engine.run_sql(ds.path, sql, limit=limit,
-                                              timeout=min(budget, OPEN_SQL_TIMEOUT))
+                                              timeout=max(0.1, min(budget, OPEN_SQL_TIMEOUT)))
     return {"columns": columns, "rows": rows, "truncated": truncated, "limit": limit}
 
 
@@ -470,6 +470,13 @@ HANDLERS: dict[str, Callable[[Agent, LocalDataset, dict[str, Any]], dict[str, An
     "grant.revoked": _grant_revoked,
     "private_query": _private_query,
     "budget.status": _budget_status,
+}
+# The tier operation each kind of work is; kinds not listed administer the datasite.
+DATA_OPERATIONS: dict[str, Operation] = {
+    "query": Operation.EXACT_AGGREGATE,
+    "open_sql": Operation.OPEN_SQL,
+    "private_query": Operation.PRIVATE_QUERY,
+    "budget.status": Operation.BUDGET_STATUS,
 }
 # Work on non-open data needs a grant; the rest is the hub administering the datasite.
 NEEDS_GRANT = frozenset({"query", "private_query", "budget.status"})

@@ -312,15 +312,16 @@ Try, in another shell (after `source .venv/bin/activate`, or use .venv/bin/ndl):
   {ndl} show nhs-trust/ae-attendances
   {ndl} login --username alice --password demo-password-alice
   {ndl} project show {project}
-  {ndl} query nhs-trust/ae-attendances --count-by region --project {project}
   {ndl} query local-authority/ward-population --count-by ward_name     # open data
+  {ndl} dp-query nhs-trust/ae-attendances --project {project} --rho 0.1 \\
+      --sql "SELECT COUNT(*) AS n FROM data GROUP BY region"  # safeguarded: DP answers
   {ndl} access-times
   {ndl} datasites
   {ndl} verify
   {ndl} mcp          # an MCP server on stdio for AI agents (also at {hub_url}/mcp)
 
 Press Ctrl-C to stop every process.
-""",
+""",  # noqa: S608 - a tour for a person to read: the SQL is an example to type
         highlight=False,
         soft_wrap=True,
     )

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ndl.access import requests as access
+from ndl.access import rules
 from ndl.access import service as access_service
 from ndl.access.accounts import Principal
 from ndl.catalogue import mocks
@@ -17,13 +17,13 @@ from ndl.catalogue import service as catalogue
 from ndl.catalogue.models import Dataset
 from ndl.catalogue.search import search
 from ndl.core.db import MAX_DB_INT
-from ndl.core.errors import AuthenticationRequired, PermissionDenied
 from ndl.federation import service as federation
 from ndl.federation.models import Datasite
 from ndl.hub.deps import authenticated, hub, public, requires
 from ndl.hub.roundtrip import ask_datasite
 from ndl.hub.state import HubState
 from ndl.ledger import register
+from ndl.query import service as queries
 from ndl.query.spec import CountQuery
 
 router = APIRouter(prefix="/api")
@@ -115,22 +115,12 @@ class SqlBody(BaseModel):
 
 
 @router.post("/datasets/{site}/{name}/sql")
-async def dataset_sql(site: str, name: str, body: SqlBody, state: HubDep,
+async def dataset_sql(site: str, name: str, body: SqlBody, request: Request, state: HubDep,
                       who: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
     """Read-only SQL over an open dataset's rows (the table is called ``data``)."""
-
-    def open_only(_: Session, ds: Dataset) -> None:
-        if ds.tier != "open":
-            raise PermissionDenied(
-                f"{ds.id} is {ds.tier} data: SQL over rows is only for open data. Use an "
-                "aggregate query, or ask for access"
-            )
-
-    return await ask_datasite(
-        state, who or ANONYMOUS, f"{site}/{name}", kind="open_sql",
-        body={"sql": body.sql, "limit": body.limit}, check=open_only, record="open.sql",
-        payload={"sql": body.sql},
-    )
+    answer = await queries.open_sql(state, who, f"{site}/{name}", body.sql, limit=body.limit,
+                                    source=request.client.host if request.client else "?")
+    return answer.model_dump()
 
 
 @router.patch("/datasets/{site}/{name}/metadata")
@@ -140,8 +130,7 @@ async def edit_metadata(site: str, name: str, changes: dict[str, Any], state: Hu
     """A steward edits metadata; the datasite validates and keeps it, then republishes."""
 
     def own_org(_: Session, ds: Dataset) -> None:
-        if not (who.has("admin") or who.org_id == ds.org_id):
-            raise PermissionDenied(f"only a steward of {ds.org_id!r} can edit {ds.id}")
+        rules.require_org_official(who, ds.org_id, doing=f"edit the metadata of {ds.id}")
 
     result = await ask_datasite(
         state, who, f"{site}/{name}", kind="metadata.update", body={"changes": changes},
@@ -163,38 +152,13 @@ async def query_dataset(
     site: str, name: str, spec: CountQuery, state: HubDep,
     caller: Annotated[Principal | None, Depends(public)],
 ) -> dict[str, Any]:
-    """Send an aggregate query to the dataset's datasite and wait for its answer.
+    """Exact counts of an open dataset's rows, grouped by up to three columns.
 
-    Non-open data needs the project's active grant; the signed grant travels with the query so
-    the datasite can check it for itself.
+    Safeguarded data is answered only by private (differentially private) queries and
+    controlled data not at all: see ``ndl.core.tiers``.
     """
-
-    who = caller or ANONYMOUS
-
-    def check(s: Session, ds: Dataset) -> dict[str, Any] | None:
-        spec.check_against(ds.columns)
-        if ds.tier == "open":
-            return None
-        if caller is None:
-            raise AuthenticationRequired(
-                f"{ds.id} is {ds.tier} data: sign in ('ndl login') as a researcher")
-        if not caller.has("researcher"):
-            raise PermissionDenied(
-                f"queries on {ds.tier} data need the role researcher; your roles are "
-                f"{', '.join(sorted(caller.roles)) or 'none'}")
-        if not spec.project:
-            raise PermissionDenied(
-                f"{ds.id} is {ds.tier} data: name the project whose grant covers it "
-                "(--project, or project=... in the SDK)")
-        return {"grant": access.active_grant(s, who, spec.project, ds.id).document}
-
-    spec_json = spec.model_dump(exclude={"project"})
-    return await ask_datasite(
-        state, who, f"{site}/{name}", kind="query",
-        body={"spec": spec_json, "project": spec.project}, check=check,
-        record="query.submitted", payload={"spec": spec_json, "project": spec.project},
-        actor=f"project:{spec.project}" if spec.project else None,
-    )
+    answer = await queries.count(state, caller, f"{site}/{name}", spec)
+    return answer.model_dump()
 
 
 @router.get("/register")

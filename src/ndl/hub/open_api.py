@@ -29,8 +29,8 @@ from ndl.catalogue.search import search
 from ndl.core.csvsafe import csv_text
 from ndl.core.errors import InvalidInput, NdlError, NotFound, PermissionDenied
 from ndl.hub.deps import hub, public
-from ndl.hub.roundtrip import ask_datasite
 from ndl.hub.state import HubState
+from ndl.query import service as queries
 
 router = APIRouter()
 Public = Annotated[Principal | None, Depends(public)]
@@ -115,25 +115,15 @@ def dataset_croissant(site: str, name: str, request: Request, state: HubDep, _: 
 
 @router.get("/api/datasets/{site}/{name}/rows")
 async def dataset_rows(
-    site: str, name: str, state: HubDep, who: Public,
+    site: str, name: str, request: Request, state: HubDep, who: Public,
     format: str = Query(default="csv", pattern="^(csv|json)$"),
     limit: int = Query(default=ROWS_MAX, ge=1, le=ROWS_MAX),
 ) -> Any:
     """An open dataset's rows by plain GET (CSV or JSON), so downloaders and Croissant
     loaders can fetch them; read at the datasite through the same path as the SQL endpoint."""
-
-    def open_only(_: Session, ds: Dataset) -> None:
-        if ds.tier != "open":
-            raise PermissionDenied(
-                f"{ds.id} is {ds.tier} data: only open data can be downloaded. Its synthetic "
-                f"mock rows are at /api/datasets/{ds.id}/mock?format=csv (sign in first)")
-
-    anyone = who or Principal(0, "anonymous", frozenset(), None)
-    result = await ask_datasite(
-        state, anyone, f"{site}/{name}", kind="open_sql",
-        body={"sql": "SELECT * FROM data", "limit": limit}, check=open_only,
-        record="open.download", payload={"limit": limit},
-    )
+    answer = await queries.download(state, who, f"{site}/{name}", limit=limit,
+                                    source=request.client.host if request.client else "?")
+    result = answer.model_dump()
     truncated = "true" if result.get("truncated") else "false"
     if format == "json":
         return {"dataset": f"{site}/{name}", "columns": result["columns"],

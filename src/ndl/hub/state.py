@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ndl.core.db import Database
 from ndl.core.keys import SigningKey
+from ndl.core.ratelimit import TokenBucket
 from ndl.federation.service import SqlReplayGuard
 from ndl.hub.login_limits import LoginLimiter
 
@@ -32,6 +33,10 @@ class HubSettings:
     mcp_allowed_hosts: list[str] = field(default_factory=list)
     # Proxies (addresses or networks) whose X-Forwarded-For is believed; none by default.
     trusted_proxies: list[str] = field(default_factory=list)
+    # Open SQL from one anonymous address: enough for a person or a notebook, not for
+    # flooding a datasite (signed-in callers are accountable and not limited here).
+    anonymous_sql_per_minute: float = 60.0
+    anonymous_sql_burst: int = 30
 
     @property
     def lease(self) -> float:
@@ -73,9 +78,14 @@ class HubState:
     notifier: Notifier = field(default_factory=Notifier)
     limiter: LoginLimiter = field(init=False)
     guard: SqlReplayGuard = field(init=False)
+    # Open SQL makes a datasite work: anonymous callers get a per-address budget
+    # (see ndl.query.service).
+    sql_limiter: TokenBucket = field(init=False)
 
     def __post_init__(self) -> None:
         self.limiter = LoginLimiter(
             self.settings.login_failures_allowed, self.settings.login_window_seconds
         )
         self.guard = SqlReplayGuard(self.db)
+        self.sql_limiter = TokenBucket(self.settings.anonymous_sql_per_minute / 60.0,
+                                       self.settings.anonymous_sql_burst)
