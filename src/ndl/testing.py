@@ -130,7 +130,8 @@ class HubProcess(_Process):
     def start(self) -> HubProcess:
         self._spawn(["hub", "--db", self.db_url, "--data-dir", str(self.data_dir),
                      "--port", str(self.port), "--log-level", "warning", *self.extra_args])
-        wait_http(f"{self.url}/healthz", 30, self.proc)
+        # Generous: on a loaded 2-core test machine importing the hub alone can take 30 s.
+        wait_http(f"{self.url}/healthz", 120, self.proc)
         return self
 
     def __enter__(self) -> HubProcess:
@@ -208,7 +209,7 @@ class DatasiteProcess(_Process):
             self.wait_online()
         return self
 
-    def wait_online(self, timeout: float = 30.0) -> None:
+    def wait_online(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
