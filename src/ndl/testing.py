@@ -131,7 +131,11 @@ class HubProcess(_Process):
         self._spawn(["hub", "--db", self.db_url, "--data-dir", str(self.data_dir),
                      "--port", str(self.port), "--log-level", "warning", *self.extra_args])
         # Generous: on a loaded 2-core test machine importing the hub alone can take 30 s.
-        wait_http(f"{self.url}/healthz", 120, self.proc)
+        try:
+            wait_http(f"{self.url}/healthz", 120, self.proc)
+        except BaseException:
+            self.stop()  # a hub that never came up must not outlive its test
+            raise
         return self
 
     def __enter__(self) -> HubProcess:
