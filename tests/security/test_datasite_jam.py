@@ -25,12 +25,11 @@ from typer.testing import CliRunner
 
 from ndl.cli.app import app
 from ndl.core.envelope import seal
-from ndl.core.errors import UpstreamUnavailable
 from ndl.datasite import agent as agent_module
 from ndl.datasite.agent import MAX_ATTEMPTS, Agent
 from ndl.datasite.store import DatasiteStore, LocalDataset
 from ndl.federation.models import Message
-from ndl.testing import HubProcess, stop_all, wait_http, write_dataset
+from ndl.testing import HubProcess, stop_all, write_dataset
 
 TRUST = "Northshire NHS Foundation Trust"
 
@@ -42,21 +41,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     h.create_org("nhs-trust", TRUST, "nhs")
     h.create_org("dfe", "Department for Education", "education")
     tokens = {"dfe": h.create_user("dee", ["steward"], org="dfe")}
-    start_patiently(h)
     try:
+        h.start()
         yield {"hub": h, "url": h.url, "tokens": tokens}
     finally:
         stop_all(h)
-
-
-def start_patiently(h: HubProcess) -> None:
-    """Start the hub, allowing a busy test machine more than the usual 30 s to import it."""
-    try:
-        h.start()
-    except UpstreamUnavailable:
-        if h.proc is None or h.proc.poll() is not None:
-            raise
-        wait_http(f"{h.url}/healthz", 120, h.proc)
 
 
 class Site:
