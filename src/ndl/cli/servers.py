@@ -141,6 +141,10 @@ def datasite(
 
     signal.signal(signal.SIGTERM, _stop)
     console.print(f"datasite {agent.id} ({len(store.datasets())} datasets) -> {agent.hub_url}")
+    if any(ds.meta.tier == "open" for ds in store.datasets()):
+        from ndl.datasite.engine import prestart_sql_sandbox
+
+        prestart_sql_sandbox()  # the first open-SQL query must not wait for its worker
     try:
         agent.run()
     except KeyboardInterrupt:

@@ -194,6 +194,14 @@ def run_sql(path: Path, sql: str, *, limit: int, timeout: float
     return sandbox().run(path, sql, limit=limit, timeout=timeout)
 
 
+def prestart_sql_sandbox() -> None:
+    """Start the open-SQL worker in the background (a datasite with open data calls this at
+    start, so the first query does not wait 1-2 s for the worker to import DuckDB)."""
+    from ndl.datasite.sql_sandbox import sandbox
+
+    sandbox().prestart()
+
+
 def run_sql_here(path: Path, sql: str, *, limit: int, timeout: float,
                  con: duckdb.DuckDBPyConnection | None = None, temp_dir: Path | None = None,
                  ) -> tuple[list[str], list[list[Any]], bool]:
@@ -210,9 +218,9 @@ def run_sql_here(path: Path, sql: str, *, limit: int, timeout: float,
         con = open_unlocked(temp_dir)
     timer = threading.Timer(timeout, con.interrupt)
     try:
-        lock_to(con, path)
-        timer.start()
         try:
+            lock_to(con, path)  # binds the view: a broken file fails here, and is reported
+            timer.start()
             return _fetch(con.execute(sql), limit)
         except duckdb.InterruptException as exc:
             raise UpstreamTimeout(f"the query ran longer than {timeout:g} s and was stopped; "

@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 
 from ndl.core.errors import InvalidInput
+from ndl.datasite.engine import scrub
 
 _OPERATORS = frozenset({
     "+", "-", "*", "/", "//", "%", "**", "^", "&", "|", "<<", ">>", "~", "!__postfix", "@",
@@ -164,6 +165,14 @@ def _refuse(what: str) -> InvalidInput:
     return InvalidInput(f"{what} is not allowed: {HELP}")
 
 
+_PLAIN = re.compile(r"[\w$.+\-*<>=!~@#%^&|]{1,64}\Z")
+
+
+def _shown(name: str) -> str:
+    """A refused name as the error may echo it: plain names only, never a path-like string."""
+    return repr(name) if _PLAIN.match(name) else "(a quoted name or file)"
+
+
 def check_select(sql: str) -> None:
     """Raise :class:`InvalidInput` unless ``sql`` is one SELECT built only from allowed parts."""
     tree = _parse(sql)
@@ -172,8 +181,8 @@ def check_select(sql: str) -> None:
         if "Only SELECT" in message or len(tree.get("statements") or []) > 1:
             raise InvalidInput("only one SELECT statement is allowed, e.g. SELECT region, "
                                "count(*) FROM data GROUP BY region")
-        # A parse error: DuckDB's message names the position; it holds no server detail.
-        raise InvalidInput(f"the SQL does not parse: {message.splitlines()[0] if message else ''}")
+        # DuckDB's message quotes the SQL near the error: scrubbed like every other error.
+        raise InvalidInput(f"the SQL does not parse: {scrub(message)}")
     statements = tree.get("statements") or []
     if len(statements) != 1:
         raise InvalidInput("only one SELECT statement is allowed, e.g. SELECT region, count(*) "
@@ -182,7 +191,7 @@ def check_select(sql: str) -> None:
     _collect_ctes(statements[0], ctes)
     for name in sorted(ctes):
         if not _CTE_NAME.match(name) or name in _catalog_names:
-            raise _refuse(f"the CTE name {name!r} (use a plain name such as t1 that is not a "
+            raise _refuse(f"the CTE name {_shown(name)} (use a plain name such as t1 that is not a "
                           "system table)")
     _check(statements[0], ctes)
 
@@ -234,10 +243,10 @@ def _check_expression(node: dict[str, Any]) -> None:
     if cls in ("FUNCTION", "WINDOW"):
         name = str(node.get("function_name", "")).lower()
         if _qualified(node, "schema", "catalog"):
-            raise _refuse(f"the qualified function name {name!r} (call functions by their "
+            raise _refuse(f"the qualified function name {_shown(name)} (call functions by their "
                           "plain name)")
         if name not in ALLOWED_FUNCTIONS:
-            raise _refuse(f"the function {name!r}")
+            raise _refuse(f"the function {_shown(name)}")
 
 
 def _check_table_ref(node: dict[str, Any], ctes: set[str]) -> None:
@@ -245,14 +254,15 @@ def _check_table_ref(node: dict[str, Any], ctes: set[str]) -> None:
     if kind == "BASE_TABLE":
         name = str(node.get("table_name", ""))
         if _qualified(node, "schema_name", "catalog_name"):
-            raise _refuse(f"the table {name!r} with a schema or catalog (the table is data)")
+            raise _refuse(f"the table {_shown(name)} with a schema or catalog (the table is "
+                          "data)")
         if name.lower() != "data" and name.lower() not in ctes:
-            raise _refuse(f"the table {name!r} (the only table is data)")
+            raise _refuse(f"the table {_shown(name)} (the only table is data)")
     elif kind == "TABLE_FUNCTION":
         fn = node.get("function") or {}
         name = str(fn.get("function_name", "")).lower()
         if _qualified(fn, "schema", "catalog") or name not in ALLOWED_TABLE_FUNCTIONS:
-            raise _refuse(f"the table function {name!r} (allowed: "
+            raise _refuse(f"the table function {_shown(name)} (allowed: "
                           f"{', '.join(sorted(ALLOWED_TABLE_FUNCTIONS))})")
     elif kind not in _TABLE_REFS:
         raise _refuse(f"this kind of table ({kind.lower()}: DESCRIBE, SHOW and SUMMARIZE "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import queue
 import select
 import subprocess
 import sys
@@ -78,6 +79,14 @@ class SqlSandbox:
             raise cls(str(reply.get("message", "")))
         return list(reply["columns"]), list(reply["rows"]), bool(reply["truncated"])
 
+    def start(self) -> None:
+        """Start the worker now rather than on the first query (a no-op if it runs)."""
+        try:
+            with self._lock:
+                self._worker()
+        except InternalError:
+            pass  # reported again, with the query, when one comes
+
     def close(self) -> None:
         """Stop the worker (it also stops by itself when this process goes away)."""
         with self._lock:
@@ -90,8 +99,10 @@ class SqlSandbox:
             self._kill()
 
     def _worker(self) -> subprocess.Popen[bytes]:
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                return self._proc
+            self._kill()  # died while idle: reap it and close its pipes
         from ndl.datasite.engine import private_folder
 
         home = private_folder() / "home"
@@ -130,18 +141,55 @@ def _read_line(stream: IO[bytes], seconds: float) -> bytes | None:
     return stream.readline()
 
 
-_sandbox: SqlSandbox | None = None
-_sandbox_lock = threading.Lock()
+class SqlPool:
+    """Up to ``size`` sandboxes, so queries run side by side; one waits for a free worker.
+
+    Each worker is capped at :data:`QUERY_MEMORY_BYTES` over its idle size, so the pool's
+    memory is bounded by ``size`` times that. The most recently used worker is reused first:
+    the second starts only when two queries overlap.
+    """
+
+    def __init__(self, size: int = 2, memory_bytes: int = QUERY_MEMORY_BYTES) -> None:
+        self._boxes = [SqlSandbox(memory_bytes) for _ in range(size)]
+        self._free: queue.LifoQueue[SqlSandbox] = queue.LifoQueue()
+        for box in reversed(self._boxes):
+            self._free.put(box)
+
+    def run(self, path: Path, sql: str, *, limit: int, timeout: float
+            ) -> tuple[list[str], list[list[Any]], bool]:
+        """Run one query on a free worker; see :func:`ndl.datasite.engine.run_sql`."""
+        try:
+            box = self._free.get(timeout=timeout)
+        except queue.Empty:
+            raise UpstreamTimeout(f"the datasite's SQL workers stayed busy for {timeout:g} s; "
+                                  "try again shortly") from None
+        try:
+            return box.run(path, sql, limit=limit, timeout=timeout)
+        finally:
+            self._free.put(box)
+
+    def prestart(self) -> None:
+        """Start the first worker now, in the background, so no query waits for it."""
+        threading.Thread(target=self._boxes[0].start, name="ndl-sql-prestart",
+                         daemon=True).start()
+
+    def close(self) -> None:
+        for box in self._boxes:
+            box.close()
 
 
-def sandbox() -> SqlSandbox:
-    """This process's SQL sandbox (its worker starts on first use)."""
-    global _sandbox
-    with _sandbox_lock:
-        if _sandbox is None:
-            _sandbox = SqlSandbox()
-            atexit.register(_sandbox.close)
-        return _sandbox
+_pool: SqlPool | None = None
+_pool_lock = threading.Lock()
+
+
+def sandbox() -> SqlPool:
+    """This process's pool of SQL sandboxes (a worker starts on first use or prestart)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = SqlPool()
+            atexit.register(_pool.close)
+        return _pool
 
 
 # -- the worker side ---------------------------------------------------------------------------
