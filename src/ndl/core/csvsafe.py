@@ -44,12 +44,14 @@ def safe_row(values: Iterable[object]) -> list[CsvCell]:
 
 def csv_text(columns: Sequence[object], rows: Iterable[Iterable[object]], *,
              quote_text: bool = False) -> str:
-    """A header and rows as CSV text (``\\n`` line ends), every cell made safe.
+    """A header and rows as CSV text (CRLF line ends), every cell made safe.
 
     ``quote_text`` quotes every text cell (numbers stay bare), as pyarrow's writer does.
     """
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n",
+    # CRLF as RFC 4180 says; with it, Python 3.11's writer also quotes a lone CR in a cell
+    # (with "\n" it would not, and a CR would split the row for most readers).
+    writer = csv.writer(buf, lineterminator="\r\n",
                         quoting=csv.QUOTE_NONNUMERIC if quote_text else csv.QUOTE_MINIMAL)
     writer.writerow(safe_row(columns))
     for row in rows:
