@@ -2,8 +2,9 @@
 
 Journey 1: a researcher asks for two datasets at two organisations in one request; one is
 granted at once by its policy, a steward of the other organisation approves the other, and the
-researcher sees both granted and counts each. Journey 2: a steward revokes a grant and the
-researcher's next count query is refused.
+researcher sees both granted, each with what its tier offers, and previews a private question
+on the safeguarded one. Journey 2: a steward revokes a grant and the researcher's next private
+question is refused.
 """
 
 from __future__ import annotations
@@ -99,19 +100,19 @@ def sign_out(page: Page) -> None:
     page.wait_for_url(re.compile(r"/sign-in\?signed_out=1$"))
 
 
-def count_by_region(page: Page, dataset: str) -> None:
-    """Run the project page's count query on ``dataset``, by region, and check the table."""
+SQL = "SELECT COUNT(*) AS n FROM data"
+
+
+def preview_question(page: Page) -> None:
+    """Preview a private question on the open private-question page: the expected error and
+    the budget left come back from the datasite, and nothing is spent."""
     from playwright.sync_api import expect
 
-    form = page.locator(f"#query-{dataset.replace('/', '--')}")
-    form.get_by_label("Count by").select_option("region")
-    form.get_by_role("button", name="Run a count query").click()
-    table = page.locator("#query-table")
-    expect(table.locator("thead th")).to_have_text(["region", "Count"])
-    expect(table.locator("tbody th, tbody td:first-child")).to_have_text(
-        ["London", "North East"])
-    for cell in table.locator("tbody td:last-child").all_text_contents():
-        assert re.fullmatch(r"[\d,]+", cell.strip()), cell
+    page.get_by_label("Your question, as SQL").fill(SQL)
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#nothing-spent")).to_contain_text("Nothing has been spent")
+    expect(page.locator("#preview-table tr[data-label='n'] .ndl-error")).to_have_text(
+        re.compile(r"^± [\d.,]+$"))
 
 
 def test_one_request_two_organisations_auto_grant_and_steward_approval(
@@ -181,9 +182,16 @@ def test_one_request_two_organisations_auto_grant_and_steward_approval(
             "Active")
     expect(page.locator("table[id^='request-']")).to_contain_text(
         "Approved by dan: “Sound purpose and legal basis.”")
-    count_by_region(page, AE)
-    page.screenshot(path=str(screenshots / "project-count-query.png"), full_page=True)
-    count_by_region(page, PUPILS)
+    # What each grant's tier offers: controlled data promises no jobs; safeguarded data is
+    # asked private questions, from the link that names this project.
+    pupils = page.locator(f"#offer-{PUPILS.replace('/', '--')}")
+    expect(pupils).to_contain_text("reviewed code-to-data jobs are not available yet")
+    expect(pupils.get_by_role("link", name="See its metadata and mock rows")).to_have_count(1)
+    page.screenshot(path=str(screenshots / "project-grant-offers.png"), full_page=True)
+    page.locator(f"#private-{AE.replace('/', '--')}").get_by_role("link").click()
+    page.wait_for_url(re.compile(r"/private-query\?project=p-[0-9a-f]+$"))
+    expect(page.get_by_label("Emergency care and schooling")).to_be_checked()
+    preview_question(page)
 
     # The wait is measured: both organisations appear on the time-to-access page.
     page.locator(".govuk-service-navigation").get_by_role("link", name="Time to access").click()
@@ -193,15 +201,17 @@ def test_one_request_two_organisations_auto_grant_and_steward_approval(
     assert problems == [], problems
 
 
-def test_revoked_grant_refuses_the_next_query(
+def test_revoked_grant_refuses_the_next_question(
         lib: Library, browser: Browser, screenshots: Path) -> None:
     from playwright.sync_api import expect
 
     pid = granted_project(lib.url, lib.rita, [AE], title="Waiting times by region")
     problems: list[str] = []
     researcher, steward = new_page(browser, problems), new_page(browser, problems)
-    sign_in(researcher, lib.url, "rita", then=f"/projects/{pid}")
-    count_by_region(researcher, AE)  # granted: it works
+    # Journey 1's project holds a grant too: the link from a project names which one.
+    sign_in(researcher, lib.url, "rita", then=f"/datasets/{AE}/private-query?project={pid}")
+    expect(researcher.get_by_label("Waiting times by region")).to_be_checked()
+    preview_question(researcher)  # granted: it works
 
     sign_in(steward, lib.url, "nina", then="/stewards")
     grant = steward.locator(f"section[data-project='{pid}'][data-dataset='{AE}']")
@@ -213,24 +223,25 @@ def test_revoked_grant_refuses_the_next_query(
     expect(steward.locator("#done")).to_contain_text("You revoked the grant")
     expect(steward.locator(f"section[data-project='{pid}']")).to_have_count(0)
 
-    # The researcher's page still shows the form; the next query is refused.
-    researcher.locator(f"#query-{AE.replace('/', '--')}").get_by_role(
-        "button", name="Run a count query").click()
+    # The researcher's page still shows the form; the next question is refused at the hub.
+    researcher.get_by_role("button", name="Preview").click()
     expect(researcher.locator(".govuk-error-summary")).to_contain_text(
         f"has no active grant for {AE}")
-    expect(researcher.locator("#query-result")).to_contain_text("no active grant")
-    expect(researcher.locator("#query-table")).to_have_count(0)
+    expect(researcher.locator("#spent-note")).to_contain_text("Nothing was spent")
+    expect(researcher.locator("#preview, #answer")).to_have_count(0)
+    researcher.screenshot(path=str(screenshots / "question-refused-after-revocation.png"),
+                          full_page=True)
+    researcher.goto(f"{lib.url}/projects/{pid}")
     expect(researcher.locator(f"#grants-table tr[data-dataset='{AE}']")).to_contain_text(
         "Revoked")
     expect(researcher.locator(f"#grants-table tr[data-dataset='{AE}']")).to_contain_text(
         "The project broke its terms of use.")
-    researcher.screenshot(path=str(screenshots / "query-refused-after-revocation.png"),
-                          full_page=True)
+    expect(researcher.locator(f"#offer-{AE.replace('/', '--')}")).to_have_count(0)
 
     # The public register records the revocation, for anyone to check.
     researcher.goto(f"{lib.url}/register?kind=grant.revoked")
     expect(researcher.locator("#register tbody tr")).to_have_count(1)
     expect(researcher.locator("#register")).to_contain_text("The project broke its terms")
     researcher.screenshot(path=str(screenshots / "register.png"), full_page=True)
-    # The refused query (403) and the missing reason (422) were on purpose; nothing else.
+    # The refused question (403) and the missing reason (422) were on purpose; nothing else.
     assert all("status of 403" in p or "status of 422" in p for p in problems), problems
