@@ -181,6 +181,9 @@ def test_a_read_only_token_reads_but_changes_nothing(hub: Hub) -> None:
     assert me["username"] == "alice" and me["scope"] == "read-only"
     assert hub.call("GET", "/api/projects", ro).status_code == 200
     assert hub.call("GET", "/api/auth/tokens", ro).status_code == 200
+    # Questions sent by POST are reads: past the scope check, to "no such dataset".
+    r = hub.call("POST", "/api/datasets/org-a/none/sql", ro, json={"sql": "SELECT 1"})
+    assert r.status_code == 404, r.text
     _denied(hub.call("POST", "/api/projects", ro, json=PROJECT), "read-only")
     _denied(hub.call("POST", "/api/wishes", ro, json={
         "title": "Anything at all", "description": "A wish from an agent.", "orgs": []}))
