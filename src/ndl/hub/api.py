@@ -20,6 +20,7 @@ from ndl.core.db import MAX_DB_INT
 from ndl.federation import service as federation
 from ndl.federation.models import Datasite
 from ndl.hub.deps import authenticated, hub, public, requires
+from ndl.hub.login_limits import request_source
 from ndl.hub.roundtrip import ask_datasite
 from ndl.hub.state import HubState
 from ndl.ledger import register
@@ -119,7 +120,7 @@ async def dataset_sql(site: str, name: str, body: SqlBody, request: Request, sta
                       who: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
     """Read-only SQL over an open dataset's rows (the table is called ``data``)."""
     answer = await queries.open_sql(state, who, f"{site}/{name}", body.sql, limit=body.limit,
-                                    source=request.client.host if request.client else "?")
+                                    source=request_source(request, state.settings.trusted_proxies))
     return answer.model_dump()
 
 

@@ -29,6 +29,7 @@ from ndl.catalogue.search import search
 from ndl.core.csvsafe import csv_text
 from ndl.core.errors import InvalidInput, NdlError, NotFound, PermissionDenied
 from ndl.hub.deps import hub, public
+from ndl.hub.login_limits import request_source
 from ndl.hub.state import HubState
 from ndl.query import service as queries
 
@@ -122,7 +123,7 @@ async def dataset_rows(
     """An open dataset's rows by plain GET (CSV or JSON), so downloaders and Croissant
     loaders can fetch them; read at the datasite through the same path as the SQL endpoint."""
     answer = await queries.download(state, who, f"{site}/{name}", limit=limit,
-                                    source=request.client.host if request.client else "?")
+                                    source=request_source(request, state.settings.trusted_proxies))
     result = answer.model_dump()
     truncated = "true" if result.get("truncated") else "false"
     if format == "json":
