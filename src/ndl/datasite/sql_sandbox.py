@@ -2,9 +2,10 @@
 
 DuckDB's ``memory_limit`` bounds its buffer pool, not the strings a query builds: ``SELECT
 repeat('x', 800000000)`` took a datasite to 1.85 GB. So the SQL runs in a worker process
-(``python -m ndl.datasite.sql_sandbox``) that, once warmed up, caps its own address space
-(``RLIMIT_AS``) at what it uses idle plus :data:`QUERY_MEMORY_BYTES`. A query that needs more
-gets DuckDB's out-of-memory error (or a MemoryError) inside the worker, never a bigger datasite.
+(this module's ``_serve``, started without the ``ndl`` package's client imports) that, once
+warmed up, caps its own address space (``RLIMIT_AS``) at what it uses idle plus
+:data:`QUERY_MEMORY_BYTES`. A query that needs more gets DuckDB's out-of-memory error (or a
+MemoryError) inside the worker, never a bigger datasite.
 
 The worker also starts in a private folder with its own ``HOME`` (DuckDB looks for
 ``~/.duckdb``), and opens the next query's DuckDB while idle so a query does not wait the
@@ -107,10 +108,13 @@ class SqlSandbox:
 
         home = private_folder() / "home"
         home.mkdir(mode=0o700, exist_ok=True)
-        env = {**os.environ, "HOME": str(home), "MALLOC_ARENA_MAX": "2"}
+        # TMPDIR: the worker's own temporary folders live inside ours, so they go when we exit
+        # even if the worker was killed before it could clean up.
+        env = {**os.environ, "HOME": str(home), "TMPDIR": str(private_folder()),
+               "MALLOC_ARENA_MAX": "2"}
         # Launched by argv list, not a shell; the command is this Python and this module.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ndl.datasite.sql_sandbox", str(self.memory_bytes)],
+            [sys.executable, "-c", _BOOT, _NDL_DIR, str(self.memory_bytes)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=home, env=env)
         self._proc = proc
         assert proc.stdout is not None
@@ -131,6 +135,14 @@ class SqlSandbox:
             if stream is not None:
                 stream.close()
         return status
+
+
+# The worker needs only the engine, the guard and the error tree: registering the bare ``ndl``
+# package skips its __init__ (the HTTP client, pydantic: a second of a 1.5-5 s start).
+_BOOT = ("import sys, types; ndl = types.ModuleType('ndl'); ndl.__path__ = [sys.argv[1]]; "
+         "sys.modules['ndl'] = ndl; from ndl.datasite.sql_sandbox import _serve; "
+         "_serve(int(sys.argv[2]), sys.stdin, sys.stdout)")
+_NDL_DIR = str(Path(__file__).resolve().parent.parent)
 
 
 def _read_line(stream: IO[bytes], seconds: float) -> bytes | None:
