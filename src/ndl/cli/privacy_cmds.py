@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ndl.cli.app import app, console, handle_errors
 from ndl.cli.client_cmds import HubOpt, JsonOpt, TokenOpt, _client
+from ndl.privacy.wording import expected_error, worded_rows
 
 
 @app.command("dp-query")
@@ -43,31 +44,26 @@ def dp_query(
     table = Table(title=f"{dataset_id}: differentially private answer (rho={rho:g})")
     for col in answer["columns"]:
         table.add_column(col)
-    for row in answer["rows"]:
-        table.add_row(*["<suppressed>" if v is None else _fmt(v) for v in row])
+    # Each number with its margin, worded as every face words it (ndl.privacy.wording).
+    for row in worded_rows(answer):
+        table.add_row(*[c.text for c in row])
     console.print(table)
     left = answer["budget_remaining"]
-    console.print(f"spent rho={answer['rho_spent']:g}; left: yours {left['researcher']:g}, "
-                  f"project {left['project']:g}")
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:,.2f}" if isinstance(v, float) else str(v)
+    console.print(f"spent rho={answer['rho_spent']:.6g}; left: yours {left['researcher']:.6g}, "
+                  f"project {left['project']:.6g}")
 
 
 def _show_preview(shown: dict[str, Any]) -> None:
     p = shown["preview"]
     table = Table(title=f"expected error at rho={p['rho']:g} ({int(p['confidence'] * 100)}% "
                         f"interval, {p['privacy_unit']}-level)")
-    for col in ("aggregate", "mechanism", "± (95%)", "note"):
+    for col in ("aggregate", "mechanism", "expected error", "note"):
         table.add_column(col)
     for a in p["aggregates"]:
-        half = a.get("half_width_95")
-        # Its own name: ``shown`` is still read after the loop for the budget line.
-        error = (_fmt(half) if isinstance(half, int | float) else
-                 "per group" if isinstance(half, list) else "-")
-        table.add_row(str(a["label"]), str(a["mechanism"]), error, str(a.get("note", "")))
+        table.add_row(str(a["label"]), str(a["mechanism"]),
+                      expected_error(a, confidence=float(p.get("confidence") or 0.95)),
+                      str(a.get("note", "")))
     console.print(table)
     left = shown["budget_remaining"]
-    console.print(f"budget left: yours {left['researcher']:g}, project {left['project']:g}, "
-                  f"per query {left['per_query']:g}")
+    console.print(f"budget left: yours {left['researcher']:.6g}, project "
+                  f"{left['project']:.6g}, per query {left['per_query']:.6g}")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ndl.core.tiers import TIERS, TierDef
+from ndl.privacy.wording import answer_lines, expected_error
 
 
 def _meaning(tier: TierDef) -> str:
@@ -317,10 +318,21 @@ class PrivateAnswer(BaseModel):
 
 
 def private_text(a: PrivateAnswer) -> str:
+    # Worded by the one function every face uses: each number with its error bar, in the text
+    # an agent reads, not only in structuredContent.
     if not a.confirmed:
-        errs = "; ".join(f"{e.get('label')}: ±{e.get('half_width_95')} (95%)"
-                         for e in a.expected_error)
-        return (f"Preview only, nothing spent. At rho={a.rho:g}: {errs}. Budget left: "
-                f"{a.budget_remaining}. {a.note}")
-    return (f"Differentially private answer from {a.dataset_id} (spent rho={a.spent:g}):\n"
-            f"{_rows_text(a.columns, a.rows)}\nBudget left: {a.budget_remaining}. {a.note}")
+        errs = "; ".join(f"{e.get('label')}: {expected_error(e)}" for e in a.expected_error)
+        return (f"Preview only, nothing spent. At rho={a.rho:g} each answer would be {errs}. "
+                f"Budget left: {_budget_text(a.budget_remaining)}. {a.note}")
+    lines = answer_lines({"columns": a.columns, "rows": a.rows,
+                          "aggregates": a.expected_error})
+    return (f"Differentially private answer from {a.dataset_id} (spent rho={a.spent:.6g}); "
+            "each number is noisy, with its 95% margin:\n"
+            + "\n".join(f"- {line}" for line in lines)
+            + f"\nBudget left: {_budget_text(a.budget_remaining)}. {a.note}")
+
+
+def _budget_text(left: dict[str, Any]) -> str:
+    parts = [f"{k.replace('_', ' ')} {v:.6g}" for k, v in left.items()
+             if isinstance(v, int | float) and not isinstance(v, bool)]
+    return ", ".join(parts) or "not stated"

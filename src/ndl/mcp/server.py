@@ -432,6 +432,24 @@ async def serve_stdio(library: HubLibrary) -> None:
         await create_server(library).run_stdio_async()
 
 
+MCP_METHODS = "POST"
+NOT_A_PAGE: dict[str, Any] = {"error": {
+    "code": "method_not_allowed",
+    "message": "This is the library's MCP server (streamable HTTP, stateless JSON): an AI "
+               "agent's MCP client POSTs JSON-RPC here, with 'Accept: application/json, "
+               "text/event-stream'. It is not a web page; people start at / and agents may "
+               "read /llms.txt.",
+    "detail": {"transport": "streamable-http", "methods": [MCP_METHODS],
+               "instructions": INSTRUCTIONS.replace("\n", " ").strip()},
+}}
+
+
+def _wants_page(request: Request) -> bool:
+    """A GET or HEAD that does not ask for an event stream (anything else goes to the SDK)."""
+    return (request.method in ("GET", "HEAD")
+            and "text/event-stream" not in request.headers.get("accept", "").lower())
+
+
 class McpEndpoint:
     """The ASGI app behind the hub's ``/mcp``: checks the caller, then speaks streamable HTTP.
 
@@ -473,6 +491,12 @@ class McpEndpoint:
                                           "hub (ASGI lifespan); restart the hub")
             request = Request(scope)
             check_host_and_origin(request, self.security)
+            if _wants_page(request):
+                # A link checker or browser following llms.txt: a short answer, never the
+                # SDK's event stream, which stays open for as long as the client waits.
+                await JSONResponse(NOT_A_PAGE, status_code=405, headers={
+                    "Allow": MCP_METHODS})(scope, receive, send)
+                return
             # The same rule as the public API: anyone, but a token given must be valid.
             await public(request)
         except NdlError as exc:

@@ -226,6 +226,7 @@ def plan_releases(plan: Plan, n_estimate: int | None = None) -> list[AggRelease]
         rho_i = plan.query.rho - share * (len(plan.aggregates) - 1) \
             if i == len(plan.aggregates) - 1 else share
         note, qr = "", None
+        rank: float | None = None
         if a.op in ("count", "histogram"):
             rel = gaussian_release(k, rho_i, integer=True)
             rels, sens = [rel], f"L2 = {k} (one {unit} changes the counts by at most {k})"
@@ -253,7 +254,7 @@ def plan_releases(plan: Plan, n_estimate: int | None = None) -> list[AggRelease]
             assert a.bounds is not None and a.q is not None
             qr = quantile_release(k, a.q, candidates_for(a.bounds, a.integer), rho_i)
             rels, half = [qr.release], None
-            r = qr.rank_half_width
+            r = rank = qr.rank_half_width
             step = qr.candidates[1] - qr.candidates[0]
             sens = (f"score L-inf = {k} x {max(qr.a, qr.b)} = {k * max(qr.a, qr.b)} "
                     f"(OpenDP's map of its quantile score; {k} row(s) per {unit})")
@@ -268,7 +269,8 @@ def plan_releases(plan: Plan, n_estimate: int | None = None) -> list[AggRelease]
         report = AggregateReport(
             label=a.label, op=a.op, column=a.column,  # type: ignore[arg-type]
             mechanism=" + ".join(r_.mechanism for r_ in rels), sensitivity=sens, rho=spent,
-            noise_scale=scales, half_width_95=half, note=note)
+            noise_scale=scales, half_width_95=half, note=note, rank_error_95=rank,
+            cells=a.cell_labels or [a.label])
         out.append(AggRelease(a, rels, report, qr))
     return out
 

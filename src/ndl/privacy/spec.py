@@ -120,6 +120,11 @@ class AggregateReport(BaseModel):
     # Half-width of a 95% interval in the output's units; per group for means (run only).
     half_width_95: float | list[float | None] | None
     note: str = ""
+    # A quantile's error in rows: the released value has the q-th row within this many.
+    rank_error_95: float | None = None
+    # Its output columns, in order (a histogram fills one per bin), so a face can tell
+    # which released number each error bar belongs to.
+    cells: list[str] = Field(default_factory=list)
 
 
 class DpResult(BaseModel):

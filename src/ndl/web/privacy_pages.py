@@ -41,6 +41,7 @@ from ndl.hub.deps import hub
 from ndl.privacy import service as privacy
 from ndl.privacy.service import PrivateQueryBody
 from ndl.privacy.spec import is_identifier, metadata_bounds, public_values
+from ndl.privacy.wording import worded_rows
 from ndl.web.dataset_view import links_for
 from ndl.web.forms import (
     Who,
@@ -183,20 +184,13 @@ def answer_view(result: dict[str, Any]) -> dict[str, Any]:
     """The DP answer's table: keys as given, numbers formatted, withheld cells named."""
     columns = [str(c) for c in result.get("columns", [])]
     aggregates = list(result.get("aggregates", []))
-    n_keys = max(0, len(columns) - len(aggregates))
-    rows = []
-    for row in result.get("rows", []):
-        cells = []
-        for i, v in enumerate(row):
-            if i < n_keys:
-                cells.append({"text": "" if v is None else str(v), "key": True})
-            elif v is None:
-                cells.append({"text": "suppressed", "suppressed": True})
-            elif isinstance(v, bool) or not isinstance(v, int | float):
-                cells.append({"text": str(v)})
-            else:
-                cells.append({"text": f"{v:,}" if isinstance(v, int) else f"{v:,.2f}"})
-        rows.append(cells)
+    # Each number with its margin in words, as every face words it (ndl.privacy.wording).
+    worded = worded_rows(result)
+    n_keys = sum(1 for c in worded[0] if c.key) if worded else \
+        max(0, len(columns) - len(aggregates))
+    rows = [[{"text": c.text, "key": True} if c.key else
+             {"text": "suppressed", "suppressed": True} if c.withheld else {"text": c.text}
+             for c in row] for row in worded]
     sdc = result.get("sdc") or {}
     return {"columns": columns, "n_keys": n_keys, "rows": rows,
             "aggregates": aggregates_view(aggregates),

@@ -53,8 +53,9 @@ def llms_txt(details: list[dict[str, Any]], base_url: str, *, total: int | None 
         f"- [OpenAPI description]({hub.openapi}): every endpoint of the hub API",
         f"- [DCAT-3 catalogue]({hub.catalogue_dcat}): the whole catalogue as JSON-LD "
         "conforming to DCAT-AP 3.0; each dataset also at `/api/datasets/{site}/{name}/dcat`",
-        "- Croissant: each dataset's schema for ML loaders at "
-        "`/api/datasets/{site}/{name}/croissant`",
+        # Every list item is a link (the llms.txt format; its reference parser requires it).
+        f"- [Croissant]({_croissant_example(details, hub)}): each dataset's schema for ML "
+        "loaders at `/api/datasets/{site}/{name}/croissant`",
         f"- [CKAN Action API]({hub.ckan}/package_search?q=): `package_search`, "
         "`package_show`, `organization_list` for CKAN clients and harvesters",
         f"- [MCP server]({hub.mcp}): search and use the library from an AI agent (streamable "
@@ -76,3 +77,9 @@ def llms_txt(details: list[dict[str, Any]], base_url: str, *, total: int | None 
         "",
     ]
     return "\n".join(out)
+
+
+def _croissant_example(details: list[dict[str, Any]], hub: HubLinks) -> str:
+    """One dataset's Croissant address (the first by id), or the API description if none."""
+    ids = sorted(str(d["id"]) for d in details if d.get("id"))
+    return f"{hub.api}/datasets/{ids[0]}/croissant" if ids else hub.openapi
