@@ -5,6 +5,10 @@ process, and an open dataset's rows fetched by GET and read with its Croissant d
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +23,7 @@ from pyshacl import validate
 
 from ndl.access import accounts
 from ndl.catalogue import service as catalogue
+from ndl.catalogue.exporters import ckan as ckan_export
 from ndl.catalogue.metadata import DatasetMeta
 from ndl.core.keys import SigningKey
 from ndl.demo.synth import ORGS, generate_demo_data
@@ -79,13 +84,57 @@ def test_ckanapi_searches_the_catalogue(ckan: ckanapi.RemoteCKAN) -> None:
 
 def test_ckanapi_shows_a_package_and_lists_organisations(ckan: ckanapi.RemoteCKAN) -> None:
     pkg = ckan.action.package_show(id="nhs-trust--ae-attendances")
-    assert pkg["id"] == "nhs-trust/ae-attendances" and pkg["title"] == "A&E attendances"
+    assert pkg["id"] == ckan_export.package_uuid("nhs-trust/ae-attendances")
+    assert pkg["title"] == "A&E attendances"
+    assert ckan.action.package_show(id=pkg["id"])["name"] == "nhs-trust--ae-attendances"
     assert pkg["organization"]["title"] == "Northshire NHS Foundation Trust"
     extras = {e["key"]: e["value"] for e in pkg["extras"]}
     assert extras["access_tier"] == "safeguarded"
     assert ckan.action.organization_list() == sorted(o.slug for o in ORGS)
     orgs = ckan.action.organization_list(all_fields=True)
     assert {o["name"]: o["package_count"] for o in orgs} == {o.slug: 2 for o in ORGS}
+
+
+def _ckanapi_dump(hub: HubProcess, thing: str, out: Path) -> list[dict[str, Any]]:
+    """``ckanapi dump THING --all``, the real command line; its workers are ``ckanapi``
+    processes found on PATH, so the venv's bin comes first."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ckanapi"), "dump", thing, "--all", "-r", hub.url,
+         "-O", str(out), "-p", "1", "-q"],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+
+
+def test_ckanapi_dump_copies_the_whole_catalogue(ckan: ckanapi.RemoteCKAN, demo_hub: HubProcess,
+                                                 tmp_path: Path) -> None:
+    datasets = _ckanapi_dump(demo_hub, "datasets", tmp_path / "datasets.jsonl")
+    assert sorted(p["name"] for p in datasets) == ckan.action.package_list()
+    assert len(datasets) == 6
+    for pkg in datasets:
+        assert str(uuid.UUID(pkg["id"])) == pkg["id"]
+        assert all(str(uuid.UUID(r["id"])) == r["id"] for r in pkg["resources"])
+    orgs = _ckanapi_dump(demo_hub, "organizations", tmp_path / "orgs.jsonl")
+    assert sorted(o["name"] for o in orgs) == sorted(o.slug for o in ORGS)
+    groups = _ckanapi_dump(demo_hub, "groups", tmp_path / "groups.jsonl")
+    assert {g["name"] for g in groups} == set(ckan.action.group_list())
+
+
+def test_ckanapi_reads_every_action_a_harvester_needs(ckan: ckanapi.RemoteCKAN) -> None:
+    assert ckan.action.status_show()["ckan_version"].startswith("2.")
+    first = ckan.action.current_package_list_with_resources(limit=2)
+    assert len(first) == 2 and all(p["resources"] for p in first)
+    org = ckan.action.organization_show(id=first[0]["owner_org"])
+    assert org["name"] == first[0]["organization"]["name"]
+    res = ckan.action.resource_show(id=first[0]["resources"][0]["id"])
+    assert res["package_id"] == first[0]["id"]
+    assert "A and E" in ckan.action.tag_list()
+    assert {lic["id"] for lic in ckan.action.license_list()} >= {"OGL-UK-3.0"}
+    picked = ckan.action.package_search(fq="organization:dfe OR organization:nhs-trust",
+                                        sort="id asc", rows=100)
+    assert picked["count"] == 4
+    assert [p["id"] for p in picked["results"]] == sorted(p["id"] for p in picked["results"])
 
 
 def test_ckanapi_gets_ckan_errors(ckan: ckanapi.RemoteCKAN, demo_hub: HubProcess) -> None:

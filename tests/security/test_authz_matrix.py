@@ -330,6 +330,12 @@ ROWS: list[Row] = [
     # The catalogue for machines
     Row("GET", "/api/datasets/{site}/{name}/dcat", ANYONE, args=ds(CTRL)),
     Row("GET", "/api/catalogue/dcat", ANYONE),
+    Row("GET", "/api/datasets/{site}/{name}/dcat.{ext}", ANYONE, args={**ds(CTRL), "ext": "ttl"}),
+    Row("GET", "/api/catalogue/dcat.{ext}", ANYONE, args={"ext": "rdf"}),
+    Row("GET", "/id/datasets/{site}/{name}", ANYONE, args=ds(CTRL), ok=(303,),
+        variant="a browser is sent to the page"),
+    Row("GET", "/id/datasets/{site}/{name}", ANYONE, args=ds(CTRL), variant="RDF",
+        body=lambda *_: {"headers": {"Accept": "text/turtle"}}),
     Row("GET", "/api/datasets/{site}/{name}/croissant", ANYONE, args=ds(CTRL)),
     Row("GET", "/llms.txt", ANYONE),
     Row("GET", "/catalogue.md", ANYONE),

@@ -60,8 +60,17 @@ class Links:
         return f"{self.base}/api/datasets/{self._path}"
 
     @property
+    def iri(self) -> str:
+        """The dataset's IRI in DCAT: RDF to an RDF ``Accept``, the page to a browser."""
+        return f"{self.base}/id/datasets/{self._path}"
+
+    @property
     def dcat(self) -> str:
         return f"{self.api}/dcat"
+
+    def dcat_as(self, ext: str) -> str:
+        """The DCAT in one syntax by extension: ``ttl``, ``rdf`` or ``jsonld``."""
+        return f"{self.dcat}.{ext}"
 
     @property
     def croissant(self) -> str:
@@ -109,6 +118,9 @@ class HubLinks:
     @property
     def catalogue_dcat(self) -> str:
         return f"{self.base}/api/catalogue/dcat"
+
+    def catalogue_dcat_as(self, ext: str) -> str:
+        return f"{self.catalogue_dcat}.{ext}"
 
     @property
     def ckan(self) -> str:

@@ -1,38 +1,97 @@
 """Our catalogue in the shapes of CKAN's Action API (API version 3), for CKAN clients.
 
 CKAN names cannot hold "/", so a dataset ``nhs-trust/ae-attendances`` is the package
-``nhs-trust--ae-attendances``; its ``id`` stays the ndl id, and ``package_show`` takes either.
+``nhs-trust--ae-attendances``. CKAN's create schema wants a UUID ``id``, so every package,
+resource, organisation and group gets a UUID derived (uuid5) from its ndl id under one fixed
+namespace: the same dataset has the same UUID on every hub and every day, with nothing stored.
+The ndl id stays in ``extras`` (``ndl_id``) and ``package_show`` takes any of the three.
+Tags are offered in the form CKAN's tag validator accepts (letters, digits, spaces, ``-``,
+``_``, ``.``), with the publisher's own wording as ``display_name``.
 Access tier, join keys and the other ndl fields go in ``extras``, as CKAN sites do.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from ndl.catalogue.exporters._links import HubLinks, Links, dataset_id
 from ndl.catalogue.exporters.markdown import TIER_TITLES
 from ndl.catalogue.metadata import LICENCES
-from ndl.core.errors import InvalidInput
 
 API_VERSION = 3
 NAME_SEPARATOR = "--"
+# Fixed for ever: changing it would change every UUID a harvester has stored.
+NAMESPACE = uuid.UUID("6f1c1b1e-8d0a-5a43-9c52-2b8f4f1d2e7a")
 
-# fq fields and what they filter on: a search facet, or a package field checked here.
-FACET_FIELDS = {"tier": "tier", "theme": "theme", "groups": "theme", "publisher": "publisher",
-                "geography": "geography", "year": "year", "join_key": "join_key"}
-PACKAGE_FIELDS = ("organization", "owner_org", "tags", "name", "id", "license_id", "res_format")
-SORTS = {"score": "relevance", "title_string": "title", "title": "title",
-         "metadata_modified": "updated", "name": "title"}
-_FQ_TERM = re.compile(r'(\+?)([A-Za-z_][\w.]*):(?:"((?:[^"\\]|\\.)*)"|(\S+))')
-
+LICENCE_TITLES = {
+    "OGL-UK-3.0": "Open Government Licence v3.0",
+    "CC-BY-4.0": "Creative Commons Attribution 4.0",
+    "CC0-1.0": "Creative Commons CCZero 1.0",
+    "ODbL-1.0": "Open Data Commons Open Database License 1.0",
+    "restricted": "Restricted access: see the dataset's access conditions",
+}
 
 def package_name(ds_id: str) -> str:
     return ds_id.replace("/", NAME_SEPARATOR, 1)
 
 
+def package_uuid(ds_id: str) -> str:
+    """The dataset's CKAN id: a UUID that only its ndl id decides."""
+    return str(uuid.uuid5(NAMESPACE, f"dataset:{ds_id}"))
+
+
+def resource_uuid(ds_id: str, key: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"resource:{ds_id}#{key}"))
+
+
+def org_uuid(org_id: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"organization:{org_id}"))
+
+
+def group_uuid(name: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"group:{name}"))
+
+
+def ckan_tag(keyword: str) -> str:
+    """A keyword in the form CKAN's tag validator accepts: ``A&E`` is ``A and E``,
+    ``children's social care`` is ``childrens social care``."""
+    text = keyword.replace("&", " and ").replace("+", " plus ").replace("@", " at ")
+    text = re.sub(r"['\u2019`]", "", text)
+    text = re.sub(r"[^\w\-. ]", " ", text)
+    text = re.sub(r"\s+", " ", text).strip()[:100]
+    return text if len(text) >= 2 else f"{text}-tag" if text else "tag"
+
+
+def licence_title(licence: str | None) -> str | None:
+    if not licence:
+        return None
+    return LICENCE_TITLES.get(licence, licence)
+
+
+def group_title(theme: str) -> str:
+    return theme.replace("-", " ").replace("_", " ").capitalize()
+
+
+def group(theme: str, base_url: str, *, package_count: int | None = None) -> dict[str, Any]:
+    """A theme as a CKAN group."""
+    out: dict[str, Any] = {
+        "id": group_uuid(theme), "name": theme, "title": group_title(theme),
+        "display_name": group_title(theme), "type": "group", "is_organization": False,
+        "state": "active", "approval_status": "approved", "description": "",
+        "image_url": "", "image_display_url": "",
+        "url": f"{base_url.rstrip('/')}/search?theme={theme}",
+    }
+    if package_count is not None:
+        out["package_count"] = package_count
+    return out
+
+
 def candidate_ids(name_or_id: str) -> list[str]:
-    """The ndl ids a ``package_show`` id could mean (a name may hold "--" more than once)."""
+    """The ndl ids a ``package_show`` id could mean (a name may hold "--" more than once).
+
+    UUIDs are not listed here: the caller compares them with :func:`package_uuid`."""
     if "/" in name_or_id:
         return [name_or_id]
     out, start = [], 0
@@ -43,7 +102,8 @@ def candidate_ids(name_or_id: str) -> list[str]:
 
 
 def _resources(detail: dict[str, Any], links: Links, has_mock: bool) -> list[dict[str, Any]]:
-    pkg_id = dataset_id(detail)
+    ds_id = dataset_id(detail)
+    pkg_id = package_uuid(ds_id)
     modified = detail.get("updated_at")
     rows = [{"key": "page", "name": "Dataset page: how to get access", "url": links.page,
              "format": "HTML", "mimetype": "text/html",
@@ -54,9 +114,14 @@ def _resources(detail: dict[str, Any], links: Links, has_mock: bool) -> list[dic
                      "description": "The rows, read through the SQL endpoint (at most 10,000 "
                                     "rows per download)."})
     elif has_mock:
-        rows.append({"key": "mock-csv", "name": "Synthetic mock rows (CSV)",
-                     "url": links.mock_csv, "format": "CSV", "mimetype": "text/csv",
-                     "description": "Made-up rows with the real columns; any signed-in user."})
+        # Not "CSV": the rows are made up and need a sign-in, so a harvester counting CSV
+        # downloads (the res_format facet) must not count them as the dataset's data.
+        rows.append({"key": "mock-csv", "name": "Synthetic mock rows (sign-in required)",
+                     "url": links.mock_csv, "format": "Mock CSV", "mimetype": "text/csv",
+                     "restricted": "sign-in",
+                     "description": "Made-up rows with the real columns and types, describing "
+                                    "no real person; any signed-in user may download them. "
+                                    "The real rows cannot be downloaded."})
     rows += [
         {"key": "dcat", "name": "DCAT-3 metadata (JSON-LD)", "url": links.dcat,
          "format": "JSON-LD", "mimetype": "application/ld+json",
@@ -69,7 +134,8 @@ def _resources(detail: dict[str, Any], links: Links, has_mock: bool) -> list[dic
     for position, r in enumerate(rows):
         key = r.pop("key")
         out.append({
-            "id": f"{pkg_id}#{key}", "package_id": pkg_id, "position": position,
+            "id": resource_uuid(ds_id, key), "package_id": pkg_id, "position": position,
+            "ndl_key": f"{ds_id}#{key}",
             "state": "active", "url_type": None, "datastore_active": False,
             "created": detail.get("published_at"), "last_modified": modified, **r,
         })
@@ -78,9 +144,10 @@ def _resources(detail: dict[str, Any], links: Links, has_mock: bool) -> list[dic
 
 def organization(org: dict[str, Any], base_url: str, *, package_count: int | None = None
                  ) -> dict[str, Any]:
-    """A CKAN organization from ``{"id", "name", "kind", "created_at"}``."""
+    """A CKAN organization from ``{"id", "name", "kind", "created_at"}``: its ``name`` is the
+    ndl organisation id, its ``id`` a UUID derived from it."""
     out: dict[str, Any] = {
-        "id": org["id"], "name": org["id"], "title": org.get("name") or org["id"],
+        "id": org_uuid(org["id"]), "name": org["id"], "title": org.get("name") or org["id"],
         "display_name": org.get("name") or org["id"], "type": "organization",
         "is_organization": True, "state": "active", "approval_status": "approved",
         "description": "", "image_url": "", "created": org.get("created_at"),
@@ -92,7 +159,7 @@ def organization(org: dict[str, Any], base_url: str, *, package_count: int | Non
 
 
 def package(detail: dict[str, Any], base_url: str, *, org_title: str | None = None,
-            has_mock: bool = False) -> dict[str, Any]:
+            org_created: str | None = None, has_mock: bool = False) -> dict[str, Any]:
     """One dataset as a CKAN package dict."""
     links = Links.of(base_url, detail)
     ds_id = dataset_id(detail)
@@ -100,6 +167,7 @@ def package(detail: dict[str, Any], base_url: str, *, org_title: str | None = No
     contact = detail.get("contact") or {}
     licence = detail.get("licence")
     extras = {
+        "ndl_id": ds_id,
         "access_tier": detail["tier"],
         "access_tier_title": TIER_TITLES.get(detail["tier"], detail["tier"]),
         "join_keys": ",".join(sorted({str(c["join_key"]) for c in detail.get("columns") or []
@@ -119,11 +187,12 @@ def package(detail: dict[str, Any], base_url: str, *, org_title: str | None = No
         "croissant_url": links.croissant,
         "markdown_url": links.markdown,
     }
-    tags = [{"name": k, "display_name": k, "state": "active", "vocabulary_id": None}
-            for k in detail.get("keywords") or []]
+    tags = [{"id": str(uuid.uuid5(NAMESPACE, f"tag:{ckan_tag(k)}")), "name": ckan_tag(k),
+             "display_name": k, "state": "active", "vocabulary_id": None}
+            for k in dict.fromkeys(detail.get("keywords") or [])]
     resources = _resources(detail, links, has_mock)
     return {
-        "id": ds_id, "name": package_name(ds_id), "title": detail["title"],
+        "id": package_uuid(ds_id), "name": package_name(ds_id), "title": detail["title"],
         "notes": detail.get("description") or "", "url": links.page, "type": "dataset",
         "state": "active", "private": False, "isopen": detail["tier"] == "open",
         "version": str(detail.get("version") or ""),
@@ -131,83 +200,29 @@ def package(detail: dict[str, Any], base_url: str, *, org_title: str | None = No
         "metadata_modified": detail.get("updated_at"),
         "author": None, "author_email": None,
         "maintainer": contact.get("name"), "maintainer_email": contact.get("email"),
-        "license_id": licence, "license_title": licence,
+        "license_id": licence, "license_title": licence_title(licence),
         "license_url": LICENCES.get(licence, licence) if licence else None,
-        "owner_org": org_id,
-        "organization": organization({"id": org_id, "name": org_title or detail["publisher"]},
-                                     base_url),
+        "owner_org": org_uuid(org_id),
+        "organization": organization({"id": org_id, "name": org_title or detail["publisher"],
+                                      "created_at": org_created}, base_url),
         "tags": tags, "num_tags": len(tags),
-        "groups": [{"name": t, "title": t, "display_name": t} for t in detail.get("themes") or []],
+        "groups": [{k: g[k] for k in ("id", "name", "title", "display_name", "description",
+                                      "image_display_url")}
+                   for g in (group(t, base_url) for t in detail.get("themes") or [])],
         "resources": resources, "num_resources": len(resources),
         "extras": [{"key": k, "value": str(v)} for k, v in extras.items()
                    if v not in (None, "")],
     }
 
 
-def parse_fq(fq: str) -> list[tuple[str, str]]:
-    """Solr-style ``field:value field:"two words"`` terms, all required (AND).
-
-    Only plain positive terms are understood; anything else is refused rather than ignored,
-    so a harvester never gets a silently wider result than it asked for.
-    """
-    terms: list[tuple[str, str]] = []
-    pos = 0
-    text = fq.strip()
-    while pos < len(text):
-        if text[pos].isspace():
-            pos += 1
-            continue
-        m = _FQ_TERM.match(text, pos)
-        if m is None:
-            raise InvalidInput(
-                f"fq: cannot read {text[pos:pos + 40]!r}; write terms as field:value or "
-                'field:"two words", e.g. organization:nhs-trust tags:"A&E"')
-        field = m.group(2)
-        value = m.group(3) if m.group(3) is not None else m.group(4)
-        value = value.replace('\\"', '"')
-        if field not in FACET_FIELDS and field not in PACKAGE_FIELDS:
-            known = ", ".join(sorted({*FACET_FIELDS, *PACKAGE_FIELDS}))
-            raise InvalidInput(f"fq: unknown field {field!r}; filter on one of {known}")
-        terms.append((field, value))
-        pos = m.end()
-    return terms
+FACETABLE = ("organization", "tags", "groups", "license_id", "res_format")
 
 
-def package_matches(pkg: dict[str, Any], terms: list[tuple[str, str]]) -> bool:
-    """Whether a package passes the fq terms that are not search facets."""
-    for field, value in terms:
-        if field in ("organization", "owner_org"):
-            ok = pkg["owner_org"] == value
-        elif field == "tags":
-            ok = any(t["name"].lower() == value.lower() for t in pkg["tags"])
-        elif field in ("name", "id"):
-            ok = pkg[field] == value
-        elif field == "license_id":
-            ok = pkg["license_id"] == value
-        elif field == "res_format":
-            ok = any(r["format"].lower() == value.lower() for r in pkg["resources"])
-        else:
-            continue
-        if not ok:
-            return False
-    return True
-
-
-def parse_sort(sort: str | None) -> str:
-    """CKAN's ``sort`` (e.g. ``metadata_modified desc``) as one of our search orders."""
-    if not sort or not sort.strip():
-        return "relevance"
-    first = sort.split(",")[0].split()
-    if not first:
-        return "relevance"
-    field = first[0]
-    if field not in SORTS:
-        raise InvalidInput(f"sort: cannot sort on {field!r}; use one of {', '.join(SORTS)}")
-    return SORTS[field]
-
-
-def search_facets(packages: list[dict[str, Any]], fields: list[str]) -> dict[str, Any]:
-    """CKAN ``search_facets`` for organization, tags, groups, license_id and res_format."""
+def search_facets(packages: list[dict[str, Any]], fields: list[str], *, limit: int = 50,
+                  mincount: int = 1) -> dict[str, Any]:
+    """CKAN ``search_facets`` for organization, tags, groups, license_id and res_format, the
+    ``limit`` most frequent values of each (all of them when ``limit`` is negative), as
+    ``facet.limit`` asks."""
     counters: dict[str, dict[str, tuple[str, int]]] = {f: {} for f in fields}
 
     def add(field: str, name: str, display: str) -> None:
@@ -216,7 +231,7 @@ def search_facets(packages: list[dict[str, Any]], fields: list[str]) -> dict[str
             counters[field][name] = (display, n + 1)
 
     for p in packages:
-        add("organization", p["owner_org"], p["organization"]["title"])
+        add("organization", p["organization"]["name"], p["organization"]["title"])
         for t in p["tags"]:
             add("tags", t["name"], t["display_name"])
         for g in p["groups"]:
@@ -224,9 +239,10 @@ def search_facets(packages: list[dict[str, Any]], fields: list[str]) -> dict[str
         add("license_id", p["license_id"] or "", p["license_title"] or "")
         for fmt in {r["format"] for r in p["resources"]}:
             add("res_format", fmt, fmt)
-    return {
-        f: {"title": f, "items": [{"name": k, "display_name": d, "count": n}
-                                  for k, (d, n) in sorted(items.items(),
-                                                          key=lambda kv: (-kv[1][1], kv[0]))]}
-        for f, items in counters.items()
-    }
+    out: dict[str, Any] = {}
+    for f, items in counters.items():
+        ranked = [{"name": k, "display_name": d, "count": n}
+                  for k, (d, n) in sorted(items.items(), key=lambda kv: (-kv[1][1], kv[0]))
+                  if n >= mincount]
+        out[f] = {"title": f, "items": ranked if limit < 0 else ranked[:limit]}
+    return out

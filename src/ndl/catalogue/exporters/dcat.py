@@ -194,7 +194,7 @@ def dataset_node(detail: dict[str, Any], base_url: str, *, has_mock: bool = Fals
     if service_described:
         service = {"@id": service["@id"]}
     node: dict[str, Any] = {
-        "@id": links.api,
+        "@id": links.iri,
         "@type": "dcat:Dataset",
         "dct:identifier": f"{links.site}/{links.name}",
         "dct:title": detail["title"],
@@ -241,7 +241,7 @@ def dataset_node(detail: dict[str, Any], base_url: str, *, has_mock: bool = Fals
     related = [d for d in (detail.get("access") or {}).get("linkable_datasets", [])
                if isinstance(d, str) and d.count("/") == 1]
     if related:
-        node["dct:relation"] = [_resource(Links.of(base_url, {"id": d}).api) for d in related]
+        node["dct:relation"] = [_resource(Links.of(base_url, {"id": d}).iri) for d in related]
     if has_mock and detail["tier"] != "open":
         # A mock is a sample of the dataset, not a way to get its data: adms:sample.
         node["adms:sample"] = _mock_sample(links)
@@ -257,7 +257,7 @@ def dataset_dcat(detail: dict[str, Any], base_url: str, *, has_mock: bool = Fals
 def _record(detail: dict[str, Any], links: Links) -> dict[str, Any]:
     record: dict[str, Any] = {
         "@id": f"{links.api}#record", "@type": "dcat:CatalogRecord",
-        "foaf:primaryTopic": {"@id": links.api, "@type": "dcat:Resource"},
+        "foaf:primaryTopic": {"@id": links.iri, "@type": "dcat:Resource"},
         "dct:modified": _datetime(str(detail.get("updated_at") or detail["published_at"])),
     }
     if detail.get("published_at"):
