@@ -19,8 +19,8 @@ def dp_query(
     ctx: typer.Context,
     dataset_id: Annotated[str, typer.Argument(
         help="A safeguarded dataset, e.g. nhs-trust/ae-attendances")],
-    sql: Annotated[str, typer.Option(help="SELECT COUNT(*), AVG(col) ... FROM data [WHERE ...] "
-                                          "[GROUP BY public_key]")],
+    sql: Annotated[str, typer.Option(help="SELECT COUNT(*), AVG(col), HISTOGRAM(col, [0, 18, 65]) "
+                                          "... FROM data [WHERE ...] [GROUP BY public_key]")],
     rho: Annotated[float, typer.Option(help="Privacy budget to spend (zCDP rho), e.g. 0.1.")],
     project: Annotated[str, typer.Option(help="Your project with a grant for this dataset.")],
     yes: Annotated[bool, typer.Option("--yes", help="Spend without asking after the preview.")

@@ -352,8 +352,9 @@ def create_server(library: Library) -> MCPServer:
         project: Annotated[str, Field(max_length=64, description=(
             "Your project id; it needs an active grant for the dataset"))],
         sql: Annotated[str, Field(max_length=10_000, description=(
-            "SELECT COUNT(*), SUM(col), AVG(col), MEDIAN(col) ... FROM data [WHERE ...] "
-            "[GROUP BY public_key]"))],
+            "SELECT COUNT(*), SUM(col), AVG(col), MEDIAN(col), HISTOGRAM(col, [e0, e1, ...]) "
+            "... FROM data [WHERE ...] [GROUP BY public_key]; HISTOGRAM counts each band "
+            "between the edges in one answer and one spend"))],
         rho: Annotated[float, Field(gt=0, le=10, description=(
             "Privacy budget (zCDP rho) this answer may spend, e.g. 0.1"))],
         confirm: Annotated[bool, Field(description=(

@@ -55,7 +55,9 @@ Scalar = str | int | float | bool
 
 ALLOWED = (
     "aggregates: count, sum(col), mean(col), quantile(col, q), histogram(col, bins) over "
-    "integer or float columns (histograms also over boolean or code-list columns); "
+    "integer or float columns, bins being a number of equal bands within the bounds or a "
+    "list of band edges, or left out for the column's published bands (histograms also over "
+    "boolean or code-list columns); "
     f"group_by: up to {MAX_GROUP_KEYS} public key columns (with a code_list, boolean, or "
     "public_key: true and categories in the metadata); where: column op value with op one "
     "of = != < <= > >= in; bounds [lo, hi] within the column's published minimum/maximum"
@@ -390,9 +392,12 @@ class _Checker:
                 self.problems.append(f"{role}: bin edges must be 2..{MAX_HISTOGRAM_EDGES} "
                                      "strictly increasing numbers")
                 return None
+        elif (published := _published_bands(col)) is not None:
+            edges = published
         else:
             self.problems.append(f"{role}: give bins: a number of equal-width bins within "
-                                 "the bounds, or a list of edges")
+                                 "the bounds, or a list of edges (the column publishes no "
+                                 "bands)")
             return None
         cells = ([f"{col.name} < {_fmt(edges[0])}"]
                  + [f"{col.name} in [{_fmt(a)}, {_fmt(b)}{']' if j == len(edges) - 2 else ')'}"
@@ -432,6 +437,19 @@ class _Checker:
                 return
         if col.type in ("string", "boolean") and f.op not in ("=", "!=", "in"):
             self.problems.append(f"where {f.column}: {col.type} columns take = != or in")
+
+
+def _published_bands(col: ColumnMeta) -> list[float] | None:
+    """The steward's band edges for a numeric column (extra key ``bands``, e.g. [0, 18, 65,
+    120]): public like a code list, so a histogram over them reveals only noisy counts."""
+    bands = (col.model_extra or {}).get("bands")
+    if not isinstance(bands, list) or not 2 <= len(bands) <= MAX_HISTOGRAM_EDGES:
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+           for v in bands):
+        return None
+    edges = [float(v) for v in bands]
+    return edges if all(a < b for a, b in itertools.pairwise(edges)) else None
 
 
 def _value_fits(v: Scalar, col: ColumnMeta) -> bool:

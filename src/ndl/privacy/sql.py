@@ -14,7 +14,9 @@ Accepted::
     [GROUP BY key1 [, key2]]
 
 Aggregates: ``COUNT(*)``, ``SUM(x)``, ``AVG(x)``, ``MEDIAN(x)``, ``QUANTILE_CONT(x, q)``
-(``APPROX_QUANTILE(x, q)`` is read the same way). Clamping bounds are written the way any SQL
+(``APPROX_QUANTILE(x, q)`` is read the same way) and ``HISTOGRAM(x, [e0, e1, ...])``
+(counts per band; ``HISTOGRAM(x, n)`` for equal bands, ``HISTOGRAM(x)`` for published values
+or bands). Clamping bounds are written the way any SQL
 engine would compute them, ``LEAST(GREATEST(x, lo), hi)``, e.g.
 ``SUM(LEAST(GREATEST(income, 0), 200000))``; without it the bounds come from the metadata.
 Operators: ``= != <> < <= > >=`` and ``IN (v1, v2, ...)``; values are numbers, 'strings'
@@ -31,12 +33,18 @@ from sqlglot.errors import ParseError, TokenError
 
 from ndl.catalogue.metadata import DatasetMeta
 from ndl.core.errors import InvalidInput
-from ndl.privacy.spec import Aggregate, Filter, PrivateQuery, check_query, parse_query
+from ndl.privacy.spec import ALLOWED, Aggregate, Filter, PrivateQuery, check_query, parse_query
 
+# Bands in one query, one spend: the edges are given (public), never taken from the data.
+BANDS_EXAMPLE = "SELECT region, HISTOGRAM(age, [0, 18, 65, 120]) FROM data GROUP BY region"
 ALLOWED_SQL = (
     "Allowed: SELECT <aggregates>[, key1[, key2]] FROM data [WHERE column op value "
     "[AND ...]] [GROUP BY key1[, key2]], where an aggregate is COUNT(*), SUM(col), AVG(col), "
-    "MEDIAN(col) or QUANTILE_CONT(col, q), optionally AS label; clamp a column as "
+    "MEDIAN(col), QUANTILE_CONT(col, q) or HISTOGRAM(col, [e0, e1, ...]) (a count per band "
+    "between the edges; HISTOGRAM(col, n) for n equal bands within the bounds; "
+    "HISTOGRAM(col) for a column's published values or bands), optionally AS label, e.g. "
+    "SELECT region, HISTOGRAM(age, [0, 18, 65, 120]) FROM data GROUP BY region; clamp a "
+    "column as "
     "LEAST(GREATEST(col, lo), hi) inside the aggregate; op is = != <> < <= > >= or "
     "IN (v1, v2, ...); values are numbers, 'strings' or TRUE/FALSE. No joins, subqueries, "
     "UNION, other functions, ORDER BY, LIMIT, HAVING, comments or second statements."
@@ -139,7 +147,35 @@ def _aggregate(node: exp.Expression, label: str | None, i: int) -> Aggregate:
         if not 0 < q < 1:
             _refuse(f"{what}: the quantile must be between 0 and 1")
         return Aggregate(op="quantile", column=col, bounds=bounds, q=q, label=label)
+    if isinstance(node, exp.Anonymous) and str(node.this).upper() == "HISTOGRAM":
+        return _histogram(node, label, what)
+    if isinstance(node, exp.Case):
+        _refuse(f"{what}: CASE is not allowed; count by bands with one HISTOGRAM(col, [e0, e1, "
+                "...]) instead")
     _refuse(f"{what} is not one of the allowed aggregates")
+
+
+def _histogram(node: exp.Anonymous, label: str | None, what: str) -> Aggregate:
+    """HISTOGRAM(col), HISTOGRAM(col, n) or HISTOGRAM(col, [e0, e1, ...]): one released
+    vector of counts, so banding costs one query and one spend."""
+    _only(node, {"this", "expressions"}, what)
+    args = node.expressions
+    if not 1 <= len(args) <= 2:
+        _refuse(f"{what}: write HISTOGRAM(col), HISTOGRAM(col, n) or "
+                "HISTOGRAM(col, [e0, e1, ...])")
+    col, bounds = _operand(args[0], what)
+    bins: int | list[Any] | None = None
+    if len(args) == 2:
+        spec = args[1]
+        if isinstance(spec, exp.Array):
+            _only(spec, {"expressions"}, what)
+            bins = [_number(v, f"{what}: band edge") for v in spec.expressions]
+        else:
+            n = _number(spec, f"{what}: number of bands")
+            if not n.is_integer():
+                _refuse(f"{what}: the number of bands must be a whole number")
+            bins = int(n)
+    return Aggregate(op="histogram", column=col, bounds=bounds, bins=bins, label=label)
 
 
 def _predicates(node: exp.Expression) -> list[Filter]:
@@ -199,6 +235,10 @@ def from_sql(sql: str, meta: DatasetMeta, *, rho: float, project: str | None = N
     keys: list[str] = []
     if group is not None:
         _only(group, {"expressions"}, "GROUP BY")
+        for e in group.expressions:
+            if not isinstance(e, exp.Column):
+                _refuse(f"GROUP BY {e.sql(dialect='duckdb')!r}: group by plain key columns; "
+                        "for bands of a number, select HISTOGRAM(col, [e0, e1, ...])")
         keys = [_column(e, "GROUP BY") for e in group.expressions]
     aggs: list[Aggregate] = []
     selected_keys: list[str] = []
@@ -222,5 +262,10 @@ def from_sql(sql: str, meta: DatasetMeta, *, rho: float, project: str | None = N
     query = parse_query({"dataset": meta.name, "aggregates": aggs, "group_by": keys,
                          "where": where, "rho": rho, "project": project,
                          "max_rows_per_person": max_rows_per_person})
-    check_query(query, meta)
+    try:
+        check_query(query, meta)
+    except InvalidInput as exc:
+        # Speak SQL to someone who wrote SQL: the JSON form's grammar would only confuse.
+        message = exc.message.replace(f"Allowed: {ALLOWED}", ALLOWED_SQL)
+        raise InvalidInput(message, detail=exc.detail) from exc
     return query
