@@ -131,8 +131,9 @@ TIERS: dict[Tier, TierDef] = {
     ),
     "controlled": TierDef(
         name="controlled", title="Controlled",
-        summary=("Controlled data: reached only by reviewed code run at the data, with "
-                 "outputs checked before release."),
+        summary=("Controlled data: the most sensitive tier. Its rows are to be reached only "
+                 "by reviewed code run at the data, with outputs checked before release; that "
+                 "is not available yet, so today it offers metadata and synthetic mock rows."),
         what_you_get=("today: catalogue metadata and synthetic mock rows to develop against; "
                       "reviewed code-to-data jobs are not available yet"),
         how_to_reach=("ask for access through a project; a data steward of the owning "

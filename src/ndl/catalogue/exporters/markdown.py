@@ -12,10 +12,11 @@ from typing import Any
 
 from ndl.catalogue.exporters._links import LIBRARY_NAME, TIER_SUMMARY, HubLinks, Links
 from ndl.catalogue.metadata import LICENCES
+from ndl.core.tiers import TIERS
 
 # Example request body shown to readers (a constant, so no SQL is ever built from input).
 _SQL_EXAMPLE = '{"sql": "SELECT * FROM data LIMIT 10"}'
-TIER_TITLES = {"open": "Open", "safeguarded": "Safeguarded", "controlled": "Controlled"}
+TIER_TITLES = {name: t.title for name, t in TIERS.items()}
 
 
 # Metadata text is the publisher's, and a Markdown page is rendered (to HTML) by whoever reads
@@ -82,9 +83,10 @@ def how_to_get_access(detail: dict[str, Any], base_url: str) -> list[str]:
     """Steps to reach the data in this dataset's tier, as Markdown lines."""
     links, hub = Links.of(base_url, detail), HubLinks.of(base_url)
     tier = detail["tier"]
+    how = TIERS[tier]
     if tier == "open":
         lines = [
-            "Anyone may read the rows; no account is needed.",
+            f"{how.summary} Exact counts: `POST {links.query}`.",
             "",
             f"- Download the rows as CSV: <{links.rows_csv}>",
             f"- Run SQL over the table `data`: `POST {links.sql}` with `{_SQL_EXAMPLE}`",
@@ -92,22 +94,20 @@ def how_to_get_access(detail: dict[str, Any], base_url: str) -> list[str]:
         ]
     elif tier == "safeguarded":
         lines = [
-            "Sign in as a registered researcher with a project. Aggregate questions (counts, "
-            "sums, means by group) are answered at once with differential privacy; no row "
-            "ever leaves the organisation.",
+            how.summary,
             "",
-            f"- Ask an aggregate query: `POST {links.query}` (needs the researcher role)",
+            f"- How: {how.how_to_reach}.",
+            f"- Ask a private question: `POST {links.private_query}` (a researcher on a "
+            "project with a grant)",
             f"- Write code first against synthetic mock rows: <{links.mock_csv}> (any "
             "signed-in user)",
         ]
     else:
         lines = [
-            "Make an access request for an approved project. Reviewed code then runs at the "
-            "organisation's datasite; only outputs that pass disclosure checks and an output "
-            "checker are released.",
+            how.summary,
             "",
-            f"- Develop against synthetic mock rows first: <{links.mock_csv}> (any signed-in "
-            "user)",
+            f"- How: {how.how_to_reach}.",
+            f"- Develop against synthetic mock rows: <{links.mock_csv}> (any signed-in user)",
         ]
     access = detail.get("access") or {}
     extra = []
