@@ -6,6 +6,7 @@ The server runs in-process (``mcp.Client(server)``); its library talks HTTP to a
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -302,3 +303,94 @@ def test_run_private_query_previews_then_spends_within_the_grant(demo: Demo) -> 
     anon = _with_client(demo.hub.url, None,
                         lambda c: c.call_tool("run_private_query", args))
     assert anon.is_error
+
+
+def test_a_private_answer_says_each_numbers_uncertainty_and_bands_cost_one_spend(
+        demo: Demo) -> None:
+    from ndl.testing import granted_project
+
+    project = granted_project(demo.hub.url, demo.researcher, ["nhs-trust/ae-attendances"])
+    # "A&E attendances by age band": one query, one spend (it took four before).
+    args = {"dataset_id": "nhs-trust/ae-attendances", "project": project, "rho": 0.1,
+            "sql": "SELECT region, HISTOGRAM(age_at_arrival, [0, 18, 65, 110]) AS bands "
+                   "FROM data GROUP BY region"}
+
+    async def calls(client: Client) -> tuple[CallToolResult, CallToolResult]:
+        preview = await client.call_tool("run_private_query", args)
+        return preview, await client.call_tool("run_private_query", {**args, "confirm": True})
+
+    preview, spent = _with_client(demo.hub.url, demo.researcher, calls)
+    assert re.search(r"bands: give or take \d+ \(95%\)", _text(preview)), _text(preview)
+    s = _ok(spent)
+    assert abs(s["spent"] - 0.1) < 1e-9 and len(s["expected_error"]) == 1
+    assert s["columns"][1:] == ["age_at_arrival < 0", "age_at_arrival in [0, 18)",
+                                "age_at_arrival in [18, 65)", "age_at_arrival in [65, 110]",
+                                "age_at_arrival > 110"]
+    # The text an agent reads carries every number's error bar, not only structuredContent.
+    lines = [ln for ln in _text(spent).splitlines() if ln.startswith("- region = ")]
+    assert len(lines) == len(s["rows"]) == 9
+    for line in lines:
+        assert len(re.findall(r"about [\d,]+, give or take [\d,]+ \(95%\)", line)) == 5, line
+
+
+def test_find_linkage_suggests_bridge_datasets_along_the_join_key_graph(demo: Demo) -> None:
+    async def calls(client: Client) -> tuple[CallToolResult, CallToolResult]:
+        care = await client.call_tool("find_linkage",
+                                      {"dataset_id": "local-authority/childrens-social-care"})
+        return care, await client.call_tool("find_linkage", {"dataset_id": "dfe/attainment"})
+
+    care, attainment = _with_client(demo.hub.url, None, calls)
+    k = _ok(care)
+    direct = {d["id"] for g in k["groups"] for d in g["datasets"]}
+    bridges = {b["id"]: b for b in k["bridges"]}
+    # Social care shares no key with attainment; pupils bridges them (postcode, then UPN).
+    assert "dfe/attainment" not in direct and "dfe/attainment" in bridges
+    path = bridges["dfe/attainment"]
+    assert path["via"] == ["dfe/pupils"] and len(path["hops"]) == 2
+    assert path["hops"][0]["from_id"] == "local-authority/childrens-social-care"
+    assert "upn" in path["hops"][1]["join_keys"] and path["hops"][0]["join_keys"]
+    assert "dfe/attainment" in _text(care) and "via dfe/pupils" in _text(care)
+    # Every bridge is further than one hop, and none is the dataset itself.
+    assert not set(bridges) & (direct | {k["dataset_id"]})
+    a = _ok(attainment)
+    assert {b["id"] for b in a["bridges"]} >= {"nhs-trust/ae-attendances"}
+    assert all(2 <= len(b["hops"]) <= 3 for b in a["bridges"])
+
+
+def test_catalogue_and_dataset_markdown_are_resources_and_prompts_plan_tasks(
+        demo: Demo) -> None:
+    async def calls(client: Client) -> tuple[Any, ...]:
+        resources = (await client.list_resources()).resources
+        templates = (await client.list_resource_templates()).resource_templates
+        catalogue = await client.read_resource("ndl://catalogue.md")
+        pupils = await client.read_resource("ndl://datasets/dfe/pupils.md")
+        prompts = (await client.list_prompts()).prompts
+        find = await client.get_prompt("find_data", {"question": QUESTION})
+        plan = await client.get_prompt("plan_access_request", {
+            "dataset_id": "nhs-trust/ae-attendances", "purpose": "waits by age"})
+        ask = await client.get_prompt("ask_private_question", {
+            "dataset_id": "nhs-trust/ae-attendances", "question": "waits by age band",
+            "project": "p-1"})
+        try:
+            await client.read_resource("ndl://datasets/dfe/nothing-here.md")
+            missing = None
+        except Exception as exc:  # the SDK raises the server's error
+            missing = exc
+        return resources, templates, catalogue, pupils, prompts, find, plan, ask, missing
+
+    resources, templates, catalogue, pupils, prompts, find, plan, ask, missing = \
+        _with_client(demo.hub.url, None, calls)
+    assert [str(r.uri) for r in resources] == ["ndl://catalogue.md"]
+    assert [t.uri_template for t in templates] == ["ndl://datasets/{site}/{name}.md"]
+    text = catalogue.contents[0].text
+    assert text.startswith("# National Data Library catalogue") and text.count("\n- [") == 6
+    assert f"{demo.hub.url}/datasets/dfe/pupils.md" in text
+    page = pupils.contents[0]
+    assert page.mime_type == "text/markdown" and "dfe/pupils" in page.text
+    assert missing is not None and "nothing-here" in str(missing)
+    assert {p.name for p in prompts} == {"find_data", "plan_access_request",
+                                         "ask_private_question"}
+    found = find.messages[0].content.text
+    assert QUESTION in found and "find_linkage" in found and "Safeguarded" in found
+    assert "get_access_requirements" in plan.messages[0].content.text
+    assert "HISTOGRAM(col, [e0, e1, ...])" in ask.messages[0].content.text

@@ -151,12 +151,32 @@ class LinkageGroup(BaseModel):
     datasets: list[LinkedDataset]
 
 
+class LinkHop(BaseModel):
+    from_id: str
+    to_id: str
+    join_keys: list[str] = Field(description="The join-key types the two datasets share.")
+
+
+class BridgePath(BaseModel):
+    """A dataset two or more hops away, and the shortest path of shared join keys to it."""
+
+    id: str
+    title: str
+    publisher: str
+    tier: str
+    via: list[str] = Field(description="The bridge datasets in between, in order.")
+    hops: list[LinkHop]
+
+
 class Linkage(BaseModel):
     dataset_id: str
     join_keys: list[str]
     groups: list[LinkageGroup]
     declared_linkable: list[str] = Field(
         default_factory=list, description="Datasets the publisher lists as linkable.")
+    bridges: list[BridgePath] = Field(
+        default_factory=list, description="Datasets reached only through others (2-3 hops "
+                                          "along shared join keys), nearest first.")
     note: str
 
 
@@ -278,6 +298,13 @@ def linkage_text(k: Linkage) -> str:
                          f"column {', '.join(d.columns)})")
     if k.declared_linkable:
         lines.append(f"Publisher lists as linkable: {', '.join(k.declared_linkable)}")
+    if k.bridges:
+        lines.append("Through bridge datasets (no shared key with this one directly):")
+    for b in k.bridges:
+        route = k.dataset_id + "".join(f" --{'/'.join(h.join_keys)}--> {h.to_id}"
+                                       for h in b.hops)
+        lines.append(f"  - {b.id}: {b.title} ({b.publisher}; {b.tier}) via "
+                     f"{', '.join(b.via)}: {route}")
     lines.append(k.note)
     return "\n".join(lines)
 

@@ -39,13 +39,18 @@ from ndl.core.tiers import TIERS, Operation, tier_def
 from ndl.mcp import results as r
 from ndl.mcp.hosts import check_host_and_origin, transport_security
 from ndl.mcp.library import HubLibrary, Library, check_dataset_id
+from ndl.mcp.linkage import bridges, key_graph
+from ndl.mcp.resources import PUBLIC_BASE
+from ndl.mcp.resources import register as register_resources
 
 INSTRUCTIONS = """\
 ndl is a federated National Data Library: each organisation keeps its data at home and the
 hub holds a catalogue of it. Start with search_datasets (plain words or a question), read a
 dataset with get_dataset and describe_schema, find datasets it can be joined with through
 find_linkage, and ask get_access_requirements how to reach it. Open datasets can be read
-with get_sample and query_open_data; other tiers show synthetic mock rows only.
+with get_sample and query_open_data; other tiers show synthetic mock rows only. The
+catalogue and each dataset are also resources in Markdown (ndl://catalogue.md,
+ndl://datasets/{site}/{name}.md), and the prompts plan common tasks.
 """
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
                             open_world_hint=False)
@@ -229,8 +234,13 @@ async def _linkage(lib: Library, d: dict[str, Any]) -> r.Linkage:
         groups.append(r.LinkageGroup(join_key=key, datasets=linked,
                                      columns_here=[c.name for c in columns if c.join_key == key]))
     declared = list((d.get("access") or {}).get("linkable_datasets") or [])
+    paths: list[r.BridgePath] = []
+    if keys:
+        has, summary, _ = await key_graph(lib)
+        paths = bridges(d["id"], keys, has, summary)
     return r.Linkage(
         dataset_id=d["id"], join_keys=keys, groups=groups, declared_linkable=declared,
+        bridges=paths,
         note="Sharing a join-key type means records can be matched; it grants no access. "
              "Linking person-level records is controlled-tier work: a linkage job whose code "
              "every owner approves, run at the datasite or in the attested enclave, releasing "
@@ -391,7 +401,9 @@ def create_server(library: Library) -> MCPServer:
     async def find_linkage(ctx: Context, dataset_id: DatasetId
                            ) -> Annotated[CallToolResult, r.Linkage]:
         """Datasets that share a join-key type (NHS number, UPN, postcode, date of birth, ...)
-        with this one, grouped by join key, so their records could be linked."""
+        with this one, grouped by join key, so their records could be linked; and bridges:
+        datasets 2-3 hops away along shared join keys, with the path and keys of each hop
+        (e.g. social care -> pupils -> attainment)."""
         lib = _library(library, ctx)
         res = await _linkage(lib, await lib.dataset(check_dataset_id(dataset_id)))
         return _answer(res, r.linkage_text(res))
@@ -413,6 +425,7 @@ def create_server(library: Library) -> MCPServer:
         facets = r.Facets(facets=res.get("facets") or {}, total=res["total"])
         return _answer(facets, r.facets_text(facets))
 
+    register_resources(server, library, _library)
     return server
 
 
@@ -505,7 +518,12 @@ class McpEndpoint:
             await JSONResponse(exc.to_json(), status_code=exc.http_status,
                                headers=headers)(scope, receive, send)
             return
-        await manager.handle_request(scope, receive, send)
+        # The Markdown resources link to the hub as the caller reached it.
+        token = PUBLIC_BASE.set(str(Request(scope).base_url).rstrip("/"))
+        try:
+            await manager.handle_request(scope, receive, send)
+        finally:
+            PUBLIC_BASE.reset(token)
 
 
 def mount_mcp(app: FastAPI, path: str = "/mcp", *, allowed_hosts: Iterable[str] = ()

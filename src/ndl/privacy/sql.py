@@ -237,7 +237,7 @@ def from_sql(sql: str, meta: DatasetMeta, *, rho: float, project: str | None = N
         _only(group, {"expressions"}, "GROUP BY")
         for e in group.expressions:
             if not isinstance(e, exp.Column):
-                _refuse(f"GROUP BY {e.sql(dialect='duckdb')!r}: group by plain key columns; "
+                _refuse(f"GROUP BY {e.sql(dialect='duckdb')!r}: group by a plain column (a key); "
                         "for bands of a number, select HISTOGRAM(col, [e0, e1, ...])")
         keys = [_column(e, "GROUP BY") for e in group.expressions]
     aggs: list[Aggregate] = []
