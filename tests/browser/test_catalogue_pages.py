@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from ndl.core.tiers import TIERS
+
 if TYPE_CHECKING:
     from playwright.sync_api import ConsoleMessage, Page, Response
 
@@ -68,7 +70,8 @@ def test_search_and_open_a_dataset(hub_url: str, browser_page: Page, screenshots
     expect(rows).to_have_count(4)
     expect(rows.first.locator("th")).to_have_text("nhs_number")
     expect(page.locator("#schema")).to_contain_text("arrival_date")
-    expect(page.locator("#access")).to_contain_text("registered researcher with a project")
+    # The tier explained in core.tiers' words.
+    expect(page.locator("#access")).to_contain_text(TIERS["safeguarded"].summary)
     expect(page.locator("#json-link")).to_have_attribute(
         "href", "/api/datasets/nhs-trust/ae-attendances")
     assert problems == [], problems
