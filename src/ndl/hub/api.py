@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -21,6 +21,7 @@ from ndl.federation import service as federation
 from ndl.federation.models import Datasite
 from ndl.hub.deps import authenticated, hub, public, requires
 from ndl.hub.login_limits import request_source
+from ndl.hub.openapi import ASKS_DATASITE, RATE_LIMITED
 from ndl.hub.roundtrip import ask_datasite
 from ndl.hub.state import HubState
 from ndl.ledger import register
@@ -30,6 +31,8 @@ from ndl.query.spec import CountQuery
 router = APIRouter(prefix="/api")
 ANONYMOUS = Principal(0, "anonymous", frozenset(), None)
 HubDep = Annotated[HubState, Depends(hub)]
+# The orders ndl.catalogue.search.SORTS knows (a unit test keeps the two the same).
+Sort = Literal["relevance", "title", "updated", "rows"]
 
 
 # Signing in (/api/auth/login), /api/me and each user's tokens: ndl.hub.auth_api.
@@ -61,7 +64,7 @@ def search_datasets(
     q: str | None = Query(default=None, max_length=500),
     publisher: str | None = None, tier: str | None = None, theme: str | None = None,
     geography: str | None = None, year: str | None = None, join_key: str | None = None,
-    sort: str = "relevance",
+    sort: Sort = "relevance",
     limit: int = Query(default=20, ge=1, le=100),
     offset: int = Query(default=0, ge=0, le=MAX_DB_INT),
 ) -> dict[str, Any]:
@@ -92,7 +95,8 @@ def dataset_versions(site: str, name: str, state: HubDep,
             for v in catalogue.versions(s, f"{site}/{name}")]}
 
 
-@router.get("/datasets/{site}/{name}/mock")
+@router.get("/datasets/{site}/{name}/mock",
+            responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
 def dataset_mock(
     site: str, name: str, state: HubDep, who: Annotated[Principal, Depends(authenticated)],
     limit: int = Query(default=100, ge=1, le=10_000),
@@ -115,7 +119,7 @@ class SqlBody(BaseModel):
     limit: int = Field(default=1000, ge=1, le=10_000)
 
 
-@router.post("/datasets/{site}/{name}/sql")
+@router.post("/datasets/{site}/{name}/sql", responses={**RATE_LIMITED, **ASKS_DATASITE})
 async def dataset_sql(site: str, name: str, body: SqlBody, request: Request, state: HubDep,
                       who: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
     """Read-only SQL over an open dataset's rows (the table is called ``data``)."""
@@ -124,7 +128,7 @@ async def dataset_sql(site: str, name: str, body: SqlBody, request: Request, sta
     return answer.model_dump()
 
 
-@router.patch("/datasets/{site}/{name}/metadata")
+@router.patch("/datasets/{site}/{name}/metadata", responses=ASKS_DATASITE)
 async def edit_metadata(site: str, name: str, changes: dict[str, Any], state: HubDep,
                         who: Annotated[Principal, Depends(requires("steward", "admin"))],
                         ) -> dict[str, Any]:
@@ -148,7 +152,7 @@ def list_datasites(state: HubDep,
         return {"datasites": [federation.datasite_json(d) for d in sites]}
 
 
-@router.post("/datasets/{site}/{name}/query")
+@router.post("/datasets/{site}/{name}/query", responses=ASKS_DATASITE)
 async def query_dataset(
     site: str, name: str, spec: CountQuery, state: HubDep,
     caller: Annotated[Principal | None, Depends(public)],

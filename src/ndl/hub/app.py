@@ -9,9 +9,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from ndl import __version__
 from ndl.core.db import MAX_DB_INT, Database
@@ -24,6 +27,7 @@ from ndl.hub import (
     auth_api,
     federation_api,
     open_api,
+    openapi,
     privacy_api,
     wishlist_api,
 )
@@ -143,7 +147,7 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     if migrate:
         db.migrate()
     key = SigningKey.load_or_create(settings.data_dir / "hub-key.pem")
-    app = FastAPI(title="ndl library hub", version=__version__, docs_url="/api/docs",
+    app = FastAPI(title="ndl library hub", version=__version__, docs_url=None,
                   openapi_url="/api/openapi.json", redoc_url=None)
     app.state.hub = HubState(settings=settings, db=db, key=key)
 
@@ -172,8 +176,10 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
         if exc.status_code == 404:
             return error_response(NotFound(f"no such page or endpoint: {request.url.path}"))
         err = NdlError(str(exc.detail))
+        # Keep the exception's headers: a 405 must say which methods the path takes (Allow).
         return JSONResponse({"error": {"code": f"http_{exc.status_code}",
-                                       "message": err.message}}, status_code=exc.status_code)
+                                       "message": err.message}}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
@@ -195,12 +201,31 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     app.include_router(wishlist_api.router)
     app.include_router(privacy_api.router)
     app.include_router(open_api.router)
+    openapi.document_errors(app)
+    _mount_docs(app)
     _mount_web(app)
     # MCP for AI agents at /mcp, with the caller's own token; only at the hub's own names.
     mount_mcp(app, allowed_hosts=settings.mcp_allowed_hosts)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(NoSniff)  # outermost, so even a refused body's 413 carries it
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI at /api/docs with its script, style and icon served by the hub itself (from
+    the swagger-ui-bundle package), so the docs work without internet and send no visitor's
+    address to a third-party server."""
+    assets = "/api/docs/assets"
+    app.mount(assets, StaticFiles(directory=str(swagger_ui_path)), name="api-docs-assets")
+
+    @app.get("/api/docs", include_in_schema=False)
+    def api_docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}/api/openapi.json", title=f"{app.title} - API docs",
+            swagger_js_url=f"{root}{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{assets}/favicon-32x32.png")
 
 
 def _mount_web(app: FastAPI) -> None:

@@ -15,6 +15,7 @@ from ndl.access import accounts
 from ndl.access.accounts import Principal
 from ndl.hub.deps import authenticated, hub, public
 from ndl.hub.login_limits import request_source
+from ndl.hub.openapi import RATE_LIMITED
 from ndl.hub.state import HubState
 
 router = APIRouter(prefix="/api")
@@ -27,7 +28,7 @@ class LoginBody(BaseModel):
     password: str = Field(min_length=1, max_length=1000)
 
 
-@router.post("/auth/login")
+@router.post("/auth/login", responses=RATE_LIMITED)
 def login(body: LoginBody, request: Request, state: HubDep,
           _: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
     """A password for a token that lasts ``accounts.LOGIN_TTL`` (7 days)."""

@@ -34,6 +34,7 @@ from ndl.catalogue.models import Dataset, DatasetMock
 from ndl.catalogue.search import search
 from ndl.core.errors import InvalidInput, NdlError, NotFound, PermissionDenied
 from ndl.hub.deps import hub, public
+from ndl.hub.openapi import CKAN_RESPONSES
 from ndl.hub.state import HubState
 
 router = APIRouter()
@@ -404,8 +405,11 @@ ACTIONS: dict[str, Callable[[Session, Params, str], Any]] = {
     "group_show": group_show, "tag_list": tag_list, "license_list": license_list,
     "status_show": status_show, "help_show": help_show,
 }
+# The schema lists the actions (an enum) while the route itself still answers any other name
+# with CKAN's own "Action name not known" envelope, which CKAN clients expect.
 ActionName = Annotated[str, Path(description="A read-only CKAN action: "
-                                 + ", ".join(sorted(ACTIONS)))]
+                                 + ", ".join(sorted(ACTIONS)),
+                                 json_schema_extra={"enum": sorted(ACTIONS)})]
 
 
 async def _ckan_call(action: str, request: Request, state: HubState,
@@ -429,8 +433,8 @@ async def _ckan_call(action: str, request: Request, state: HubState,
 
 # CKAN serves the Action API at /api/3/action/ and, unversioned, at /api/action/ (the path
 # the ckanapi client uses by default).
-@router.get("/api/3/action/{action}")
-@router.post("/api/3/action/{action}")
+@router.get("/api/3/action/{action}", responses=CKAN_RESPONSES)
+@router.post("/api/3/action/{action}", responses=CKAN_RESPONSES)
 @router.api_route("/api/action/{action}", methods=["GET", "POST"], include_in_schema=False)
 async def ckan_action(action: ActionName, request: Request, state: HubDep, _: Public
                       ) -> JSONResponse:

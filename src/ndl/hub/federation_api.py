@@ -24,6 +24,7 @@ from ndl.core.tiers import Operation, tier_def
 from ndl.federation import service as federation
 from ndl.federation.models import Datasite
 from ndl.hub.deps import hub, public, requires, signed_by_datasite
+from ndl.hub.openapi import ENVELOPE_BODY
 from ndl.hub.state import HubState
 from ndl.ledger import register
 
@@ -37,7 +38,7 @@ def hub_key(state: HubDep, _: Annotated[Principal | None, Depends(public)]) -> d
     return {"hub_id": federation.HUB_ID, "public_key": state.key.public_b64}
 
 
-@router.post("/register", status_code=201)
+@router.post("/register", status_code=201, openapi_extra=ENVELOPE_BODY)
 async def register_datasite(
     request: Request, state: HubDep,
     who: Annotated[Principal, Depends(requires("steward", "admin"))],
@@ -70,7 +71,7 @@ async def register_datasite(
     return await run_in_threadpool(do)
 
 
-@router.post("/publish")
+@router.post("/publish", openapi_extra=ENVELOPE_BODY)
 def publish(signed: Signed, state: HubDep) -> dict[str, Any]:
     site, env = signed
     if env["kind"] != "publish":
@@ -90,7 +91,7 @@ def publish(signed: Signed, state: HubDep) -> dict[str, Any]:
         return {"published": catalogue.publish(s, state.key, site_row, metas)}
 
 
-@router.post("/mock")
+@router.post("/mock", openapi_extra=ENVELOPE_BODY)
 def upload_mock(signed: Signed, state: HubDep) -> dict[str, Any]:
     """A datasite sends the synthetic mock of one of its non-open datasets."""
     site, env = signed
@@ -140,7 +141,7 @@ def _poll_request(body: dict[str, Any], wait_max: float) -> PollRequest:
     return PollRequest(wait, min(limit, MAX_LEASED_PER_POLL), dict(kinds))
 
 
-@router.post("/poll")
+@router.post("/poll", openapi_extra=ENVELOPE_BODY)
 async def poll(request: Request, signed: Signed, state: HubDep) -> dict[str, Any]:
     """Long-poll: return as soon as there is work, or empty-handed after ``wait`` seconds."""
     site, env = signed
@@ -170,7 +171,7 @@ async def poll(request: Request, signed: Signed, state: HubDep) -> dict[str, Any
             pass
 
 
-@router.post("/heartbeat")
+@router.post("/heartbeat", openapi_extra=ENVELOPE_BODY)
 def heartbeat(signed: Signed, state: HubDep) -> dict[str, Any]:
     """The datasite is still working on these messages: extend their leases."""
     site, env = signed
@@ -184,7 +185,7 @@ def heartbeat(signed: Signed, state: HubDep) -> dict[str, Any]:
     return {"renewed": renewed, "lease_seconds": state.settings.lease}
 
 
-@router.post("/reply")
+@router.post("/reply", openapi_extra=ENVELOPE_BODY)
 async def reply(signed: Signed, state: HubDep) -> dict[str, Any]:
     site, env = signed
     if env["kind"] != "reply":

@@ -24,6 +24,7 @@ from ndl.core.csvsafe import csv_text
 from ndl.hub import ckan_api, dcat_api
 from ndl.hub.deps import hub, public
 from ndl.hub.login_limits import request_source
+from ndl.hub.openapi import ASKS_DATASITE, RATE_LIMITED
 from ndl.hub.state import HubState
 from ndl.query import service as queries
 
@@ -79,7 +80,9 @@ def dataset_croissant(site: str, name: str, request: Request, state: HubDep, _: 
     return _json_ld(croissant.dataset_croissant(detail, base_url(request), has_mock=has_mock))
 
 
-@router.get("/api/datasets/{site}/{name}/rows")
+@router.get("/api/datasets/{site}/{name}/rows", responses={
+    200: {"content": {"text/csv": {}, "application/json": {}}},
+    **RATE_LIMITED, **ASKS_DATASITE})
 async def dataset_rows(
     site: str, name: str, request: Request, state: HubDep, who: Public,
     format: str = Query(default="csv", pattern="^(csv|json)$"),
