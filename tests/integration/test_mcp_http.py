@@ -146,3 +146,38 @@ def test_ndl_mcp_over_stdio(network: Network, tmp_path: Path) -> None:
     a = _ok(access)
     assert a["tier"] == "open" and a["expected_wait"].startswith("none")
     assert a["page"] == f"{network.hub.url}/datasets/nhs-trust/ward-population"
+
+
+def test_llms_txt_parses_and_its_mcp_link_answers_a_plain_get_at_once(network: Network) -> None:
+    from llms_txt import parse_llms_file  # the llms.txt reference parser
+
+    url = network.hub.url
+    text = httpx.get(f"{url}/llms.txt", timeout=10).text
+    parsed = parse_llms_file(text)  # crashed on a list item with no link
+    assert parsed["title"] == "National Data Library"
+    links = [item for items in parsed["sections"].values() for item in items]
+    assert links and all(item["url"].startswith(url) for item in links)
+    assert "Croissant" in {item["title"] for item in links}
+    mcp = next(item["url"] for item in links if item["title"] == "MCP server")
+
+    # A link checker's GET: a short answer saying what this is, never an endless stream.
+    for method, accept in (("GET", "*/*"), ("GET", "text/html"), ("HEAD", "*/*")):
+        with httpx.stream(method, mcp, headers={"Accept": accept},
+                          timeout=httpx.Timeout(5)) as resp:
+            body = resp.read()
+        assert resp.status_code == 405 and resp.headers["allow"] == "POST", (method, accept)
+        assert resp.headers["content-type"].startswith("application/json")
+        if method == "GET":
+            assert b"MCP server" in body and b"POST" in body
+
+    # The Markdown resources over HTTP link to the hub as it was reached.
+    async def read(c: Client) -> tuple[Any, ...]:
+        catalogue = await c.read_resource("ndl://catalogue.md")
+        page = await c.read_resource("ndl://datasets/nhs-trust/ae-attendances.md")
+        prompt = await c.get_prompt("find_data", {"question": "A&E waits by age"})
+        return catalogue, page, prompt
+
+    catalogue, page, prompt = _over_http(url, None, read)
+    assert f"{url}/datasets/nhs-trust/ae-attendances.md" in catalogue.contents[0].text
+    assert "http://ndl-hub" not in catalogue.contents[0].text + page.contents[0].text
+    assert "A&E waits by age" in prompt.messages[0].content.text
