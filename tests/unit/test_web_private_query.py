@@ -148,7 +148,8 @@ def test_other_tiers_and_unknown_datasets_are_refused(login: Login) -> None:
     r = alice.get(f"/datasets/{OPEN}/private-query")
     assert r.status_code == 403
     # The refusal says what the tier offers instead, in core.tiers' words.
-    assert "private query is only for safeguarded data" in markup.unescape(r.text)
+    assert ("private (differentially private) questions are only for safeguarded data"
+            in markup.unescape(r.text))
     assert "open data needs no grant: download it, or query it with SQL" \
         in markup.unescape(r.text)
     r = post_form(alice, PAGE, f"/datasets/{OPEN}/private-query",

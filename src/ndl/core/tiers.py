@@ -173,14 +173,27 @@ def tiers_serving(op: Operation) -> list[Tier]:
     return [t for t in TIER_NAMES if op in TIERS[t].operations]
 
 
+# How a refusal names each operation, in words a researcher uses.
+LABELS: dict[Operation, str] = {
+    Operation.METADATA: "the catalogue entry is",
+    Operation.MOCK: "synthetic mock rows are",
+    Operation.DOWNLOAD: "downloading rows is",
+    Operation.OPEN_SQL: "SQL over rows is",
+    Operation.EXACT_AGGREGATE: "exact counts are",
+    Operation.PRIVATE_QUERY: "private (differentially private) questions are",
+    Operation.BUDGET_STATUS: "a privacy budget is",
+    Operation.REQUEST_ACCESS: "asking for access is",
+}
+
+
 def require_operation(tier: str, op: Operation, *, dataset: str = "this dataset") -> Allowance:
     """The allowance for ``op`` on ``tier``, or PermissionDenied saying what the tier offers."""
     found = allowance(tier, op)
     if found is None:
-        served = ", ".join(tiers_serving(op)) or "no tier"
+        served = " or ".join(tiers_serving(op)) or "no"
         raise PermissionDenied(
-            f"{dataset} is {tier} data: {op.value.replace('_', ' ')} is only for {served} "
-            f"data. {_INSTEAD[tier]}")  # type: ignore[index]
+            f"{dataset} is {tier} data: {LABELS[op]} only for {served} data. "
+            f"{_INSTEAD[tier]}")  # type: ignore[index]
     return found
 
 
