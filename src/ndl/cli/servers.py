@@ -144,7 +144,7 @@ def datasite(
     if any(ds.meta.tier == "open" for ds in store.datasets()):
         from ndl.datasite.engine import prestart_sql_sandbox
 
-        prestart_sql_sandbox()  # the first open-SQL query must not wait for its worker
+        prestart_sql_sandbox()  # online only once open SQL can be answered without waiting
     try:
         agent.run()
     except KeyboardInterrupt:

@@ -194,12 +194,12 @@ def run_sql(path: Path, sql: str, *, limit: int, timeout: float
     return sandbox().run(path, sql, limit=limit, timeout=timeout)
 
 
-def prestart_sql_sandbox() -> None:
-    """Start the open-SQL worker in the background (a datasite with open data calls this at
-    start, so the first query does not wait 1-2 s for the worker to import DuckDB)."""
+def prestart_sql_sandbox(*, wait: bool = True) -> None:
+    """Start the open-SQL worker now. A datasite with open data calls this before it comes
+    online, so its first query does not wait the 1.5-5 s the worker takes to start."""
     from ndl.datasite.sql_sandbox import sandbox
 
-    sandbox().prestart()
+    sandbox().prestart(wait=wait)
 
 
 def run_sql_here(path: Path, sql: str, *, limit: int, timeout: float,

@@ -180,10 +180,13 @@ class SqlPool:
         finally:
             self._free.put(box)
 
-    def prestart(self) -> None:
-        """Start the first worker now, in the background, so no query waits for it."""
-        threading.Thread(target=self._boxes[0].start, name="ndl-sql-prestart",
-                         daemon=True).start()
+    def prestart(self, *, wait: bool = False) -> None:
+        """Start the first worker now (in the background unless ``wait``): no query waits."""
+        if wait:
+            self._boxes[0].start()
+        else:
+            threading.Thread(target=self._boxes[0].start, name="ndl-sql-prestart",
+                             daemon=True).start()
 
     def close(self) -> None:
         for box in self._boxes:
