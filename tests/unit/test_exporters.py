@@ -389,8 +389,12 @@ def test_markdown_dataset_page(client: TestClient) -> None:
     md = r.text
     assert md.startswith("# A&E attendances\n")
     assert "**Publisher:** Northshire NHS Foundation Trust" in md
-    assert "Safeguarded: a registered researcher" in md
-    assert "## How to get access" in md and f"/api/datasets/{MOCKED}/query" in md
+    from ndl.core.tiers import TIERS
+
+    # The tier explained in the one tier definition's words, with the one route it serves.
+    assert TIERS["safeguarded"].summary in md and "/private-query" in md
+    assert "/query`" not in md  # exact counts are not offered for safeguarded data
+    assert "## How to get access" in md and f"/api/datasets/{MOCKED}/private-query" in md
     detail = client.get(f"/api/datasets/{MOCKED}").json()
     table = md[md.index("| Column |"):md.index("## Machine-readable")]
     assert len([ln for ln in table.splitlines() if ln.startswith("| `")]) == \

@@ -11,19 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from ndl.core.tiers import TIERS
+
 LIBRARY_NAME = "National Data Library"
 
-TIER_SUMMARY: dict[str, str] = {
-    "open": "Open: anyone may read the rows, with no sign-in, through SQL, the SDK or MCP.",
-    "safeguarded": (
-        "Safeguarded: a registered researcher with a project gets differentially-private "
-        "aggregate answers at once; no row ever leaves the organisation."
-    ),
-    "controlled": (
-        "Controlled: reviewed code runs at the organisation's datasite after an approved "
-        "access request; only outputs that pass disclosure checks are released."
-    ),
-}
+# One sentence per tier, from the one tier definition (ndl.core.tiers), for every exporter.
+TIER_SUMMARY: dict[str, str] = {str(name): t.summary for name, t in TIERS.items()}
 
 
 def dataset_id(detail: dict[str, Any]) -> str:
@@ -91,6 +84,10 @@ class Links:
     @property
     def query(self) -> str:
         return f"{self.api}/query"
+
+    @property
+    def private_query(self) -> str:
+        return f"{self.api}/private-query"
 
 
 @dataclass(frozen=True)

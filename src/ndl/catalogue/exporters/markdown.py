@@ -16,7 +16,7 @@ from ndl.core.tiers import TIERS
 
 # Example request body shown to readers (a constant, so no SQL is ever built from input).
 _SQL_EXAMPLE = '{"sql": "SELECT * FROM data LIMIT 10"}'
-TIER_TITLES = {name: t.title for name, t in TIERS.items()}
+TIER_TITLES: dict[str, str] = {str(name): t.title for name, t in TIERS.items()}
 
 
 # Metadata text is the publisher's, and a Markdown page is rendered (to HTML) by whoever reads
