@@ -240,8 +240,17 @@ def test_revoked_grant_refuses_the_next_question(
 
     # The public register records the revocation, for anyone to check.
     researcher.goto(f"{lib.url}/register?kind=grant.revoked")
-    expect(researcher.locator("#register tbody tr")).to_have_count(1)
-    expect(researcher.locator("#register")).to_contain_text("The project broke its terms")
+    # Each entry is a sentence a member of the public reads; the JSON is one click away.
+    expect(researcher.locator("#register > li")).to_have_count(1)
+    entry = researcher.locator("#register > li").first
+    expect(entry.locator(".ndl-register__sentence")).to_have_text(re.compile(
+        r"^A data steward of nhs-trust withdrew project \S+'s access to "
+        + re.escape(AE) + r" \(reason: The project broke its terms of use\)\.$"))
+    json_box = entry.locator(".ndl-register__json")
+    expect(json_box).not_to_be_visible()
+    entry.get_by_text("The entry as recorded").click()
+    expect(json_box).to_be_visible()
+    expect(json_box).to_contain_text('"kind": "grant.revoked"')
     researcher.screenshot(path=str(screenshots / "register.png"), full_page=True)
     # The refused question (403) and the missing reason (422) were on purpose; nothing else.
     assert all("status of 403" in p or "status of 422" in p for p in problems), problems

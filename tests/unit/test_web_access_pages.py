@@ -567,18 +567,20 @@ def test_register_newest_first_with_filters_and_verify_help(
     ask(alice, pid, [AE, CENSUS])
     anon = login("")
     html = anon.get("/register").text
-    seqs = [int(s) for s in re.findall(r'<tr class="govuk-table__row" id="entry-(\d+)">', html)]
+    seqs = [int(s) for s in re.findall(r'<li class="ndl-register__entry" id="entry-(\d+)">', html)]
     assert seqs == sorted(seqs, reverse=True) and len(seqs) > 5
     assert "ndl verify --hub https://testserver" in html
     assert 'href="/api/register"' in html
     with app.state.hub.db.read() as s:
         head = s.scalar(select(LedgerEntry).order_by(LedgerEntry.seq.desc()).limit(1))
     assert head is not None
-    assert f"{head.seq}:{head.hash}" in html and f">{head.hash[:12]}</code>" in html
+    assert f"{head.seq}:{head.hash}" in html and f">{head.hash}</code>" in html
     only = anon.get("/register", params={"kind": "grant.issued"}).text
-    assert "1 entry" in only and f"project: {pid}; dataset: {AE}" in only
+    # Each entry is a sentence, with the entry as recorded one click away.
+    assert "1 entry" in only and f"Project {pid} was given access to {AE} until " in only
+    assert "<summary" in only and f"&#34;project&#34;: &#34;{pid}&#34;" in only
     assert 'href="/api/register?kind=grant.issued"' in only
-    kind = re.compile(r'<td class="govuk-table__cell"><code class="ndl-code">([^<]+)<')
+    kind = re.compile(r'Kind <code class="ndl-code">([^<]+)<')
     subject = anon.get("/register", params={"subject": pid}).text
     assert kind.findall(subject) == ["project.created"]
     assert f'href="/projects/{pid}"' in subject
@@ -595,7 +597,7 @@ def test_register_pages_through_entries(app: FastAPI, login: Login) -> None:
         create_project(alice)
         total += 1
     first = login("").get("/register").text
-    assert first.count('<tr class="govuk-table__row" id="entry-') == register_pages.PAGE_SIZE
+    assert first.count('<li class="ndl-register__entry" id="entry-') == register_pages.PAGE_SIZE
     assert 'href="/register?page=2"' in first
     second = login("").get("/register?page=2").text
     assert second.count('id="entry-') == total - register_pages.PAGE_SIZE

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from ndl.access import service as access_service
 from ndl.core.tiers import TIER_NAMES, TIERS
 from ndl.ledger import register
+from ndl.ledger.sentences import sentence
 from ndl.web.dataset_view import links_for
 from ndl.web.forms import Who, show
 
@@ -92,6 +93,9 @@ def register_page(request: Request, _: Who, kind: str = "", subject: str = "",
         pages = max(1, -(-total // PAGE_SIZE))
         return "register.html", {
             "entries": [{**register.entry_json(e), "summary": payload_summary(e.payload),
+                         "sentence": sentence(e.kind, e.actor, e.subject, e.payload),
+                         "json": json.dumps(register.entry_json(e), indent=2,
+                                            ensure_ascii=False),
                          "href": subject_href(e.subject)} for e in rows],
             "total": total, "kind": kind, "subject": subject, "page": number,
             "kinds": [{"value": "", "text": "All kinds"}] + [

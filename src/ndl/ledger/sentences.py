@@ -1,0 +1,132 @@
+"""Each register entry as one sentence a member of the public understands.
+
+The register's JSON is exact but unreadable to most people; the public page shows these
+sentences and keeps the JSON one click away. There is one function per kind of entry
+(``SENTENCES``); a unit test finds every ``kind=`` the code appends and fails if one has no
+sentence here, so a new kind cannot reach the page as a bare code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Payload = Mapping[str, Any]
+Sentence = Callable[[str, str, Payload], str]
+
+
+def who(actor: str) -> str:
+    """How the register's actor reads in a sentence (it names roles, never people)."""
+    kind, sep, rest = actor.partition(":")
+    if sep and kind == "project":
+        return f"project {rest}"
+    if sep and kind == "datasite":
+        return f"the datasite {rest}"
+    if actor.startswith("steward@"):
+        return f"a data steward of {actor.removeprefix('steward@')}"
+    if actor.startswith("user#"):
+        return f"registered user {actor.removeprefix('user#')}"
+    return {"admin": "a library administrator", "hub": "the library",
+            "policy": "the dataset's access policy", "anonymous": "a visitor"}.get(actor, actor)
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _bare(subject: str, prefix: str) -> str:
+    return subject.removeprefix(prefix)
+
+
+def _plural(n: object, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _reason(payload: Payload) -> str:
+    reason = str(payload.get("reason") or "").strip().rstrip(".")
+    return f" (reason: {reason})" if reason else ""
+
+
+def _datasets(payload: Payload) -> str:
+    names = [str(d) for d in payload.get("datasets") or []]
+    if not names:
+        return "data"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+SENTENCES: dict[str, Sentence] = {
+    "org.created": lambda a, s, p: f"The organisation {p.get('name') or s} joined the library.",
+    "user.created": lambda a, s, p: (
+        f"{_cap(who(a))} created the account of {who(s)}"
+        + (f" in {p['org']}" if p.get("org") else "") + "."),
+    "user.accreditation": lambda a, s, p: (
+        f"{_cap(who(a))} recorded that {who(s)} is "
+        + ("now an accredited researcher." if p.get("accredited")
+           else "no longer an accredited researcher.")),
+    "datasite.registered": lambda a, s, p: (
+        f"{_cap(who(a))} connected the datasite {s}"
+        + (f" of {p['org']}" if p.get("org") else "") + " to the library."),
+    "dataset.published": lambda a, s, p: (
+        f"{_cap(who(a))} published the description of {s}"
+        + (f" (version {p['version']}, {p['tier']} tier)" if p.get("tier") else "") + "."),
+    "mock.published": lambda a, s, p: (
+        f"{_cap(who(a))} published synthetic practice data for {s}"
+        + (f" ({_plural(p['rows'], 'made-up row', 'made-up rows')})" if "rows" in p else "")
+        + "."),
+    "metadata.edit.submitted": lambda a, s, p: (
+        f"{_cap(who(a))} asked to change the description of {s}"
+        + (f" ({', '.join(str(f) for f in p['fields'])})" if p.get("fields") else "") + "."),
+    "project.created": lambda a, s, p: (
+        f"Project {_bare(s, 'project:')}"
+        + (f", \u201c{p['title']}\u201d," if p.get("title") else "") + " was registered."),
+    "request.submitted": lambda a, s, p: (
+        f"{_cap(who(a))} asked for access to {_datasets(p)}."),
+    "request.routed": lambda a, s, p: (
+        f"The request for {p.get('dataset') or 'data'} was sent to "
+        f"{p.get('org') or 'its organisation'}'s data stewards to decide."),
+    "request.approval": lambda a, s, p: (
+        f"{_cap(who(a))} approved access to {p.get('dataset') or 'data'}{_reason(p)}."),
+    "request.rejection": lambda a, s, p: (
+        f"{_cap(who(a))} refused access to {p.get('dataset') or 'data'}{_reason(p)}."),
+    "request.granted": lambda a, s, p: (
+        f"Access to {p.get('dataset') or 'data'} was granted by {who(a)}{_reason(p)}."),
+    "request.rejected": lambda a, s, p: (
+        f"Access to {p.get('dataset') or 'data'} was refused by {who(a)}{_reason(p)}."),
+    "grant.issued": lambda a, s, p: (
+        f"Project {p.get('project', '?')} was given access to {p.get('dataset') or 'data'}"
+        + (f" until {str(p['expires_at'])[:10]}" if p.get("expires_at") else "") + "."),
+    "grant.revoked": lambda a, s, p: (
+        f"{_cap(who(a))} withdrew project {p.get('project', '?')}'s access to "
+        f"{p.get('dataset') or 'data'}{_reason(p)}."),
+    "query.submitted": lambda a, s, p: f"{_cap(who(a))} asked a question of {s}.",
+    "open.sql": lambda a, s, p: f"{_cap(who(a))} ran an SQL query on the open data {s}.",
+    "open.download": lambda a, s, p: f"{_cap(who(a))} downloaded the open data {s}.",
+    "private_query.submitted": lambda a, s, p: (
+        f"{_cap(who(a))} asked a private question of {s} (the answer has noise added "
+        "to protect each person)."),
+    "budget.checked": lambda a, s, p: (
+        f"{_cap(who(a))} checked how much of its privacy budget for {s} is left."),
+    "query.answered": lambda a, s, p: (
+        f"{_cap(who(a))} answered a question"
+        + (f" with {_plural(p['groups'], 'group', 'groups')}" if "groups" in p else "")
+        + (f", {p['suppressed']} withheld as too small" if p.get("suppressed") else "")
+        + ("" if p.get("ok", True) else " with an error") + "."),
+    "wish.created": lambda a, s, p: (
+        f"{_cap(who(a))} added wish {_bare(s, 'wish:')} to the wishlist of data people want."),
+    "wish.open": lambda a, s, p: f"{_cap(who(a))} reopened wish {_bare(s, 'wish:')}.",
+    "wish.planned": lambda a, s, p: (
+        f"{_cap(who(a))} plans to publish the data asked for in wish {_bare(s, 'wish:')}."),
+    "wish.published": lambda a, s, p: (
+        f"Wish {_bare(s, 'wish:')} came true: {p.get('dataset') or 'the data'} is published."),
+}
+
+
+def sentence(kind: str, actor: str, subject: str, payload: Payload) -> str:
+    """The entry in words; a kind without a sentence (an old hub's) still says who and what."""
+    say = SENTENCES.get(kind)
+    if say is None:
+        return f"{_cap(who(actor))} recorded \u201c{kind}\u201d about {subject}."
+    try:
+        return say(actor, subject, payload)
+    except (KeyError, TypeError, ValueError):  # an odd payload must not break the page
+        return f"{_cap(who(actor))} recorded \u201c{kind}\u201d about {subject}."
