@@ -130,6 +130,8 @@ def error_responses(route: APIRoute, method: str) -> dict[int, str]:
     if _has_inputs(route):
         out[422] = "A parameter or the body is not valid; the message names it and the fix"
         out[404] = "The dataset, project, request or other thing named does not exist"
+    if route.dependant.body_params or "requestBody" in (route.openapi_extra or {}):
+        out[400] = "The body cannot be read: it is not UTF-8 encoded JSON"
     if method not in ("GET", "HEAD"):
         out[409] = "This clashes with the current state (already exists, already decided)"
     out[413] = "The request body is larger than the hub's limit"
