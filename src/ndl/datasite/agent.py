@@ -107,6 +107,8 @@ class Agent:
         self._heartbeat = threading.Thread(target=self._beat, daemon=True,
                                            name="ndl-heartbeat")
         self._heartbeat.start()
+        self._mocks: threading.Thread | None = None
+        self._mocks_wanted = False
 
     # -- talking to the hub ---------------------------------------------------------------
     def _post(self, path: str, kind: str, body: dict[str, Any],
@@ -330,7 +332,8 @@ class Agent:
                     # is then seen on the next turn instead of being absorbed and lost.
                     seen = now
                     self.publish()
-                    self.publish_mocks()
+                    self._mocks_wanted = True
+                self._start_mocks()
                 self.poll_once()
                 self.backoff = 0.5
             except UpstreamUnavailable as exc:
@@ -348,6 +351,25 @@ class Agent:
             except Exception as exc:  # a bug must cost a retry, never the datasite
                 log.exception("unexpected failure in the datasite loop")
                 self._sleep(f"unexpected failure: {exc!r}")
+
+    def _start_mocks(self) -> None:
+        """Synthesise and send mocks in the background: making one can take seconds, and a
+        fresh datasite must not leave its first questions unanswered meanwhile."""
+        if not self._mocks_wanted or (self._mocks is not None and self._mocks.is_alive()):
+            return
+        self._mocks_wanted = False
+
+        def send() -> None:
+            try:
+                self.publish_mocks()
+            except UpstreamUnavailable as exc:
+                log.warning("mocks not sent yet (%s); trying again later", exc)
+                self._mocks_wanted = True
+            except Exception:
+                log.exception("mocks not sent")
+
+        self._mocks = threading.Thread(target=send, daemon=True, name="ndl-mocks")
+        self._mocks.start()
 
     def _sleep(self, why: str) -> None:
         delay = self.backoff * (0.5 + random.random())  # jitter, so sites do not stampede
