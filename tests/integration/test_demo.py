@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -89,3 +90,70 @@ def test_demo_comes_up_answers_the_tour_and_stops_cleanly(tmp_path: Path) -> Non
             demo.stdout.close()
         for pid in _alive_under(root):
             os.kill(pid, signal.SIGKILL)
+
+
+def _start_demo(env: dict[str, str], root: Path, port: int) -> tuple[subprocess.Popen[str], str]:
+    """Start ``ndl demo`` as a real process and read its output up to the tour's last line."""
+    demo = subprocess.Popen([sys.executable, "-m", "ndl", "demo", "--dir", str(root),
+                             "--port", str(port), "--people", "300"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    out, started = "", time.monotonic()
+    assert demo.stdout is not None
+    while "Press Ctrl-C" not in out:
+        line = demo.stdout.readline()
+        assert line, f"demo exited early:\n{out}"
+        out += line
+        assert time.monotonic() - started < 120, out
+    return demo, out
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_sigterm_stops_every_child_and_frees_the_port(tmp_path: Path) -> None:
+    port, root = free_port(), tmp_path / "demo"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NDL_")},
+           "NDL_CONFIG_DIR": str(tmp_path / "cfg"), "NDL_HUB": f"http://127.0.0.1:{port}"}
+    demo, out = _start_demo(env, root, port)
+    try:
+        # The tour shows the command people type, not the interpreter's path, and the
+        # private-question command.
+        assert "  ndl search" in out and "-m ndl" not in out and sys.executable not in out
+        assert "ndl dp-query nhs-trust/ae-attendances" in out and "ndl project list" in out
+        assert len(_alive_under(root)) == 4
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=40) == 0
+        assert _alive_under(root) == [], "a child outlived the demo"
+        assert _port_free(port), f"port {port} is still held after the demo stopped"
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()
+        for pid in _alive_under(root):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_port_in_use_is_a_clear_error_before_anything_starts(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NDL_")}
+        done = subprocess.run([sys.executable, "-m", "ndl", "demo", "--dir", str(root),
+                               "--port", str(port)], capture_output=True, text=True, env=env,
+                              timeout=60)
+    said = done.stdout + done.stderr
+    assert done.returncode == 6, said  # Conflict
+    assert f"port {port} on 127.0.0.1 is already in use" in said and "--port" in said, said
+    assert "Your National Data Library is running" not in said
+    assert not root.exists() and _alive_under(root) == []  # nothing generated or started

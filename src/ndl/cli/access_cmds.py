@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ndl.cli.app import app, console, handle_errors
 from ndl.cli.client_cmds import HubOpt, JsonOpt, TokenOpt, _client
+from ndl.cli.words import duration, moment, plural
 
 project_app = typer.Typer(help="Create and inspect projects.", no_args_is_help=True)
 app.add_typer(project_app, name="project")
@@ -41,6 +42,28 @@ def project_create(
     console.print(f"created project [bold]{p['id']}[/]: {p['title']}")
 
 
+@project_app.command("list")
+@handle_errors
+def project_list(ctx: typer.Context, hub: HubOpt = None, token: TokenOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """List the projects you are a member of."""
+    with _client(ctx, hub, token) as c:
+        projects = c.my_projects()["projects"]
+    if as_json:
+        typer.echo(json.dumps(projects, indent=2))
+        return
+    if not projects:
+        console.print("You are not a member of any project yet: 'ndl project create' makes one.")
+        return
+    table = Table(title=f"{plural(len(projects), 'project')}")
+    table.add_column("id", no_wrap=True, min_width=max(len(p["id"]) for p in projects))
+    for col in ("title", "purpose", "ends"):
+        table.add_column(col)
+    for p in projects:
+        table.add_row(p["id"], p["title"], p["purpose_category"], moment(p["end_date"]))
+    console.print(table)
+
+
 @project_app.command("show")
 @handle_errors
 def project_show(ctx: typer.Context, project_id: str, hub: HubOpt = None,
@@ -52,7 +75,7 @@ def project_show(ctx: typer.Context, project_id: str, hub: HubOpt = None,
         typer.echo(json.dumps(p, indent=2))
         return
     console.print(f"[bold]{p['title']}[/] ({p['id']}) · {p['purpose_category']} · "
-                  f"{p['legal_basis']} · ends {p['end_date']}")
+                  f"{p['legal_basis']} · ends {moment(p['end_date'])}")
     table = Table(title="requests")
     for col in ("item", "dataset", "tier", "state", "reason"):
         table.add_column(col, no_wrap=col in ("item", "dataset"))
@@ -61,7 +84,8 @@ def project_show(ctx: typer.Context, project_id: str, hub: HubOpt = None,
             table.add_row(str(i["id"]), i["dataset"], i["tier"], i["state"], i["reason"])
     console.print(table)
     for g in p.get("grants", []):
-        console.print(f"grant {g['id']} on {g['dataset']}: {g['state']} until {g['expires_at']}")
+        console.print(f"grant {g['id']} on {g['dataset']}: {g['state']} until "
+                      f"{moment(g['expires_at'])}")
 
 
 @app.command("request")
@@ -126,7 +150,7 @@ def access_times(ctx: typer.Context, hub: HubOpt = None, as_json: JsonOpt = Fals
     if as_json:
         typer.echo(json.dumps(m, indent=2))
         return
-    table = Table(title="time to access (hours)")
+    table = Table(title="Time from request to access")
     for col in ("group", "decided", "median", "p90"):
         table.add_column(col)
 
@@ -143,6 +167,5 @@ def access_times(ctx: typer.Context, hub: HubOpt = None, as_json: JsonOpt = Fals
 
 
 def _h(v: float | int | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v * 3600:.1f} s" if v < 1 / 60 else f"{v:.2f} h"
+    # Each value carries its own unit: a title saying "(hours)" over values in seconds lied.
+    return duration(v)

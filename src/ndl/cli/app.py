@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperOption
 
 from ndl.core.errors import NdlError
 
@@ -18,6 +19,17 @@ app = typer.Typer(
     help="ndl: a federated National Data Library. Run a hub, a datasite or the demo; "
          "search the catalogue; query data where it lives.",
 )
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    # Typer labels every option with its type, so flags read "--json <bool>" as if they took
+    # a value ("--json true"); a flag takes none, so show no type for it.
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])

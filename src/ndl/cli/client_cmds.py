@@ -12,8 +12,10 @@ from rich.table import Table
 
 from ndl.cli import config
 from ndl.cli.app import app, console, environ, handle_errors
+from ndl.cli.words import moment, plural
 from ndl.client import Client
 from ndl.core.errors import InvalidInput, NdlError
+from ndl.core.tiers import TIERS
 
 HubOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL. [env NDL_HUB; saved by login]")]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="API token. [env NDL_TOKEN]")]
@@ -59,7 +61,7 @@ def search(
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return
-    table = Table(title=f"{res['total']} datasets found")
+    table = Table(title=f"{plural(res['total'], 'dataset')} found")
     # Ids are what people copy into the next command: never truncate them.
     longest = max((len(d["id"]) for d in res["results"]), default=2)
     table.add_column("id", no_wrap=True, min_width=longest)
@@ -85,7 +87,13 @@ def show(
         typer.echo(json.dumps(d, indent=2))
         return
     console.print(f"[bold]{d['title']}[/]  ({d['id']}, {d['tier']}, v{d['version']})")
-    console.print(f"{d['publisher']} · {d['row_count']} rows\n{d['description']}")
+    rows = "row count not stated" if d.get("row_count") is None else \
+        plural(int(d["row_count"]), "row")
+    console.print(f"{d['publisher']} · {rows}\n{d['description']}")
+    tier = TIERS.get(d["tier"])
+    if tier is not None:  # the route the README promises, in the tier table's own words
+        console.print(f"\n[bold]How to get it[/] ({tier.title}): {tier.how_to_reach}.\n"
+                      f"You get: {tier.what_you_get}. Wait: {tier.wait}.\n")
     table = Table()
     for col in ("column", "type", "sensitivity", "join key", "description"):
         table.add_column(col)
@@ -127,8 +135,8 @@ def query(
                         for i, v in enumerate(row)])
     console.print(table)
     if ans.suppressed:
-        console.print(f"{ans.suppressed} groups had fewer than {ans.threshold} rows and are "
-                      "suppressed")
+        console.print(f"{plural(ans.suppressed, 'group')} had fewer than {ans.threshold} "
+                      f"rows and {'is' if ans.suppressed == 1 else 'are'} suppressed")
 
 
 @app.command()
@@ -143,7 +151,7 @@ def datasites(ctx: typer.Context, hub: HubOpt = None, token: TokenOpt = None) ->
         table.add_column(col)
     for s in sites:
         table.add_row(s["id"], s["org"], s["name"], "yes" if s["online"] else "no",
-                      s["last_seen_at"] or "never")
+                      moment(s["last_seen_at"]))
     console.print(table)
 
 

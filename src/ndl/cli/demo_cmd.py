@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ndl.cli.app import app, handle_errors
+from ndl.cli.app import app, console, handle_errors
 
 
 @app.command()
@@ -23,6 +23,10 @@ def demo(
                   ] = None,
 ) -> None:
     """Start a hub and three datasites with synthetic UK data, and print a tour. Ctrl-C stops."""
-    from ndl.demo.network import run_demo
+    from ndl.demo.network import DemoStopped, run_demo
 
-    run_demo(dir, port=port, people=people, seed=seed, fresh=fresh, db=db)
+    try:
+        run_demo(dir, port=port, people=people, seed=seed, fresh=fresh, db=db)
+    except (KeyboardInterrupt, DemoStopped):
+        # Stopped while starting: run_demo has already stopped every child it started.
+        console.print("demo stopped")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from ndl.access import accounts
 from ndl.access import service as access_service
 from ndl.access.models import Org, User
 from ndl.core.db import Database
-from ndl.core.errors import UpstreamUnavailable
+from ndl.core.errors import Conflict, UpstreamUnavailable
 from ndl.core.keys import SigningKey
 from ndl.demo.synth import ORGS, generate_demo_data
 
@@ -96,6 +97,11 @@ def wait_for(url: str, timeout: float, procs: list[subprocess.Popen[bytes]]) -> 
 
 def stop_all(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
     """Datasites first, then the hub: SIGTERM, then SIGKILL after ten seconds."""
+    if signal.getsignal(signal.SIGTERM) is _raise_stop:
+        # A second signal (an impatient Ctrl-C, systemd's repeat) must not cut the stopping
+        # short and orphan the children it has not reached yet.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
     for _, p in reversed(procs):
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -106,6 +112,41 @@ def stop_all(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             console.print(f"{name} did not stop in 10 s; killing it")
             p.kill()
             p.wait()
+
+
+class DemoStopped(BaseException):
+    """A stop signal arrived (SIGTERM, SIGHUP): unwind like Ctrl-C so every child is stopped.
+
+    The children run in sessions of their own (so one Ctrl-C reaches only us, and we stop
+    them in order); Python's default SIGTERM kills us without running ``finally``, which left
+    the hub and the datasites running with the port held.
+    """
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise DemoStopped(signal.Signals(signum).name)
+
+
+def stop_on_signals() -> None:
+    """Turn SIGTERM and SIGHUP into :class:`DemoStopped` (SIGINT is KeyboardInterrupt)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _raise_stop)
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Fail before anything starts if the hub's port is taken (often an earlier demo)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: an earlier run's TIME_WAIT connections are no conflict, a
+        # listener is.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise Conflict(
+                f"port {port} on {host} is already in use ({exc.strerror}), so the demo's hub "
+                "cannot start; stop whatever holds it (an earlier demo still running?) or "
+                "pass --port with a free port") from None
 
 
 def run_demo(
@@ -119,6 +160,9 @@ def run_demo(
     block: bool = True,
 ) -> list[tuple[str, subprocess.Popen[bytes]]]:
     started = time.monotonic()
+    if block:
+        stop_on_signals()
+    check_port_free(port)
     root = root.resolve()
     if fresh and root.exists():
         shutil.rmtree(root)
@@ -194,14 +238,17 @@ def run_demo(
     _tour(hub_url, root, time.monotonic() - started, project)
     if not block:
         return procs
+    why = ""
     try:
         why = supervise(procs, start)
         console.print(f"[red]stopping: {why}; see {logs}[/]")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, DemoStopped):
         console.print("\nstopping the demo…")
     finally:
         stop_all(procs)
     console.print("demo stopped")
+    if why:  # the demo failed: say so with a non-zero exit, not a quiet 0
+        raise UpstreamUnavailable(f"the demo stopped because {why}; see the logs in {logs}")
     return procs
 
 
@@ -293,7 +340,8 @@ def _demo_access(hub_url: str, root: Path) -> str:
 
 
 def _tour(hub_url: str, root: Path, took: float, project: str) -> None:
-    ndl = "ndl" if shutil.which("ndl") else f"{sys.executable} -m ndl"
+    # The command people type once the venv is active, never the interpreter's full path.
+    ndl = "ndl"
     console.print(
         f"""
 [bold green]Your National Data Library is running[/] (ready in {took:.1f} s)
@@ -311,6 +359,7 @@ Try, in another shell (after `source .venv/bin/activate`, or use .venv/bin/ndl):
   {ndl} search "A&E"
   {ndl} show nhs-trust/ae-attendances
   {ndl} login --username alice --password demo-password-alice
+  {ndl} project list
   {ndl} project show {project}
   {ndl} query local-authority/ward-population --count-by ward_name     # open data
   {ndl} dp-query nhs-trust/ae-attendances --project {project} --rho 0.1 \\

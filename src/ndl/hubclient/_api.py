@@ -129,6 +129,11 @@ def create_project(*, title: str, purpose: str, lay_summary: str, legal_basis: s
         "members": members or []})
 
 
+def my_projects() -> Call[Json]:
+    """The projects you are a member of (``{"projects": [...]}``)."""
+    return _get("/api/projects")
+
+
 def project(project_id: str) -> Call[Json]:
     """A project, its requests and (to members) its grants."""
     return _get(f"/api/projects/{segment(check_project_id(project_id))}")

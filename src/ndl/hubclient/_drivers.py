@@ -76,6 +76,7 @@ class HubApi:
     # access
     create_project = Operation(api.create_project)
     project = Operation(api.project)
+    my_projects = Operation(api.my_projects)
     request_access = Operation(api.request_access)
     steward_queue = Operation(api.steward_queue)
     decide = Operation(api.decide)
