@@ -572,7 +572,7 @@ def test_schema_org_json_ld_is_embedded(client: TestClient) -> None:
     assert doc["temporalCoverage"] == "2019-04-01/2024-03-31"
     assert doc["spatialCoverage"] == {"@type": "Place", "name": "Northshire"}
     assert doc["isAccessibleForFree"] is True  # "Free for research"
-    assert doc["conditionsOfAccess"].startswith("Safeguarded:")
+    assert doc["conditionsOfAccess"].startswith("Safeguarded")
     assert doc["dateModified"] == "2024-04-15" and doc["datePublished"] == "2019-05-01"
     assert doc["version"] == "1"
     wait = next(v for v in doc["variableMeasured"] if v["name"] == "wait_minutes")
