@@ -297,9 +297,8 @@ def test_the_sdk_snippet_runs(demo: Demo, tmp_path: Path) -> None:
 def test_running_the_parts_yourself(tmp_path: Path) -> None:
     """The deployment block, with its example locations swapped for local ones.
 
-    ``ndl admin`` there names no --db or --data-dir, so it uses ./.ndl/hub: the hub's
-    /var/lib/ndl-hub becomes that folder (and its database a SQLite file in it) so the two
-    meet, as they do when NDL_HUB_DB and --data-dir agree on a real host.
+    ``ndl admin`` there names the hub's --db and --data-dir, as an operator must: both
+    become one local folder (the database a SQLite file in it), so hub and admin meet.
     """
     hub_dir, port = tmp_path / ".ndl" / "hub", free_port()
     hub_url = f"http://127.0.0.1:{port}"
