@@ -24,7 +24,7 @@ from schemathesis.engine import Status, events, from_schema  # noqa: E402
 # positive_data_acceptance also accepts 422: a string the schema allows (any SQL text, say)
 # may still be a query the hub refuses, and it says why with 422.
 CONFIG = """
-max-time = 50
+max-time = 40
 seed = 20261205
 [generation]
 mode = "all"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from pathlib import Path
@@ -14,7 +15,6 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from ndl import __version__
 from ndl.core.db import MAX_DB_INT, Database
@@ -212,11 +212,17 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
 
 
 def _mount_docs(app: FastAPI) -> None:
-    """Swagger UI at /api/docs with its script, style and icon served by the hub itself (from
-    the swagger-ui-bundle package), so the docs work without internet and send no visitor's
-    address to a third-party server."""
+    """Swagger UI at /api/docs with its script, style and icon served by the hub itself (the
+    dist files the swagger-ui-py package ships), so the docs work without internet and send no
+    visitor's address to a third-party server. Swagger UI 5 is needed: 4 cannot read the
+    OpenAPI 3.1 document FastAPI writes."""
     assets = "/api/docs/assets"
-    app.mount(assets, StaticFiles(directory=str(swagger_ui_path)), name="api-docs-assets")
+    # Found, not imported: importing swagger_ui probes for web frameworks (most of a second).
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - a dependency
+        raise RuntimeError("the swagger-ui-py package is missing: reinstall ndl")
+    static = Path(next(iter(spec.submodule_search_locations))) / "static"
+    app.mount(assets, StaticFiles(directory=str(static)), name="api-docs-assets")
 
     @app.get("/api/docs", include_in_schema=False)
     def api_docs(request: Request) -> HTMLResponse:
