@@ -127,6 +127,9 @@ def test_preview_confirm_and_see_the_budget_go_down(
     half = float(error.inner_text().removeprefix("± "))
     assert 2 < half < 10, half  # discrete Gaussian at rho 0.1: sigma ~ 2.2, 95% ~ 4.4
     expect(page.locator("#preview-facts")).to_contain_text("A row")
+    # No internal names: library functions, integer types, parameter names.
+    for internal in ("make_gaussian", "i64", "n_estimate", "OpenDP"):
+        expect(page.locator("#preview")).not_to_contain_text(internal)
     expect(page.locator("#previewed-question")).to_contain_text(SQL)
     assert budget_left(page) == {"budget-researcher": "1", "budget-project": "2",
                                  "budget-dataset": "10", "budget-next": "0.5"}
@@ -141,7 +144,7 @@ def test_preview_confirm_and_see_the_budget_go_down(
     expect(table.locator("thead th")).to_have_text(["region", "n"])
     expect(table.locator("tbody th")).to_have_text(["London", "North East", "Wales"])
     cells = table.locator("tbody td").all_inner_texts()
-    assert cells[2] == "suppressed", cells
+    assert cells[2] == "withheld (too few to show)", cells  # never a 0 shown as if real
     # Each number carries its margin in words (ndl.privacy.wording).
     london, north_east = (int(re.fullmatch(r"about ([\d,]+), give or take [\d,]+ \(95%\)",
                                            c)[1].replace(",", "")) for c in cells[:2])
@@ -157,7 +160,12 @@ def test_preview_confirm_and_see_the_budget_go_down(
     page.get_by_role("button", name="Preview").click()
     summary = page.locator(".govuk-error-summary")
     expect(summary).to_contain_text("SELECT * is not allowed: ask for aggregates")
-    expect(summary).to_contain_text("Allowed: SELECT <aggregates>")
+    # The error first; the grammar is one click away, not ten lines in front of it.
+    expect(summary).not_to_contain_text("Allowed: SELECT <aggregates>")
+    grammar = page.locator("#allowed-sql-details")
+    expect(grammar.get_by_text("Allowed: SELECT <aggregates>")).not_to_be_visible()
+    grammar.get_by_text("What questions are allowed").click()
+    expect(grammar.get_by_text("Allowed: SELECT <aggregates>")).to_be_visible()
     expect(page.locator("#sql-error")).to_contain_text("SELECT * is not allowed")
     expect(page.locator("#sql-hint")).to_contain_text("No joins, subqueries")
     expect(page.locator("#spent-note")).to_contain_text("Nothing was spent")

@@ -48,7 +48,15 @@ from ndl.ledger.models import LedgerEntry
 from ndl.privacy import ALLOWED_SQL, SdcRules, from_sql, preview, run
 from ndl.privacy.budget import BudgetLedger
 from ndl.web import privacy_pages
-from ndl.web.privacy_pages import answer_view, page_context, plus_minus, preview_view
+from ndl.web.privacy_pages import (
+    answer_view,
+    mechanism_text,
+    page_context,
+    plain,
+    plus_minus,
+    preview_view,
+    unit_text,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -228,7 +236,10 @@ def test_bad_sql_shows_the_allowed_form_and_sends_nothing(
     (message,) = summary_items(r.text)
     assert first_words in message and "Allowed" not in message  # not the JSON spec's list
     summary = inner(r.text, "error-summary", "</ul>")
-    assert summary.startswith(f"There is a problem {ALLOWED_SQL} ")  # the SQL form's
+    # The error first; the SQL form's grammar (not the JSON spec's) one click away.
+    assert summary.startswith("There is a problem ") and first_words in summary
+    assert ALLOWED_SQL not in summary and "(sum)" not in summary and "(mean)" not in summary
+    assert ALLOWED_SQL in inner(r.text, "allowed-sql-details", "</details>")
     assert 'href="#sql"' in r.text and first_words in inner(r.text, "sql-error", "</p>")
     assert ALLOWED_SQL in inner(r.text, "sql-hint", "</div>")
     assert f">{markup.escape(sql)}</textarea>" in r.text  # what was typed is kept
@@ -386,6 +397,8 @@ def test_a_preview_shows_each_error_the_unit_and_the_budget(tmp_path: Path) -> N
         ("n", "Count of rows"), ("mean_age", "Mean of age")]
     assert all(re.fullmatch(r"± [\d,.]+", a["error"]) for a in view["aggregates"])
     assert view["unit"].startswith("A row")
+    assert all("make_" not in a["mechanism"] and "i64" not in a["mechanism"]
+               and "n_estimate" not in a["note"] for a in view["aggregates"]), view
     assert [(b["key"], b["value"]) for b in view["budget"]] == [
         ("Yours, on this dataset", "2"), ("Your project's, on this dataset", "5"),
         ("The dataset's, for everyone", "50"),
@@ -404,7 +417,8 @@ def test_an_answer_names_suppressed_cells_and_the_budget_left(
     view = answer_view({**result.model_dump(mode="json"), "budget_remaining": left.to_json()})
     assert view["columns"] == ["region", "n", "mean_age"] and view["n_keys"] == 1
     rows = {r[0]["text"]: [c["text"] for c in r[1:]] for r in view["rows"]}
-    assert rows["Wales"] == ["suppressed", "suppressed"]  # a tiny group, after the noise
+    # A tiny group, after the noise: withheld in words, never a count or a mean of 0.
+    assert rows["Wales"] == ["withheld (too few to show)", "withheld (too few to show)"]
     # Each number carries its margin in words (ndl.privacy.wording).
     north = re.fullmatch(r"about ([\d,]+), give or take [\d,]+ \(95%\)", rows["North"][0])
     assert north and abs(int(north[1].replace(",", "")) - 400) < 60, rows["North"]
@@ -425,7 +439,8 @@ def test_an_answer_names_suppressed_cells_and_the_budget_left(
                        "server": ("testserver", 443), "root_path": ""})
     html = app.state.ndl_pages.render(request, template, context).body.decode()
     answer = inner(html, "answer-table")
-    assert "Noisy by design" in answer and "Wales suppressed suppressed" in answer
+    assert "Noisy by design" in answer
+    assert "Wales withheld (too few to show) withheld (too few to show)" in answer
     assert "differentially private: noise was added on purpose" in inner(
         html, "dp-warning", "</div>")
     assert "2 cells are suppressed: noisy counts under 20" in html
@@ -434,3 +449,26 @@ def test_an_answer_names_suppressed_cells_and_the_budget_left(
         "Yours, on this dataset 1.5 Your project's, on this dataset 4.5")
     assert 'id="confirm-form"' not in html  # an answer, not a preview
 
+
+def test_the_privacy_unit_is_read_from_the_service_words() -> None:
+    # The service says "person (identified by ...; at most N rows each)": the page must
+    # say "a person", not fall back to "a row".
+    assert unit_text("person (identified by nhs_number; at most 5 rows each)", 5) == (
+        "A person: at most 5 rows per person are used, so the noise hides whether any one "
+        "person is in the data")
+    assert unit_text("row (the dataset has no person identifier)", None).startswith("A row")
+
+
+def test_internal_names_become_plain_words() -> None:
+    assert mechanism_text("discrete Gaussian (OpenDP make_gaussian, i64)") == (
+        "Whole-number noise (discrete Gaussian)")
+    assert mechanism_text("Gaussian (OpenDP make_gaussian, f64)") == "Bell-curve noise (Gaussian)"
+    assert "n_estimate" not in plain("over the mean's position; give n_estimate (rows per group)")
+
+
+def test_sql_errors_speak_sql() -> None:
+    from ndl.web.privacy_pages import _sql_error
+
+    said = _sql_error("Aggregate 2 (mean): column 'age' needs bounds. Allowed: count, mean(col)")
+    assert said.startswith("AVG (item 2 after SELECT): column 'age' needs bounds"), said
+    assert "mean" not in said and "Allowed" not in said

@@ -147,10 +147,41 @@ def _what(agg: dict[str, Any]) -> str:
     return names.get(op, op) if not column else f"{names.get(op, op)} {column}"
 
 
+# Library and parameter names mean nothing to the person reading: say what they stand for.
+_INTERNAL = [
+    (re.compile(r"\s*\((?:OpenDP\b[^)]*)\)"), ""),  # "(OpenDP make_gaussian, i64)"
+    (re.compile(r"\bgive n_estimate \(rows per group\)"),
+     "it depends on how many rows each group has"),
+    (re.compile(r"\bn_estimate\b"), "the expected rows per group"),
+    (re.compile(r"\bmake_\w+|\b[if](?:32|64)\b"), ""),
+]
+
+
+def plain(text: Any) -> str:
+    """A mechanism or note from the service without internal names (``make_gaussian``,
+    ``i64``, ``n_estimate``)."""
+    out = str(text or "")
+    for pattern, words in _INTERNAL:
+        out = pattern.sub(words, out)
+    out = re.sub(r"\(\s*,?\s*\)", "", out)
+    return re.sub(r"\s{2,}", " ", out).strip()
+
+
+def mechanism_text(mechanism: Any) -> str:
+    """How the noise is made, in words: ``discrete Gaussian (OpenDP make_gaussian, i64)``
+    becomes ``Whole-number noise (discrete Gaussian)``."""
+    name = plain(mechanism)
+    if name.lower() == "discrete gaussian":
+        return "Whole-number noise (discrete Gaussian)"
+    if name.lower() == "gaussian":
+        return "Bell-curve noise (Gaussian)"
+    return name
+
+
 def aggregates_view(aggregates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"label": a.get("label", ""), "what": _what(a), "error": plus_minus(
-        a.get("half_width_95")), "mechanism": a.get("mechanism", ""),
-        "note": a.get("note", ""), "rho": _rho(a.get("rho"))} for a in aggregates]
+        a.get("half_width_95")), "mechanism": mechanism_text(a.get("mechanism", "")),
+        "note": plain(a.get("note", "")), "rho": _rho(a.get("rho"))} for a in aggregates]
 
 
 def _rho(v: Any) -> str:
@@ -197,7 +228,8 @@ def answer_view(result: dict[str, Any]) -> dict[str, Any]:
     n_keys = sum(1 for c in worded[0] if c.key) if worded else \
         max(0, len(columns) - len(aggregates))
     rows = [[{"text": c.text, "key": True} if c.key else
-             {"text": "suppressed", "suppressed": True} if c.withheld else {"text": c.text}
+             # Withheld, never a number: a group too small to show has no mean or count.
+             {"text": c.text, "suppressed": True} if c.withheld else {"text": c.text}
              for c in row] for row in worded]
     sdc = result.get("sdc") or {}
     return {"columns": columns, "n_keys": n_keys, "rows": rows,
@@ -282,10 +314,24 @@ def read_rho(text: str, per_query: float) -> tuple[float | None, str]:
     return rho, ""
 
 
+# The service checks the JSON form, whose aggregates are count/sum/mean/quantile/histogram;
+# someone who wrote AVG(age) should read AVG, not "mean".
+_SQL_NAMES = {"count": "COUNT", "sum": "SUM", "mean": "AVG", "quantile": "PERCENTILE_CONT",
+              "histogram": "HISTOGRAM"}
+_AGGREGATE = re.compile(r"\b[Aa]ggregate (\d+) \((count|sum|mean|quantile|histogram)\)")
+_JSON_CALL = re.compile(r"\b(count|sum|mean|quantile|histogram)\(")
+
+
+def _sql_words(message: str) -> str:
+    out = _AGGREGATE.sub(
+        lambda m: f"{_SQL_NAMES[m[2]]} (item {m[1]} after SELECT)", message)
+    return _JSON_CALL.sub(lambda m: f"{_SQL_NAMES[m[1]]}(", out)
+
+
 def _sql_error(message: str) -> str:
     """What is wrong with the SQL, without the service's list of what is allowed: the page
     shows the SQL form's own list (not the JSON spec's) beside the summary and the box."""
-    return sentence(message.split(". Allowed: ", 1)[0].rstrip(". "))
+    return sentence(_sql_words(message.split(". Allowed: ", 1)[0].rstrip(". ")))
 
 
 def errors_of(exc: NdlError, running: bool) -> tuple[dict[str, str], str]:

@@ -22,6 +22,8 @@ from ndl.ledger.models import LedgerEntry
 from ndl.wishlist.models import Wish, WishComment, WishVote
 
 STATES = ("open", "planned", "published")
+# The register kinds that record a question asked of a dataset (the dashboard's "queries").
+QUESTION_KINDS = ("query.submitted", "open.sql", "private_query.submitted")
 
 
 def create_wish(session: Session, key: SigningKey, who: Principal, *, title: str,
@@ -185,7 +187,9 @@ def dashboard(session: Session, org_id: str) -> dict[str, Any]:
     grants = list(session.scalars(select(Grant).where(Grant.dataset_id.in_(ids)))) if ids else []
     queries: dict[str, int] = dict(session.execute(
         select(LedgerEntry.subject, func.count()).where(
-            LedgerEntry.kind.in_(("query.submitted", "open.sql")),
+            # Every question asked of the data: exact (open) and private (safeguarded) alike;
+            # leaving out private queries undercounted exactly the sensitive datasets.
+            LedgerEntry.kind.in_(QUESTION_KINDS),
             LedgerEntry.subject.in_(ids)).group_by(LedgerEntry.subject)).all()) if ids else {}
     now = utcnow()
     per_dataset = [{
