@@ -113,7 +113,7 @@ _jsonable = json_safe  # the name ndl.catalogue.mocks imports
 
 def open_unlocked(temp_dir: Path) -> duckdb.DuckDBPyConnection:
     """A DuckDB with every setting but the file it may read (so it can be opened ahead)."""
-    return duckdb.connect(":memory:", config={
+    con = duckdb.connect(":memory:", config={
         "autoload_known_extensions": False,
         "autoinstall_known_extensions": False,
         # Never scan a Python variable named in a query (DuckDB's Python replacement scans).
@@ -123,6 +123,10 @@ def open_unlocked(temp_dir: Path) -> duckdb.DuckDBPyConnection:
         "max_temp_directory_size": MAX_TEMP_BYTES,
         "temp_directory": str(temp_dir),
     })
+    # A long query would otherwise draw a progress bar on stdout: in the SQL worker that is
+    # the reply channel (see sql_sandbox._serve, which also moves fd 1 aside).
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 def lock_to(con: duckdb.DuckDBPyConnection, path: Path) -> duckdb.DuckDBPyConnection:

@@ -226,6 +226,11 @@ def _serve(memory_bytes: int, stdin: IO[str], stdout: IO[str]) -> None:
         temp_dir = Path(tempfile.mkdtemp(dir=engine.private_folder()))
         return engine.open_unlocked(temp_dir), temp_dir
 
+    # Replies go on a private copy of fd 1; fd 1 itself now points at stderr, so nothing a
+    # library prints (DuckDB's progress bar on a long query) can corrupt a reply line.
+    stdout.flush()
+    stdout = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
     check_select("SELECT 1 FROM data")  # warm the parser before measuring
     warm = spare()
     cap = _address_space() + memory_bytes
