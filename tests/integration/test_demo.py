@@ -4,6 +4,7 @@ every process."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -127,6 +128,25 @@ def test_sigterm_stops_every_child_and_frees_the_port(tmp_path: Path) -> None:
         # private-question command.
         assert "  ndl search" in out and "-m ndl" not in out and sys.executable not in out
         assert "ndl dp-query nhs-trust/ae-attendances" in out and "ndl project list" in out
+
+        # The first hour at the terminal: the tour's commands say what is true.
+        shown = _ndl(env, "show", "nhs-trust/ae-attendances")
+        assert shown.returncode == 0 and "How to get it (Safeguarded)" in shown.stdout, shown
+        assert "ndl dp-query" in shown.stdout  # the route, in core.tiers' words
+        found = _ndl(env, "search", "A&E")
+        assert re.search(r"\b1 dataset found|\b\d+ datasets found", found.stdout), found.stdout
+        assert "1 datasets" not in found.stdout
+        times = _ndl(env, "access-times")
+        assert "(hours)" not in times.stdout and re.search(r"\d (seconds?|minutes?|hours|days)",
+                                                           times.stdout), times.stdout
+        sites = _ndl(env, "datasites")
+        assert re.search(r"\d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d UTC \((just now|\d+ \w+ ago)\)",
+                         sites.stdout), sites.stdout
+        assert _ndl(env, "login", "--username", "alice", "--password",
+                    "demo-password-alice").returncode == 0
+        mine = _ndl(env, "project", "list")
+        project = out.split("project show ", 1)[1].split()[0]
+        assert mine.returncode == 0 and project in mine.stdout and "1 project" in mine.stdout, mine
         assert len(_alive_under(root)) == 4
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(timeout=40) == 0

@@ -63,6 +63,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ("alice", ["researcher"], None, True), ("bob", ["researcher"], None, True),
             ("nina", ["steward"], "nhs-trust", False), ("dan", ["steward"], "dfe", False),
             ("dual", ["researcher", "steward"], "dfe", True),
+            ("oscar", ["output_checker"], None, False),
         ):
             user = accounts.create_user(s, name, roles=roles, org_id=org, password=PASSWORD)
             user.accredited = accredited
@@ -720,6 +721,26 @@ def test_org_dashboard(app: FastAPI, login: Login) -> None:
     assert "1 request is waiting" in html
     assert 'data-dataset="dfe/school-census"' in html
     assert login("").get("/orgs/nowhere").status_code == 404
+
+
+def test_org_dashboard_counts_private_questions_too(app: FastAPI, login: Login) -> None:
+    from ndl.ledger import register
+
+    hub_state = app.state.hub
+    with hub_state.db.write() as s:
+        for kind in ("private_query.submitted", "query.submitted", "budget.checked"):
+            register.append(s, hub_state.key, kind=kind, actor="project:p-1",
+                            subject="dfe/school-census", payload={"message_id": kind})
+    html = login("").get("/orgs/dfe").text
+    stat = re.compile(r'id="stat-(\w+)"><span class="ndl-stat__number">([^<]+)<')
+    assert dict(stat.findall(html))["queries"] == "2"  # a budget check is not a question
+
+
+def test_an_output_checker_is_told_there_is_nothing_to_check_yet(login: Login) -> None:
+    note = login("oscar").get("/").text
+    assert 'id="output-checker-note"' in note and "There is nothing to check yet" in note
+    assert "not available yet" in note
+    assert 'id="output-checker-note"' not in login("alice").get("/").text
 
 
 def test_missing_things_are_html_404s(login: Login) -> None:
