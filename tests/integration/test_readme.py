@@ -42,11 +42,12 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 # What each subcommand must print (all fragments, on stdout) when it succeeds.
 EXPECT: dict[str, tuple[str, ...]] = {
-    "search": ("datasets found",),
+    "search": ("found",),  # "1 dataset found" or "3 datasets found"
     "show": ("rows", "column"),
     "query": (": count",),
     "login": ("logged in to",),
     "project show": ("requests", "grant "),
+    "project list": ("project",),
     "dp-query": ("expected error at rho=", "differentially private answer", "spent rho="),
     "access-times": ("time to access",),
     "datasites": ("online",),

@@ -150,7 +150,7 @@ def access_times(ctx: typer.Context, hub: HubOpt = None, as_json: JsonOpt = Fals
     if as_json:
         typer.echo(json.dumps(m, indent=2))
         return
-    table = Table(title="Time from request to access")
+    table = Table(title="time to access (median and 90th percentile wait)")
     for col in ("group", "decided", "median", "p90"):
         table.add_column(col)
 
