@@ -122,6 +122,7 @@ def test_sigterm_stops_every_child_and_frees_the_port(tmp_path: Path) -> None:
     port, root = free_port(), tmp_path / "demo"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NDL_")},
            "NDL_CONFIG_DIR": str(tmp_path / "cfg"), "NDL_HUB": f"http://127.0.0.1:{port}"}
+    env["COLUMNS"] = "200"  # wide enough that Rich keeps each table cell on one line
     demo, out = _start_demo(env, root, port)
     try:
         # The tour shows the command people type, not the interpreter's path, and the
