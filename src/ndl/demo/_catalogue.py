@@ -304,8 +304,10 @@ WARD_POPULATION = DatasetSpec(
 _COVERAGE = {"spatial": "Northshire (North East England)", "update_frequency": "monthly",
              "issued": "2024-04-01", "modified": "2025-09-01", "last_verified": "2025-09-15"}
 _ACCESS = {
-    "controlled": {"route": "Apply through the library with a project; the data owner reviews "
-                            "the code that will run at the datasite.",
+    "controlled": {"route": "Apply through the library with a project; a data steward of the "
+                            "owning organisation reviews the request. Reviewed code-to-data "
+                            "jobs are not available yet: today a grant gives metadata and "
+                            "synthetic mock rows.",
                    "lead_time_days": 20, "cost": "Free for public-benefit research"},
     "safeguarded": {"route": "Registered researchers with a project get differentially private "
                              "aggregate answers at once.",
@@ -324,7 +326,7 @@ DCAT_EXTRAS: dict[str, dict[str, Any]] = {
                  "access": {**_ACCESS["controlled"],
                             "linkable_datasets": ["nhs-trust/ae-attendances",
                                                   "local-authority/childrens-social-care"]},
-                 "policy_summary": "Controlled: code-to-data jobs only, outputs checked.",
+                 "policy_summary": "Controlled: a steward reviews each request; no jobs yet.",
                  "known_issues": "About 1% of records lack a verified NHS number."},
     "ae-attendances": {**_COVERAGE, "themes": ["health"], "licence": "restricted",
                        "temporal": {"start": "2022-04-01", "end": "2025-08-31"},
