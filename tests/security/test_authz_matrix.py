@@ -228,7 +228,8 @@ QUERY = "/api/datasets/{site}/{name}/query"
 SQL = "/api/datasets/{site}/{name}/sql"
 ROWS_PATH = "/api/datasets/{site}/{name}/rows"
 ENVELOPE_ROUTES = {"publish": {"datasets": []}, "mock": {"dataset": "safe-data"},
-                   "poll": {"wait": 0}, "reply": {"message_id": "m-1", "ok": True}}
+                   "poll": {"wait": 0}, "reply": {"message_id": "m-1", "ok": True},
+                   "heartbeat": {"message_ids": ["m-1"]}}
 PROJECT_BODY = {"title": "A new project", "purpose_category": "research",
                 "purpose": "Measure how emergency care use varies by region, for planning.",
                 "lay_summary": "Counts of visits by area.", "legal_basis": "public-task",
@@ -346,7 +347,6 @@ ROWS: list[Row] = [
       for method in ("GET", "POST")],
     Row("GET", "/api/openapi.json", ANYONE),
     Row("GET", "/api/docs", ANYONE),
-    Row("GET", "/docs/oauth2-redirect", ANYONE),
     # MCP: the caller's own token, forwarded; the tools have exactly the user's rights.
     Row("POST", "/mcp", ANYONE, body=_mcp("tools/list"), check=_mcp_ok, variant="tools/list"),
     Row("POST", "/mcp", ANYONE, variant="query_open_data, open", check=_mcp_ok,
@@ -400,7 +400,8 @@ ROWS: list[Row] = [
           ("/wishlist/{wish_id}/state", {"wish_id": "$wish"}))],
 ]
 # Routes that are not endpoints of the library: the liveness probe and the built assets.
-EXCLUDED = {("GET", "/healthz"), ("MOUNT", "/static")}
+# Static files anyone may fetch (page styles; the API docs' Swagger UI script and style).
+EXCLUDED = {("GET", "/healthz"), ("MOUNT", "/static"), ("MOUNT", "/api/docs/assets")}
 
 
 # --- running the matrix --------------------------------------------------------------------

@@ -23,7 +23,8 @@ HUB = SigningKey.generate()
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     root = tmp_path / "site"
-    write_dataset(root, "patients", pa.table({"region": ["A"] * 20}), tier="controlled")
+    # Safeguarded: the tier whose work (private queries, budgets) runs under a grant today.
+    write_dataset(root, "patients", pa.table({"region": ["A"] * 20}), tier="safeguarded")
     write_dataset(root, "wards", pa.table({"ward": ["A", "B"]}), tier="open")
     store = DatasiteStore(root)
     store.save_config(hub_key=HUB.public_b64, registered=True)
@@ -35,20 +36,20 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
 def grant(key: SigningKey = HUB, **over: Any) -> dict[str, Any]:
     now = int(time.time())
     args: dict[str, Any] = {"grant_id": "g-1", "project": "p-1", "dataset": "nhs-trust/patients",
-                            "tier": "controlled", "members": ["alice"], "issued_at": now - 10,
+                            "tier": "safeguarded", "members": ["alice"], "issued_at": now - 10,
                             "expires_at": now + 3600, **over}
     return sign_grant(key, **args)
 
 
 def ask(agent: Agent, doc: Any, *, project: str = "p-1", who: str = "alice",
         dataset: str = "patients") -> dict[str, Any]:
-    return agent.answer("query", {"dataset": dataset, "spec": {"by": ["region"]},
-                                  "project": project, "requested_by": who, "grant": doc})
+    return agent.answer("budget.status", {"dataset": dataset, "project": project,
+                                          "requested_by": who, "grant": doc})
 
 
 def test_a_valid_grant_is_accepted(agent: Agent) -> None:
     reply = ask(agent, grant())
-    assert reply["ok"] and reply["result"]["rows"] == [["A", 20]]
+    assert reply["ok"] and reply["result"]["budget_remaining"]["researcher"] > 0
 
 
 @pytest.mark.parametrize("doc,words", [
@@ -85,6 +86,12 @@ def test_open_data_needs_no_grant(agent: Agent) -> None:
     assert reply["ok"] and reply["result"]["rows"] == [["A", 1], ["B", 1]]
 
 
-def test_open_sql_on_controlled_data_is_refused_at_the_datasite(agent: Agent) -> None:
+def test_exact_counts_of_granted_data_are_refused_even_with_a_valid_grant(agent: Agent) -> None:
+    reply = agent.answer("query", {"dataset": "patients", "spec": {"by": ["region"]},
+                                   "project": "p-1", "requested_by": "alice", "grant": grant()})
+    assert not reply["ok"] and "only for open data" in reply["error"]["message"]
+
+
+def test_open_sql_on_non_open_data_is_refused_at_the_datasite(agent: Agent) -> None:
     reply = agent.answer("open_sql", {"dataset": "patients", "sql": "SELECT * FROM data"})
     assert not reply["ok"] and "only for open data" in reply["error"]["message"]

@@ -65,9 +65,11 @@ def expected(op: Operation, tier: str, role: str) -> set[int]:
     """The statuses the tier table allows for ``role`` doing ``op`` on ``tier``."""
     allowed = tiers.allowance(tier, op)
     if allowed is None:
-        # Not an operation of this tier: refused whoever asks. Open data has no mock (its
-        # rows are open), which the hub reports as not found.
-        return {403, 404} if op is Operation.MOCK else {403}
+        # Not an operation of this tier: refused whoever asks. An anonymous caller may be
+        # stopped earlier, at a route that needs a signed-in user (401); open data has no mock
+        # (its rows are open), which the hub reports as not found. Never a 200.
+        refused = {401, 403} if role == "anonymous" else {403}
+        return refused | {404} if op is Operation.MOCK else refused
     if allowed.audience is Audience.ANYONE:
         return {200}
     if role == "anonymous":

@@ -81,6 +81,7 @@ OPERATIONS = [
                "lay_summary": "L", "legal_basis": "public-task", "end_date": "2027-01-01",
                "members": []}),
     Case("project", (PID,), {}, "GET", f"/api/projects/{PID}"),
+    Case("my_projects", (), {}, "GET", "/api/projects"),
     Case("request_access", (PID, [DS]), {}, "POST", f"/api/projects/{PID}/requests",
          body={"datasets": [DS]}),
     Case("steward_queue", (), {}, "GET", "/api/stewards/queue",

@@ -6,9 +6,9 @@ import importlib.util
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ndl import __version__
+from ndl.access.accounts import Principal
 from ndl.core.db import MAX_DB_INT, Database
 from ndl.core.errors import InternalError, InvalidInput, NdlError, NotFound, PayloadTooLarge
 from ndl.core.keys import SigningKey
@@ -31,6 +32,7 @@ from ndl.hub import (
     privacy_api,
     wishlist_api,
 )
+from ndl.hub.deps import public
 from ndl.hub.state import HubSettings, HubState
 from ndl.mcp.server import mount_mcp
 
@@ -225,7 +227,8 @@ def _mount_docs(app: FastAPI) -> None:
     app.mount(assets, StaticFiles(directory=str(static)), name="api-docs-assets")
 
     # A plain route, as FastAPI's own docs route is: a page about the API, not an API route.
-    async def api_docs(request: Request) -> HTMLResponse:
+    async def api_docs(request: Request,
+                       _: Annotated[Principal | None, Depends(public)]) -> HTMLResponse:
         root = request.scope.get("root_path", "").rstrip("/")
         return get_swagger_ui_html(
             openapi_url=f"{root}/api/openapi.json", title=f"{app.title} - API docs",
@@ -233,7 +236,8 @@ def _mount_docs(app: FastAPI) -> None:
             swagger_css_url=f"{root}{assets}/swagger-ui.css",
             swagger_favicon_url=f"{root}{assets}/favicon-32x32.png")
 
-    app.add_route("/api/docs", api_docs, include_in_schema=False)
+    app.add_api_route("/api/docs", api_docs, methods=["GET"], include_in_schema=False,
+                      response_class=HTMLResponse)
 
 
 def _mount_web(app: FastAPI) -> None:
