@@ -44,3 +44,23 @@ def test_dp_query_states_each_numbers_margin(monkeypatch: pytest.MonkeyPatch) ->
     assert "about 1,234, give or take 40 (95%)" in out.output
     assert "withheld (too few to show)" in out.output
     assert "spent rho=0.1;" in out.output and "0.0999" not in out.output
+
+
+def test_cli_and_web_say_the_same_privacy_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same query once read "a row" on the web and "person" in the CLI."""
+    from ndl.privacy.wording import privacy_unit
+    from ndl.web.privacy_pages import unit_text
+
+    unit = "person (identified by nhs_number; at most 5 rows each)"
+    monkeypatch.setitem(PREVIEW["preview"], "privacy_unit", unit)
+    monkeypatch.setitem(PREVIEW["preview"], "max_rows_per_person", 5)
+    monkeypatch.setattr(privacy_cmds, "_client", lambda *_: FakeClient())
+    out = CliRunner().invoke(app, ["dp-query", "nhs-trust/ae-attendances", "--sql",
+                                   "SELECT COUNT(*) AS n FROM data", "--rho", "0.1",
+                                   "--project", "p-1", "--preview"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    words = privacy_unit(unit, 5)
+    assert words.startswith("A person: at most 5 rows per person")
+    assert unit_text(unit, 5) == words
+    assert " ".join(words.split()) in " ".join(out.output.split())
+    assert "-level" not in out.output

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ndl.cli.app import app, console, handle_errors
 from ndl.cli.client_cmds import HubOpt, JsonOpt, TokenOpt, _client
-from ndl.privacy.wording import expected_error, worded_rows
+from ndl.privacy.wording import expected_error, privacy_unit, worded_rows
 
 
 @app.command("dp-query")
@@ -56,7 +56,7 @@ def dp_query(
 def _show_preview(shown: dict[str, Any]) -> None:
     p = shown["preview"]
     table = Table(title=f"expected error at rho={p['rho']:g} ({int(p['confidence'] * 100)}% "
-                        f"interval, {p['privacy_unit']}-level)")
+                        "interval)")
     for col in ("aggregate", "mechanism", "expected error", "note"):
         table.add_column(col)
     for a in p["aggregates"]:
@@ -64,6 +64,7 @@ def _show_preview(shown: dict[str, Any]) -> None:
                       expected_error(a, confidence=float(p.get("confidence") or 0.95)),
                       str(a.get("note", "")))
     console.print(table)
+    console.print(f"protects: {privacy_unit(p.get('privacy_unit'), p.get('max_rows_per_person'))}")
     left = shown["budget_remaining"]
     console.print(f"budget left: yours {left['researcher']:.6g}, project "
                   f"{left['project']:.6g}, per query {left['per_query']:.6g}")

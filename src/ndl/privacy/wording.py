@@ -141,3 +141,19 @@ def answer_lines(answer: Mapping[str, Any]) -> list[str]:
 
 __all__ = ["WITHHELD", "Cell", "answer_lines", "expected_error", "give_or_take",
            "worded_rows"]
+
+
+def privacy_unit(unit: Any, max_rows: Any) -> str:
+    """What the noise protects, in words: a person (with their rows capped) or a row.
+
+    The engine words the unit as ``"person (identified by nhs_number; at most 5 rows each)"``
+    or ``"row (the dataset has no person identifier)"``, so read its first word: an exact
+    match on ``"person"`` once made pages say "a row" where each person was protected. The
+    web page and ``ndl dp-query`` both say it with this function, so they cannot disagree.
+    """
+    first = str(unit or "").split(" ", 1)[0].strip().lower()
+    if first == "person":
+        cap = f"at most {max_rows} rows per person are used, so " \
+            if isinstance(max_rows, int) and max_rows > 0 else ""
+        return f"A person: {cap}the noise hides whether any one person is in the data"
+    return "A row: the noise hides whether any one row is in the data"

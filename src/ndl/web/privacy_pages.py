@@ -41,7 +41,7 @@ from ndl.hub.deps import hub
 from ndl.privacy import service as privacy
 from ndl.privacy.service import PrivateQueryBody
 from ndl.privacy.spec import is_identifier, metadata_bounds, public_values
-from ndl.privacy.wording import worded_rows
+from ndl.privacy.wording import privacy_unit, worded_rows
 from ndl.web.dataset_view import links_for
 from ndl.web.forms import (
     Who,
@@ -204,19 +204,8 @@ def budget_view(left: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def unit_text(unit: Any, max_rows: Any) -> str:
-    """What the noise protects, in words: a person (with their rows capped) or a row.
-
-    The service words the unit as ``"person (identified by nhs_number; at most 5 rows
-    each)"`` or ``"row (the dataset has no person identifier)"``, so read its first word: an
-    exact match on ``"person"`` once made every page say "a row" where the service protected
-    each person.
-    """
-    first = str(unit or "").split(" ", 1)[0].strip().lower()
-    if first == "person":
-        cap = f"at most {max_rows} rows per person are used, so " \
-            if isinstance(max_rows, int) and max_rows > 0 else ""
-        return f"A person: {cap}the noise hides whether any one person is in the data"
-    return "A row: the noise hides whether any one row is in the data"
+    """What the noise protects, in words (the one wording, shared with ``ndl dp-query``)."""
+    return privacy_unit(unit, max_rows)
 
 
 def answer_view(result: dict[str, Any]) -> dict[str, Any]:
