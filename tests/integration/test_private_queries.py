@@ -81,7 +81,8 @@ def test_a_private_answer_is_close_to_the_truth_and_recorded(net: Net) -> None:
 
 
 @pytest.mark.parametrize("kw,error,words", [
-    ({"sql": "SELECT COUNT(*) FROM data GROUP BY postcode", "rho": 0.1}, InvalidInput, "public"),
+    ({"sql": "SELECT COUNT(*) FROM data GROUP BY age_at_arrival", "rho": 0.1}, InvalidInput,
+     "published"),
     ({"sql": "SELECT SUM(nhs_number) FROM data", "rho": 0.1}, InvalidInput, "identifies people"),
     ({"sql": "SELECT * FROM data", "rho": 0.1}, InvalidInput, "Allowed"),
     ({"sql": "SELECT COUNT(*) FROM data; DROP TABLE x", "rho": 0.1}, InvalidInput, "Allowed"),
