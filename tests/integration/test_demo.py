@@ -35,6 +35,17 @@ def _alive_under(root: Path) -> list[int]:
     return pids
 
 
+def _reap(demo: subprocess.Popen[str], root: Path) -> None:
+    """Whatever a failed test left: the demo and any child of it still running."""
+    if demo.poll() is None:
+        demo.kill()
+        demo.wait()
+    if demo.stdout is not None:
+        demo.stdout.close()
+    for pid in _alive_under(root):
+        os.kill(pid, signal.SIGKILL)
+
+
 def test_demo_comes_up_answers_the_tour_and_stops_cleanly(tmp_path: Path) -> None:
     port, root = free_port(), tmp_path / "demo"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NDL_")},
@@ -84,13 +95,7 @@ def test_demo_comes_up_answers_the_tour_and_stops_cleanly(tmp_path: Path) -> Non
         assert demo.wait(timeout=30) == 0
         assert _alive_under(root) == []
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
-        if demo.stdout is not None:
-            demo.stdout.close()
-        for pid in _alive_under(root):
-            os.kill(pid, signal.SIGKILL)
+        _reap(demo, root)
 
 
 def _start_demo(env: dict[str, str], root: Path, port: int) -> tuple[subprocess.Popen[str], str]:
@@ -154,13 +159,7 @@ def test_sigterm_stops_every_child_and_frees_the_port(tmp_path: Path) -> None:
         assert _alive_under(root) == [], "a child outlived the demo"
         assert _port_free(port), f"port {port} is still held after the demo stopped"
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
-        if demo.stdout is not None:
-            demo.stdout.close()
-        for pid in _alive_under(root):
-            os.kill(pid, signal.SIGKILL)
+        _reap(demo, root)
 
 
 def test_a_port_in_use_is_a_clear_error_before_anything_starts(tmp_path: Path) -> None:
