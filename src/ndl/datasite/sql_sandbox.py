@@ -101,7 +101,7 @@ class SqlSandbox:
 
     def _worker(self) -> subprocess.Popen[bytes]:
         if self._proc is not None:
-            if self._proc.poll() is None:
+            if _alive(self._proc):
                 return self._proc
             self._kill()  # died while idle: reap it and close its pipes
         from ndl.datasite.engine import private_folder
@@ -143,6 +143,20 @@ _BOOT = ("import sys, types; ndl = types.ModuleType('ndl'); ndl.__path__ = [sys.
          "sys.modules['ndl'] = ndl; from ndl.datasite.sql_sandbox import _serve; "
          "_serve(int(sys.argv[2]), sys.stdin, sys.stdout)")
 _NDL_DIR = str(Path(__file__).resolve().parent.parent)
+
+
+def _alive(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the worker can still take a query. A killed multi-threaded process shows as a
+    zombie ('Z') while its other threads (DuckDB's) finish dying, and only then can it be
+    reaped, so ``poll()`` alone still says "running" for a moment: look at its state too."""
+    if proc.poll() is not None:
+        return False
+    try:
+        with open(f"/proc/{proc.pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): poll() is all there is
+    return state not in (b"Z", b"X")
 
 
 def _read_line(stream: IO[bytes], seconds: float) -> bytes | None:
