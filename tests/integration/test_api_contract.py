@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
+# A pinned dev dependency: a missing schemathesis is an install error, never a skip.
+import schemathesis
+from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import Status, events, from_schema
+
 from ndl.testing import DatasiteProcess, HubProcess
-
-schemathesis = pytest.importorskip("schemathesis")
-
-from schemathesis.config import SchemathesisConfig  # noqa: E402
-from schemathesis.engine import Status, events, from_schema  # noqa: E402
 
 # Every check; two examples per operation in each mode, positive and negative; a time bound.
 # positive_data_acceptance also accepts 422: a string the schema allows (any SQL text, say)

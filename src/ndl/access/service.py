@@ -131,6 +131,15 @@ def create_user(session: Session, key: SigningKey, who: Actor, body: NewUser) ->
     return UserView(user_id=user.id, username=user.username, roles=roles, org=body.org)
 
 
+def operator_token(session: Session, who: Operator, user_id: int) -> str:
+    """A full API token for a user, minted by an operator holding the hub's database (the
+    admin CLI's ``create-user --token``); never reachable from the API."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user #{user_id} does not exist")
+    return accounts.issue_token(session, user, name=who.name)
+
+
 def list_orgs(session: Session) -> list[OrgView]:
     return [OrgView(id=o.id, name=o.name, kind=o.kind)
             for o in session.scalars(select(Org).order_by(Org.id))]

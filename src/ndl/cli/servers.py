@@ -13,7 +13,6 @@ import typer
 
 from ndl.access import accounts
 from ndl.access import service as access_service
-from ndl.access.models import User
 from ndl.cli.app import app, console, environ, handle_errors
 from ndl.core.db import Database
 from ndl.core.keys import SigningKey
@@ -141,10 +140,7 @@ def datasite(
 
     signal.signal(signal.SIGTERM, _stop)
     console.print(f"datasite {agent.id} ({len(store.datasets())} datasets) -> {agent.hub_url}")
-    if any(ds.meta.tier == "open" for ds in store.datasets()):
-        from ndl.datasite.engine import prestart_sql_sandbox
-
-        prestart_sql_sandbox()  # online only once open SQL can be answered without waiting
+    agent.prepare()  # e.g. the open-SQL worker, so the first query does not wait
     try:
         agent.run()
     except KeyboardInterrupt:
@@ -234,13 +230,12 @@ def create_user(
     database.migrate()
     key = SigningKey.load_or_create(data_dir / "hub-key.pem")
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    operator = access_service.Operator("admin-cli")
     with database.write() as s:
         made = access_service.create_user(
-            s, key, access_service.Operator("admin-cli"),
+            s, key, operator,
             access_service.NewUser(username=username, roles=role, org=org, password=password))
-        user = s.get(User, made.user_id)
-        assert user is not None
-        issued = accounts.issue_token(s, user, name="admin-cli") if token else None
+        issued = access_service.operator_token(s, operator, made.user_id) if token else None
     console.print(f"created user {username}")
     if issued:
         typer.echo(issued)

@@ -110,6 +110,13 @@ class Agent:
         self._mocks: threading.Thread | None = None
         self._mocks_wanted = False
 
+    def prepare(self) -> None:
+        """Start what this datasite's tiers will need before it goes online: the open-SQL
+        worker when a dataset's tier serves SQL (its start takes seconds)."""
+        if any(tiers.tier_def(ds.meta.tier).allows(Operation.OPEN_SQL)
+               for ds in self.store.datasets()):
+            engine.prestart_sql_sandbox()
+
     # -- talking to the hub ---------------------------------------------------------------
     def _post(self, path: str, kind: str, body: dict[str, Any],
               headers: dict[str, str] | None = None) -> dict[str, Any]:
