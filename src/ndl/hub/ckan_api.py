@@ -299,10 +299,15 @@ def organization_list(session: Session, params: Params, base: str) -> list[Any]:
     wanted_ids = wanted if isinstance(wanted, list) else [wanted] if wanted else []
     orgs = [_org_dict(session, o, base, counts.get(o.id, 0)) for o in _orgs(session).values()
             if not wanted_ids or o.id in wanted_ids]
-    orgs = _sorted_dicts(orgs, str(params.get("sort") or "name asc"),
-                         ("name", "title", "package_count"))
-    page = _page(orgs, params)
-    return page if _bool(params, "all_fields") else [o["name"] for o in page]
+    return _listing(orgs, params)
+
+
+def _listing(items: list[dict[str, Any]], params: Params) -> list[Any]:
+    """CKAN's *_list answer: sorted, paged, and names unless all_fields=true."""
+    items = _sorted_dicts(items, str(params.get("sort") or "name asc"),
+                          ("name", "title", "package_count"))
+    page = _page(items, params)
+    return page if _bool(params, "all_fields") else [i["name"] for i in page]
 
 
 def organization_show(session: Session, params: Params, base: str) -> dict[str, Any]:
@@ -333,10 +338,7 @@ def group_list(session: Session, params: Params, base: str) -> list[Any]:
     """The themes, as CKAN groups: names, or dicts with all_fields=true."""
     groups = [ckan.group(t, base, package_count=n)
               for t, n in _theme_counts(session, base).items()]
-    groups = _sorted_dicts(groups, str(params.get("sort") or "name asc"),
-                           ("name", "title", "package_count"))
-    page = _page(groups, params)
-    return page if _bool(params, "all_fields") else [g["name"] for g in page]
+    return _listing(groups, params)
 
 
 def group_show(session: Session, params: Params, base: str) -> dict[str, Any]:
