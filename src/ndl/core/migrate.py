@@ -31,5 +31,6 @@ def all_models() -> None:
     import ndl.access.project_models
     import ndl.catalogue.models
     import ndl.federation.models
+    import ndl.federation.work_models
     import ndl.ledger.models
     import ndl.wishlist.models  # noqa: F401
