@@ -89,3 +89,15 @@ def require_data_operation(who: Principal | None, tier: str, op: Operation, *,
                     f"{dataset} is {tier} data: name the project whose grant covers it "
                     "(--project, or project=... in the SDK)")
     return allowed
+
+
+def principal_string(who: Principal | None) -> str:
+    """How work, blobs and the register name a caller: ``user:<name>`` or ``anonymous``."""
+    return "anonymous" if who is None or who.user_id == 0 else f"user:{who.username}"
+
+
+def may_see_work(who: Principal | None, requester: str) -> bool:
+    """A work item is its requester's (and an admin's). An anonymous caller's item is reached
+    by its unguessable id alone, as a capability, and never listed."""
+    return requester == "anonymous" or (who is not None and (
+        principal_string(who) == requester or who.has("admin")))

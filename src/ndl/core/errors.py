@@ -86,6 +86,12 @@ class Conflict(UserError):
     code = "conflict"
 
 
+class Cancelled(Conflict):
+    """Work stopped because its requester (or a party to it) cancelled it."""
+
+    code = "cancelled"
+
+
 class PayloadTooLarge(UserError):
     http_status = 413
     code = "payload_too_large"

@@ -158,6 +158,13 @@ _INSTEAD: dict[Tier, str] = {
 }
 
 
+# Long work (work items) by kind, and the tier operation each one is: the hub checks it before
+# queueing and the datasite again before it reads a row. A new kind names its operation here.
+WORK_OPERATIONS: dict[str, Operation] = {
+    "export": Operation.DOWNLOAD,  # a whole open dataset as one file, any size
+}
+
+
 def tier_def(tier: str) -> TierDef:
     try:
         return TIERS[tier]  # type: ignore[index]

@@ -40,7 +40,7 @@ from ndl.core.errors import (
     UpstreamUnavailable,
 )
 from ndl.core.tiers import ColumnUse, Operation
-from ndl.datasite import engine
+from ndl.datasite import engine, jobs
 from ndl.datasite.store import DatasiteStore, LocalDataset
 from ndl.datasite.work import Job, WorkPool, encode, error_reply, reply_problem
 from ndl.hubclient import Client
@@ -109,6 +109,7 @@ class Agent:
         self._heartbeat.start()
         self._mocks: threading.Thread | None = None
         self._mocks_wanted = False
+        self.work_items = jobs.WorkItems(store.root / "outbox")
 
     def prepare(self) -> None:
         """Start what this datasite's tiers will need before it goes online: the open-SQL
@@ -118,9 +119,16 @@ class Agent:
             engine.prestart_sql_sandbox()
 
     # -- talking to the hub ---------------------------------------------------------------
+    def sign(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A signed envelope from this datasite to the hub (blob uploads sign their chunks)."""
+        return seal(self.store.key, sender=self.id, recipient=HUB_ID, kind=kind, body=body)
+
+    def post(self, path: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._post(path, kind, body)
+
     def _post(self, path: str, kind: str, body: dict[str, Any],
               headers: dict[str, str] | None = None) -> dict[str, Any]:
-        env = seal(self.store.key, sender=self.id, recipient=HUB_ID, kind=kind, body=body)
+        env = self.sign(kind, body)
         content = encode(env)
         if len(content) > self.max_body_bytes:
             raise PayloadTooLarge(f"the {kind} message is {len(content):,} bytes, over the "
@@ -183,7 +191,11 @@ class Agent:
 
     def _send_reply(self, message_id: str, reply: dict[str, Any]) -> None:
         try:
-            self._post("/api/federation/reply", "reply", {**reply, "message_id": message_id})
+            if jobs.is_work(message_id):  # a work item: its blob, then its one final answer
+                jobs.deliver(self, message_id.removeprefix(jobs.PREFIX), reply)
+            else:
+                self._post("/api/federation/reply", "reply",
+                           {**reply, "message_id": message_id})
         except _TRANSIENT:
             raise  # the hub (or the way to it) is down: keep the reply and try again later
         except Exception as exc:  # this reply cannot be signed, or the hub refuses it
@@ -226,7 +238,8 @@ class Agent:
         hub_key = self.store.config().get("hub_key")
         try:
             return open_envelope(env, public_key_for=lambda s: hub_key if s == HUB_ID else None,
-                                 recipient=self.id, guard=self.store, kinds=tuple(HANDLERS))
+                                 recipient=self.id, guard=self.store,
+                                 kinds=(*HANDLERS, "work"))
         except EnvelopeRejected as exc:
             log.warning("refused a message: %s", exc)
             return None
@@ -238,7 +251,7 @@ class Agent:
             return
         body = opened["body"]
         lease = body.get("lease_seconds")
-        job = Job(message_id=str(body["message_id"]), kind=str(opened["kind"]),
+        job = Job(message_id=_job_id(opened), kind=str(opened["kind"]),
                   lease_seconds=float(lease) if isinstance(lease, int | float) else 8.0,
                   run=lambda: self._work_and_send(opened))
         if not self.pool.submit(job):
@@ -259,7 +272,7 @@ class Agent:
 
     def work(self, opened: dict[str, Any]) -> None:
         """Answer one opened message at most once, store the reply, then send it."""
-        message_id = str(opened["body"]["message_id"])
+        message_id = _job_id(opened)
         known = self.store.message(message_id)
         if known is not None and known[0] in ("done", "parked"):
             log.info("message %s was answered before; re-sending the stored reply", message_id)
@@ -275,7 +288,8 @@ class Agent:
                     "operator can see it with 'ndl datasite status'"))
                 log.error("parked message %s: %s", message_id, reason)
             else:
-                reply = self.answer(opened["kind"], opened["body"])
+                reply = (jobs.run(self, opened["body"]) if opened["kind"] == "work"
+                         else self.answer(opened["kind"], opened["body"]))
                 # An answer that could never be signed or sent is replaced before it is
                 # stored, so it cannot jam the datasite (now or after a restart).
                 self.store.mark_done(message_id,
@@ -292,8 +306,14 @@ class Agent:
             ids = [m for m in self.pool.in_flight() if m in leases]
             if not ids:
                 continue
+            work_ids = [m.removeprefix(jobs.PREFIX) for m in ids if jobs.is_work(m)]
             try:
-                self._post("/api/federation/heartbeat", "heartbeat", {"message_ids": ids})
+                # Work items report progress as they renew; the answer names any to stop.
+                answer = self._post("/api/federation/heartbeat", "heartbeat", {
+                    "message_ids": [m for m in ids if not jobs.is_work(m)],
+                    "work": self.work_items.progress(work_ids)})
+                if answer.get("cancel"):
+                    self.work_items.cancel([str(w) for w in answer["cancel"]])
             except Exception as exc:  # a missed beat only risks a redelivery, never a crash
                 log.warning("could not renew %d leases: %s", len(ids), exc)
 
@@ -400,6 +420,13 @@ class Agent:
 # -- what the datasite does for each kind of message -----------------------------------------
 # Each handler re-checks what it is asked against the datasite's own copy of the metadata:
 # the hub's checks are a convenience, these are the ones that count.
+
+def _job_id(opened: dict[str, Any]) -> str:
+    """The durable id of a message's work here: its message id, or ``work:<id>``."""
+    body = opened["body"]
+    return (jobs.job_id(str(body["work_id"])) if opened["kind"] == "work"
+            else str(body["message_id"]))
+
 
 def _count(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str, Any]:
     spec = CountQuery.model_validate(body.get("spec") or {})

@@ -28,7 +28,9 @@ log = logging.getLogger("ndl.datasite")
 
 DEFAULT_WORKERS = 4
 # Anonymous open-data SQL is the one kind anybody can send and make slow.
-DEFAULT_PER_KIND = {"open_sql": 2}
+# Work items ("work": exports now, jobs later) take minutes: they may hold two slots, never
+# the ones short questions need.
+DEFAULT_PER_KIND = {"open_sql": 2, "work": 2}
 # Room for the envelope around a reply (addresses, nonce, times, signature).
 ENVELOPE_OVERHEAD = 2_000
 

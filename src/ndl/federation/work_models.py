@@ -42,6 +42,8 @@ class WorkItem(Base):
     cancel_reason: Mapped[str | None] = mapped_column(String(300), nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The result blob's hash, indexed: identical results share one blob.
+    result_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     # Work that several parties must approve or contribute to (federation.coordination).
     coordination_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     # Redelivered after a lapsed lease: the datasite must not deliver it twice.

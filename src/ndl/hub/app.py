@@ -31,6 +31,7 @@ from ndl.hub import (
     openapi,
     privacy_api,
     wishlist_api,
+    work_api,
 )
 from ndl.hub.deps import public
 from ndl.hub.state import HubSettings, HubState
@@ -202,6 +203,7 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     app.include_router(access_api.router)
     app.include_router(wishlist_api.router)
     app.include_router(privacy_api.router)
+    app.include_router(work_api.router)
     app.include_router(open_api.router)
     openapi.document_errors(app)
     _mount_docs(app)

@@ -22,11 +22,13 @@ from ndl.core.envelope import open_envelope
 from ndl.core.errors import InvalidInput
 from ndl.core.tiers import Operation, tier_def
 from ndl.federation import service as federation
+from ndl.federation import work
 from ndl.federation.models import Datasite
 from ndl.hub.deps import hub, public, requires, signed_by_datasite
 from ndl.hub.openapi import ENVELOPE_BODY
 from ndl.hub.state import HubState
 from ndl.ledger import register
+from ndl.work import service as work_service
 
 router = APIRouter(prefix="/api/federation")
 HubDep = Annotated[HubState, Depends(hub)]
@@ -153,8 +155,12 @@ async def poll(request: Request, signed: Signed, state: HubDep) -> dict[str, Any
 
     def take() -> list[dict[str, Any]]:
         with state.db.write() as s:
-            return federation.lease(s, state.key, site.id, lease_seconds=state.settings.lease,
-                                    limit=ask.limit, kind_limits=ask.kind_limits)
+            out = federation.lease(s, state.key, site.id, lease_seconds=state.settings.lease,
+                                   limit=ask.limit, kind_limits=ask.kind_limits)
+            # Work items share the room the datasite reported, within its "work" limit.
+            return out + work.lease(s, state.key, site.id, lease_seconds=state.settings.lease,
+                                    limit=ask.limit - len(out),
+                                    room=ask.kind_limits.get(work.POOL_KIND))
 
     while True:
         ev.clear()  # before leasing, so a message queued after our look still wakes us
@@ -177,12 +183,31 @@ def heartbeat(signed: Signed, state: HubDep) -> dict[str, Any]:
     site, env = signed
     if env["kind"] != "heartbeat":
         raise InvalidInput(f"expected a 'heartbeat' envelope, got {env['kind']!r}")
-    ids = env["body"].get("message_ids")
+    ids = env["body"].get("message_ids", [])
     if not isinstance(ids, list) or len(ids) > 1000 or not all(isinstance(i, str) for i in ids):
         raise InvalidInput("a heartbeat's body needs message_ids, a list of message ids")
+    updates = work.parse_progress(env["body"].get("work"))
     with state.db.write() as s:
         renewed = federation.renew(s, site.id, ids, lease_seconds=state.settings.lease)
-    return {"renewed": renewed, "lease_seconds": state.settings.lease}
+        work_renewed, stop = work.heartbeat(s, state.key, site.id, updates,
+                                            lease_seconds=state.settings.lease)
+    for wid in updates:  # wake whoever follows these items
+        state.notifier.notify(f"work:{wid}")
+    return {"renewed": renewed + work_renewed, "cancel": stop,
+            "lease_seconds": state.settings.lease}
+
+
+@router.post("/work/finish", openapi_extra=ENVELOPE_BODY)
+def finish_work(signed: Signed, state: HubDep) -> dict[str, Any]:
+    """A datasite's one final answer to a work item; a repeat is accepted and ignored."""
+    site, env = signed
+    if env["kind"] != "work.finish":
+        raise InvalidInput(f"expected a 'work.finish' envelope, got {env['kind']!r}")
+    done = work_service.read_finish(env["body"])
+    with state.db.write() as s:
+        fresh = work_service.finish(s, state.key, site.id, done)
+    state.notifier.notify(f"work:{done.work_id}")
+    return {"accepted": fresh}
 
 
 @router.post("/reply", openapi_extra=ENVELOPE_BODY)

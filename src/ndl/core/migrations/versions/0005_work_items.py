@@ -39,13 +39,15 @@ def upgrade() -> None:
         sa.Column("cancel_reason", sa.String(length=300), nullable=True),
         sa.Column("error", sa.JSON(), nullable=True),
         sa.Column("result", sa.JSON(), nullable=True),
+        sa.Column("result_sha256", sa.String(length=64), nullable=True),
         sa.Column("coordination_id", sa.String(length=36), nullable=True),
         sa.Column("redelivered", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(["datasite_id"], ["datasites.id"]),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("work_items", schema=None) as batch_op:
-        for col in ("requester", "datasite_id", "state", "deadline", "coordination_id"):
+        for col in ("requester", "datasite_id", "state", "deadline", "coordination_id",
+                    "result_sha256"):
             batch_op.create_index(batch_op.f(f"ix_work_items_{col}"), [col], unique=False)
 
 
