@@ -39,6 +39,7 @@ from ndl.core.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from ndl.core.sealed import EncryptionKey
 from ndl.core.tiers import ColumnUse, Operation
 from ndl.datasite import engine, jobs
 from ndl.datasite.store import DatasiteStore, LocalDataset
@@ -156,6 +157,19 @@ class Agent:
         self.store.save_config(id=self.id, org=self.org, name=self.name,
                                hub_url=self.hub_url, hub_key=hub_key, registered=True)
         log.info("registered datasite %s with %s", self.id, self.hub_url)
+
+    def publish_encryption_key(self) -> bool:
+        """Publish the X25519 key parties seal payloads to this datasite with (it stays in
+        ``encryption-key.pem`` in the datasite folder, mode 0600). Unchanged keys change
+        nothing at the hub; a hub without the party relay is not an error."""
+        key = EncryptionKey.load_or_create(self.store.root / "encryption-key.pem")
+        try:
+            self._post("/api/federation/party-keys", "party.keys",
+                       {"encryption_key": key.public_b64})
+        except NotFound:
+            log.info("the hub relays no sealed payloads; encryption key not published")
+            return False
+        return True
 
     def publish(self) -> list[dict[str, Any]]:
         metas = [{**d.meta.model_dump(mode="json"), "policy": d.policy.model_dump(mode="json")}
@@ -352,6 +366,7 @@ class Agent:
             try:
                 if not ready:
                     self.register()
+                    self.publish_encryption_key()
                     ready = True
                 now = self.store.fingerprint()
                 if now != seen:  # first start, or a steward published or edited something
