@@ -4,10 +4,11 @@ The public Python API is what this module exports; everything else is internal a
 change. ``tests/unit/test_public_api.py`` fails when this surface changes by accident.
 """
 
-from ndl.client import Client, QueryAnswer
+from ndl.client import Client, QueryAnswer, Work, WorkResult
 from ndl.core.errors import (
     AuthenticationRequired,
     BudgetExhausted,
+    Cancelled,
     Conflict,
     EnvelopeRejected,
     InternalError,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationRequired",
     "BudgetExhausted",
+    "Cancelled",
     "Client",
     "Conflict",
     "EnvelopeRejected",
@@ -41,5 +43,7 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "UserError",
+    "Work",
+    "WorkResult",
     "__version__",
 ]

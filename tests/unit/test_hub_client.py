@@ -32,6 +32,11 @@ GRANT = "0b5e6c1e-3f1a-4c8e-9d2b-7a4f5e6d7c8b"
 COUNT = {"dataset": DS, "columns": ["sex", "n"], "rows": [["F", 12], ["M", None]],
          "suppressed": 1, "threshold": 10, "tier": "safeguarded", "message_id": "m-1"}
 SQL = {"dataset": DS, "columns": ["n"], "rows": [[3]], "message_id": "m-2"}
+WID = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+VIEW = {"id": WID, "kind": "export", "dataset": "la/wards", "state": "queued", "progress": 0.0,
+        "message": "waiting for the datasite", "created_at": "2026-12-05T16:00:00+00:00",
+        "started_at": None, "finished_at": None, "deadline": "2026-12-05T22:00:00+00:00",
+        "attempts": 0, "error": None, "result": None, "final": False}
 ENV = {"v": 1, "sender": "nhs-trust", "kind": "poll", "body": {"wait": 1}, "sig": "x"}
 
 
@@ -113,6 +118,14 @@ OPERATIONS = [
     Case("set_wish_state", (1, "published"), {"dataset": DS}, "POST", "/api/wishes/1/state",
          body={"state": "published", "dataset": DS}),
     Case("dashboard", ("dfe",), {}, "GET", "/api/orgs/dfe/dashboard"),
+    Case("submit_work", ("export", "la/wards", {"format": "csv"}), {}, "POST", "/api/work",
+         body={"kind": "export", "dataset": "la/wards", "params": {"format": "csv"}},
+         answer=VIEW),
+    Case("work", (WID,), {}, "GET", f"/api/work/{WID}", answer=VIEW),
+    Case("work_list", (), {"limit": 5}, "GET", "/api/work", {"limit": "5"},
+         answer={"work": [VIEW]}),
+    Case("cancel_work", (WID,), {}, "POST", f"/api/work/{WID}/cancel",
+         answer={**VIEW, "state": "cancelled", "final": True}),
     Case("_request", ("GET", "/api/register/verify"), {"params": {"x": 1}}, "GET",
          "/api/register/verify", {"x": "1"}, answer=[1, 2]),
     Case("post_envelope", ("/api/federation/poll", ENV), {"headers": {"X-Test": "1"}}, "POST",
@@ -214,6 +227,10 @@ BAD_IDS = [
     ("wish", ("1/../../auth/tokens",), "wish id"),
     ("vote", (-3,), "wish id"),
     ("dashboard", ("../auth",), "organisation id"),
+    ("work", ("../../auth/tokens",), "work id"),
+    ("work", (WID + "/result",), "work id"),
+    ("cancel_work", (WID.upper(),), "work id"),
+    ("submit_work", ("export", "../x"), "dataset id"),
     ("post_envelope", ("/api/auth/login", ENV), "envelope path"),
     ("post_envelope", ("/api/federation/../auth/login", ENV), "envelope path"),
 ]

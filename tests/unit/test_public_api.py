@@ -5,11 +5,13 @@ from __future__ import annotations
 import ndl
 from ndl.core import errors
 
+# Work and WorkResult (issue 10): long work's typed view, returned by Client.work and friends;
+# Cancelled: the error a cancelled work item stands for.
 EXPECTED = [
-    "AuthenticationRequired", "BudgetExhausted", "Client", "Conflict", "EnvelopeRejected",
-    "InternalError", "InvalidInput", "NdlError", "NotFound", "PayloadTooLarge", "PermissionDenied",
-    "QueryAnswer", "RateLimited", "UpstreamTimeout", "UpstreamUnavailable", "UserError",
-    "__version__",
+    "AuthenticationRequired", "BudgetExhausted", "Cancelled", "Client", "Conflict",
+    "EnvelopeRejected", "InternalError", "InvalidInput", "NdlError", "NotFound",
+    "PayloadTooLarge", "PermissionDenied", "QueryAnswer", "RateLimited", "UpstreamTimeout",
+    "UpstreamUnavailable", "UserError", "Work", "WorkResult", "__version__",
 ]
 
 

@@ -71,4 +71,5 @@ from ndl.cli import (  # noqa: E402,F401  (importing registers the commands)
     privacy_cmds,
     publish_cmd,
     servers,
+    work_cmds,
 )

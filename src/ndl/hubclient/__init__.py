@@ -15,7 +15,10 @@ from ndl.hubclient._ids import (
     check_number_id,
     check_org_id,
     check_project_id,
+    check_work_id,
 )
+from ndl.hubclient._long import outcome_error, safe_filename
+from ndl.hubclient._work import SseEvent, Work, WorkResult, parse_sse, state_events
 
 __all__ = [
     "DEFAULT_HUB",
@@ -25,10 +28,18 @@ __all__ = [
     "HubApi",
     "Operation",
     "QueryAnswer",
+    "SseEvent",
+    "Work",
+    "WorkResult",
     "check_dataset_id",
     "check_federation_path",
     "check_grant_id",
     "check_number_id",
     "check_org_id",
     "check_project_id",
+    "check_work_id",
+    "outcome_error",
+    "parse_sse",
+    "safe_filename",
+    "state_events",
 ]

@@ -20,6 +20,7 @@ import httpx
 
 from ndl.hubclient import _api as api
 from ndl.hubclient._call import Call, reaching
+from ndl.hubclient._long import LongWork
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -97,6 +98,11 @@ class HubApi:
     comment = Operation(api.comment)
     set_wish_state = Operation(api.set_wish_state)
     dashboard = Operation(api.dashboard)
+    # long work
+    submit_work = Operation(api.submit_work)
+    work = Operation(api.work)
+    work_list = Operation(api.work_list)
+    cancel_work = Operation(api.cancel_work)
     # datasites
     post_envelope = Operation(api.post_envelope)
     # any call, unchecked, returning the JSON as it came (tests of the hub use it)
@@ -117,8 +123,12 @@ class HubApi:
         return view
 
 
-class Client(HubApi):
+class Client(LongWork, HubApi):
     """A connection to one library hub.
+
+    Besides the operations of :class:`HubApi` it waits for long work and downloads its
+    results (:class:`~ndl.hubclient._long.LongWork`: ``export``, ``wait_work``,
+    ``follow_work``, ``fetch_work``).
 
     >>> client = Client("http://127.0.0.1:8700", token="ndl_...")   # doctest: +SKIP
     >>> client.search("A&E")["results"][0]["id"]                     # doctest: +SKIP

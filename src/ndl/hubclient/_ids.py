@@ -22,6 +22,8 @@ _ORG_ID = re.compile(rf"^{_SLUG}$")
 # unknown project still reaches the hub and gets its "no such project" answer.
 _PROJECT_ID = re.compile(r"^p-[a-z0-9][a-z0-9-]{0,61}$")
 _GRANT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Work items are UUIDs (version 4, lower case) as the hub makes them.
+_WORK_ID = _GRANT_ID
 _FEDERATION_PATH = re.compile(r"^/api/federation/[a-z][a-z-]{0,39}$")
 
 
@@ -71,6 +73,16 @@ def check_grant_id(grant_id: str) -> str:
             "'0b5e6c1e-3f1a-4c8e-9d2b-7a4f5e6d7c8b'; 'ndl project show' lists them"
         )
     return grant_id
+
+
+def check_work_id(work_id: str) -> str:
+    if not isinstance(work_id, str) or not _WORK_ID.match(work_id):
+        raise InvalidInput(
+            f"work id {work_id!r} is not valid: work ids are UUIDs such as "
+            "'0b5e6c1e-3f1a-4c8e-9d2b-7a4f5e6d7c8b', as 'ndl download' or 'ndl work list' "
+            "printed them"
+        )
+    return work_id
 
 
 def check_number_id(value: int, what: str) -> str:
