@@ -17,6 +17,7 @@ Tree::
     │   ├── PermissionDenied         HTTP 403, exit 4
     │   ├── NotFound                 HTTP 404, exit 5
     │   ├── Conflict                 HTTP 409, exit 6
+    │   │   └── Cancelled            HTTP 409, exit 6  (the work was cancelled)
     │   ├── PayloadTooLarge          HTTP 413, exit 2
     │   ├── RateLimited              HTTP 429, exit 7
     │   ├── BudgetExhausted          HTTP 403, exit 8  (a privacy budget would be overspent)
@@ -135,8 +136,8 @@ ERRORS_BY_CODE: dict[str, type[NdlError]] = {
     cls.code: cls
     for cls in (
         NdlError, UserError, InvalidInput, AuthenticationRequired, PermissionDenied, NotFound,
-        Conflict, PayloadTooLarge, RateLimited, BudgetExhausted, EnvelopeRejected, InternalError,
-        UpstreamUnavailable, UpstreamTimeout,
+        Conflict, Cancelled, PayloadTooLarge, RateLimited, BudgetExhausted, EnvelopeRejected,
+        InternalError, UpstreamUnavailable, UpstreamTimeout,
     )
 }
 
