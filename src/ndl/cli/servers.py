@@ -48,6 +48,30 @@ def hub(
     trusted_proxy: Annotated[list[str] | None, typer.Option(
         help="A reverse proxy (address or network) whose X-Forwarded-For names the client; "
              "repeat for several. Without one, X-Forwarded-For is ignored.")] = None,
+    blob_store: Annotated[str, typer.Option(
+        help="Where finished blobs are kept: empty for DATA_DIR/blobs, a folder, or "
+             "s3://bucket[/prefix]?endpoint=URL&region=R (credentials from the AWS_* "
+             "environment variables). Uploads in progress are staged under DATA_DIR/blobs "
+             "either way.")] = "",
+    blob_quota_bytes: Annotated[int, typer.Option(
+        min=1, help="Bytes of blobs (finished plus uploads under way) one owner may hold.")
+    ] = 64 * 1024**3,
+    blob_ttl_seconds: Annotated[float, typer.Option(
+        min=60, help="Seconds a blob is kept if nobody takes delivery of it.")
+    ] = 7 * 24 * 3600.0,
+    blob_chunk_bytes: Annotated[int, typer.Option(
+        min=64 * 1024, max=64 * 1024**2,
+        help="The most bytes one upload request may carry (clients send chunks this big).")
+    ] = 8 * 1024**2,
+    blob_max_result_bytes: Annotated[int, typer.Option(
+        min=1, help="Largest result blob (work results, e.g. exports).")] = 16 * 1024**3,
+    blob_max_bundle_bytes: Annotated[int, typer.Option(
+        min=1, help="Largest job bundle blob (code sent to a datasite).")] = 256 * 1024**2,
+    blob_max_records_bytes: Annotated[int, typer.Option(
+        min=1, help="Largest record-set blob.")] = 16 * 1024**3,
+    blob_max_sealed_bytes: Annotated[int, typer.Option(
+        min=1, help="Largest end-to-end encrypted blob relayed between parties.")
+    ] = 16 * 1024**3,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the library hub: catalogue, accounts, mailbox, register and web pages."""
@@ -62,6 +86,11 @@ def hub(
         db_url=_hub_db(environ(ctx), db, data_dir), data_dir=data_dir,
         query_timeout=query_timeout, lease_seconds=lease_seconds,
         secure_cookies=not insecure_cookies, trusted_proxies=list(trusted_proxy or []),
+        blob_store=blob_store, blob_quota_bytes=blob_quota_bytes,
+        blob_ttl_seconds=blob_ttl_seconds, blob_chunk_bytes=blob_chunk_bytes,
+        blob_max_result_bytes=blob_max_result_bytes, blob_max_bundle_bytes=blob_max_bundle_bytes,
+        blob_max_records_bytes=blob_max_records_bytes,
+        blob_max_sealed_bytes=blob_max_sealed_bytes,
     )
     # The bind address is a name clients use, unless it is the any-interface address.
     bound = [] if host in ("0.0.0.0", "::", "") else [host]  # noqa: S104 - a comparison

@@ -26,6 +26,7 @@ from ndl.hub import (
     access_api,
     api,
     auth_api,
+    blob_api,
     federation_api,
     open_api,
     openapi,
@@ -42,18 +43,30 @@ _INTEGER = re.compile(r"[+-]?\d+")
 
 
 class BodyLimit:
-    """Refuse request bodies over a size, whether or not they declare a Content-Length."""
+    """Refuse request bodies over a size, whether or not they declare a Content-Length.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    ``raw`` gives other caps to (method, path prefix) pairs whose bodies are streamed, not
+    parsed: a blob chunk may be larger than any JSON body, but no larger than a chunk.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int,
+                 raw: tuple[tuple[str, str, int], ...] = ()) -> None:
+        self.app, self.default, self.raw = app, limit, raw
+
+    def _limit_for(self, scope: Scope) -> int:
+        for method, prefix, cap in self.raw:
+            if scope.get("method") == method and str(scope.get("path", "")).startswith(prefix):
+                return cap
+        return self.default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit_for(scope)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _send_error(send, PayloadTooLarge(self._msg()))
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_error(send, PayloadTooLarge(self._msg(limit)))
             return
         seen, too_big, started = 0, False, False
 
@@ -63,7 +76,7 @@ class BodyLimit:
                 return {"type": "http.disconnect"}
             msg = await receive()
             seen += len(msg.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 # Tell the app the client went away; we answer 413 ourselves below.
                 too_big = True
                 return {"type": "http.disconnect"}
@@ -82,10 +95,10 @@ class BodyLimit:
             if not too_big:
                 raise
         if too_big and not started:
-            await _send_error(send, PayloadTooLarge(self._msg()))
+            await _send_error(send, PayloadTooLarge(self._msg(limit)))
 
-    def _msg(self) -> str:
-        return f"the request body is larger than the {self.limit:,} byte limit"
+    def _msg(self, limit: int) -> str:
+        return f"the request body is larger than the {limit:,} byte limit"
 
 
 class NoSniff:
@@ -204,13 +217,16 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     app.include_router(wishlist_api.router)
     app.include_router(privacy_api.router)
     app.include_router(work_api.router)
+    app.include_router(blob_api.router)
     app.include_router(open_api.router)
     openapi.document_errors(app)
     _mount_docs(app)
     _mount_web(app)
     # MCP for AI agents at /mcp, with the caller's own token; only at the hub's own names.
     mount_mcp(app, allowed_hosts=settings.mcp_allowed_hosts)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    blob_api.run_sweeper(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, raw=(
+        ("PUT", blob_api.UPLOADS_PREFIX, settings.blob_chunk_bytes),))
     app.add_middleware(NoSniff)  # outermost, so even a refused body's 413 carries it
     return app
 

@@ -6,7 +6,10 @@ one, so a new endpoint cannot ship without a decision about who may call it.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -14,7 +17,14 @@ from starlette.concurrency import run_in_threadpool
 
 from ndl.access.accounts import Principal, authenticate, check_scope, touch_token
 from ndl.core.envelope import open_envelope
-from ndl.core.errors import AuthenticationRequired, InvalidInput, PermissionDenied
+from ndl.core.errors import (
+    AuthenticationRequired,
+    EnvelopeRejected,
+    InvalidInput,
+    PermissionDenied,
+)
+from ndl.federation import parties
+from ndl.federation.blobs import ENVELOPE_HEADER, REQUEST_KIND
 from ndl.federation.models import Datasite
 from ndl.federation.service import HUB_ID
 from ndl.hub.state import HubState
@@ -148,3 +158,72 @@ async def _signed_by_datasite(request: Request) -> tuple[Datasite, dict[str, Any
 
 
 signed_by_datasite = _mark(_signed_by_datasite, "datasite-envelope")
+
+
+# A signed request in a header, for calls whose body is not JSON (raw blob chunks) or that
+# have none (downloads): base64url of the JSON envelope. Its body names the HTTP method and
+# path it was signed for, so it cannot be replayed against another route or upload (and the
+# replay guard refuses its nonce a second time anywhere).
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a call that users (bearer token) and parties (signed header) both make.
+
+    ``principal`` is ``user:<name>``, ``datasite:<id>`` or ``party:<id>``; ``args`` are the
+    arguments a party signed (None for a user, whose arguments come from the request).
+    """
+
+    principal: str
+    args: dict[str, Any] | None = None
+    user: Principal | None = None
+
+
+def _decode_header_envelope(raw: str) -> Any:
+    if len(raw) > 16_384:
+        raise InvalidInput(f"the {ENVELOPE_HEADER} header is too long (16 KiB at most)")
+    try:
+        return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the {ENVELOPE_HEADER} header must be the base64url of a JSON "
+                           "signed envelope") from exc
+
+
+async def _party_or_user(request: Request) -> Caller:
+    """A signed-in user (bearer token or session), or a registered party signing the request
+    in the ``X-Ndl-Envelope`` header (sender resolved by :func:`parties.identity_of_sender`)."""
+    raw = request.headers.get(ENVELOPE_HEADER)
+    if raw is None:
+        who = await _principal(request)
+        if who is None:
+            raise AuthenticationRequired(
+                "this needs an API token ('Authorization: Bearer <token>') or a request signed "
+                f"by a registered party in the {ENVELOPE_HEADER} header")
+        return Caller(f"user:{who.username}", None, who)
+    env = _decode_header_envelope(raw)
+    state = hub(request)
+
+    def check() -> Caller:
+        with state.db.read() as s:
+            ident = parties.identity_of_sender(
+                s, env.get("sender") if isinstance(env, dict) else None)
+        opened = open_envelope(env, public_key_for=lambda _s: ident.public_key if ident else None,
+                               recipient=HUB_ID, guard=state.guard, kinds=(REQUEST_KIND,))
+        if ident is None:  # open_envelope already refused; keeps type-checkers honest
+            raise AuthenticationRequired("unknown party")
+        body = opened["body"]
+        if not isinstance(body, dict) or body.get("method") != request.method \
+                or body.get("path") != request.url.path:
+            raise EnvelopeRejected(
+                f"the signed request is for {str(body.get('method'))[:10]} "
+                f"{str(body.get('path'))[:200]}, not {request.method} {request.url.path}: sign "
+                "each request for its own method and path")
+        args = body.get("args", {})
+        if not isinstance(args, dict):
+            raise InvalidInput("a signed request's args must be a JSON object")
+        return Caller(ident.principal, args, None)
+
+    return await run_in_threadpool(check)
+
+
+party_or_user = _mark(_party_or_user, "user-or-party-envelope")

@@ -93,12 +93,16 @@ _UNAUTHORIZED = {
     "role": "No API token, or one that is not valid: run 'ndl login'",
     "datasite-envelope": "The envelope is not signed by a registered datasite's key, is "
                          "addressed to someone else, has expired or was replayed",
+    "user-or-party-envelope": "Neither a valid API token nor an X-Ndl-Envelope header signed "
+                              "by a registered party for this method and path (or it expired "
+                              "or was replayed)",
 }
 _FORBIDDEN = {
     "public": "The token sent may not do this (a read-only or another project's token)",
     "authenticated": "The token may not do this (read-only, or another project's), or the "
                      "rules refuse it",
     "role": "You do not hold the role this needs ({roles}), or the token may not do this",
+    "user-or-party-envelope": "You are not the blob's owner, or the token may not do this",
 }
 
 

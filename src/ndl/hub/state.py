@@ -9,6 +9,7 @@ from pathlib import Path
 from ndl.core.db import Database
 from ndl.core.keys import SigningKey
 from ndl.core.ratelimit import TokenBucket
+from ndl.federation.blob_service import BlobContext
 from ndl.federation.service import SqlReplayGuard
 from ndl.hub.login_limits import LoginLimiter
 
@@ -37,6 +38,16 @@ class HubSettings:
     # flooding a datasite (signed-in callers are accountable and not limited here).
     anonymous_sql_per_minute: float = 60.0
     anonymous_sql_burst: int = 30
+    # Blobs (ndl.federation.blob_service): "" keeps them under DATA_DIR/blobs; or a folder,
+    # or s3://bucket[/prefix]?endpoint=URL (credentials from the AWS environment variables).
+    blob_store: str = ""
+    blob_quota_bytes: int = 64 * 1024**3     # per owner: finished blobs + uploads under way
+    blob_ttl_seconds: float = 7 * 24 * 3600.0
+    blob_chunk_bytes: int = 8 * 1024**2      # the most one upload request may carry
+    blob_max_result_bytes: int = 16 * 1024**3
+    blob_max_bundle_bytes: int = 256 * 1024**2
+    blob_max_records_bytes: int = 16 * 1024**3
+    blob_max_sealed_bytes: int = 16 * 1024**3
 
     @property
     def lease(self) -> float:
@@ -81,11 +92,13 @@ class HubState:
     # Open SQL makes a datasite work: anonymous callers get a per-address budget
     # (see ndl.query.service).
     sql_limiter: TokenBucket = field(init=False)
+    blobs: BlobContext = field(init=False)
 
     def __post_init__(self) -> None:
         self.limiter = LoginLimiter(
             self.settings.login_failures_allowed, self.settings.login_window_seconds
         )
         self.guard = SqlReplayGuard(self.db)
+        self.blobs = BlobContext.from_settings(self.settings, self.db)
         self.sql_limiter = TokenBucket(self.settings.anonymous_sql_per_minute / 60.0,
                                        self.settings.anonymous_sql_burst)

@@ -10,9 +10,12 @@ Adding an operation: write its builder here, then add one line to ``HubApi`` in
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from ndl.core.errors import InvalidInput
+from ndl.federation.blobs import ENVELOPE_HEADER, check_sha256, check_upload_id
 from ndl.hubclient._call import (
     Call,
     QueryAnswer,
@@ -253,6 +256,63 @@ def set_wish_state(wish_id: int, state: str, *, dataset: str | None = None) -> C
 def dashboard(org_id: str) -> Call[Json]:
     """An organisation's demand: wishes naming it, requests for its data, time to access."""
     return _get(f"/api/orgs/{segment(check_org_id(org_id))}/dashboard")
+
+
+# -- blobs (sent by ndl.federation.blob_client, which streams the bytes) ----------------------
+
+RequestAuth = Callable[[str, str, "Json | None"], dict[str, str]]
+
+
+def _blob_call(method: str, path: str, auth: RequestAuth | None, args: Json | None = None,
+               *, content: bytes | None = None, user_headers: dict[str, str] | None = None
+               ) -> Call[Json]:
+    """A party signs ``args`` into the X-Ndl-Envelope header; a user sends them as the JSON
+    body (or, for a chunk, as ``user_headers``)."""
+    headers = auth(method, path, args) if auth is not None else {}
+    signed = ENVELOPE_HEADER in headers
+    if not signed:
+        headers.update(user_headers or {})
+    if content is not None:
+        headers["Content-Type"] = "application/octet-stream"
+        return Call(method, path, json_object, content=content, headers=headers)
+    return Call(method, path, json_object, json=None if signed or content else args,
+                headers=headers)
+
+
+def begin_blob_upload(args: Json, auth: RequestAuth | None = None) -> Call[Json]:
+    """Begin (or find, to resume) the upload of a blob: ``{sha256, size, kind, media_type}``."""
+    return _blob_call("POST", "/api/blobs/uploads", auth, args)
+
+
+def blob_upload_status(upload_id: str, auth: RequestAuth | None = None) -> Call[Json]:
+    """How many bytes of an upload the hub holds (resume from ``offset``)."""
+    return _blob_call("GET", f"/api/blobs/uploads/{segment(check_upload_id(upload_id))}", auth)
+
+
+def put_blob_chunk(upload_id: str, data: bytes, offset: int,
+                   auth: RequestAuth | None = None) -> Call[Json]:
+    """One chunk of an upload: ``data`` starting at byte ``offset``, with its SHA-256."""
+    digest = hashlib.sha256(data).hexdigest()
+    return _blob_call(
+        "PUT", f"/api/blobs/uploads/{segment(check_upload_id(upload_id))}", auth,
+        {"offset": offset, "length": len(data), "sha256": digest}, content=data,
+        user_headers={"X-Ndl-Offset": str(offset), "X-Ndl-Chunk-Sha256": digest})
+
+
+def blob_info(sha256: str, auth: RequestAuth | None = None) -> Call[Json]:
+    """A blob's size, kind, media type, owner and expiry (if you may read it)."""
+    return _blob_call("GET", f"/api/blobs/{check_sha256(sha256)}/info", auth)
+
+
+def share_blob(sha256: str, reader: str, auth: RequestAuth | None = None) -> Call[Json]:
+    """Let ``reader`` (``user:<name>``, ``party:<id>``...) read a blob you own."""
+    return _blob_call("POST", f"/api/blobs/{check_sha256(sha256)}/readers", auth,
+                      {"reader": reader})
+
+
+def delete_blob(sha256: str, auth: RequestAuth | None = None) -> Call[Json]:
+    """Remove a blob you own now (otherwise it goes once delivered, or when it expires)."""
+    return _blob_call("DELETE", f"/api/blobs/{check_sha256(sha256)}", auth)
 
 
 # -- datasites --------------------------------------------------------------------------------

@@ -1,0 +1,242 @@
+"""Sending and fetching blobs, resumably: used by datasites, the SDK and the CLI.
+
+:func:`upload_file` asks the hub where the blob's upload stands and sends only the rest, one
+chunk at a time, each with its own SHA-256: an upload cut at any byte (network, a killed
+process) resumes from the last chunk the hub verified, including from a new process, since
+beginning the same blob again finds the upload under way. :func:`download` writes into
+``dest.part``, resumes it with ``Range``, checks the whole SHA-256 and only then renames it.
+
+A party signs every request (``sign(kind, body) -> envelope``, e.g. a datasite's
+``Agent.sign``); a user sends a bearer token. Memory holds one chunk at most.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ndl.core.errors import (
+    Conflict,
+    InvalidInput,
+    NdlError,
+    NotFound,
+    UpstreamUnavailable,
+    error_from_json,
+)
+from ndl.federation.blobs import (
+    ENVELOPE_HEADER,
+    READ_SIZE,
+    REQUEST_KIND,
+    check_sha256,
+    sha256_file,
+)
+from ndl.hubclient import _api as api
+from ndl.hubclient._call import Call, reaching
+
+log = logging.getLogger("ndl.blobs")
+
+Sign = Callable[[str, dict[str, Any]], dict[str, Any]]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """A blob the hub holds whole: what an envelope names instead of carrying bytes."""
+
+    sha256: str
+    size: int
+    kind: str
+    media_type: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "size": self.size, "kind": self.kind,
+                "media_type": self.media_type}
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How requests prove who sends them: a party's signing callable, or a user's token."""
+
+    sign: Sign | None = None
+    token: str | None = None
+    extra: Mapping[str, str] | None = None
+
+    def headers(self, method: str, path: str, args: dict[str, Any] | None = None
+                ) -> dict[str, str]:
+        out = dict(self.extra or {})
+        if self.sign is not None:
+            env = self.sign(REQUEST_KIND, {"method": method, "path": path, "args": args or {}})
+            raw = json.dumps(env, separators=(",", ":")).encode()
+            out[ENVELOPE_HEADER] = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        elif self.token:
+            out["Authorization"] = f"Bearer {self.token}"
+        return out
+
+
+def _send(http: httpx.Client, call: Call[Any], timeout: float | None = None) -> Any:
+    base = str(http.base_url)
+    extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+    with reaching(base, call):
+        resp = http.request(call.method, call.path, params=call.params, json=call.json,
+                            content=call.content, headers=dict(call.headers or {}), **extra)
+    return call.finish(resp)
+
+
+def _retryable(exc: NdlError) -> bool:
+    """Worth another go: the network or the hub failed, or a chunk arrived damaged."""
+    return isinstance(exc, UpstreamUnavailable | InvalidInput) or exc.http_status >= 500
+
+
+def upload_file(http: httpx.Client, *, path: Path, kind: str,
+                media_type: str = "application/octet-stream", sign: Sign | None = None,
+                token: str | None = None, sha256: str | None = None,
+                progress: Progress | None = None, retries: int = 8) -> BlobRef:
+    """Upload ``path`` as a blob of ``kind`` and return its reference; resumes as it goes.
+
+    ``sha256`` may be given if already known (saves reading the file once more). A failed
+    chunk is retried from where the hub says it stands, up to ``retries`` times in a row
+    without progress; then the last error is raised (calling again resumes, too).
+    """
+    auth = Auth(sign=sign, token=token)
+    size = path.stat().st_size
+    digest = check_sha256(sha256) if sha256 is not None else sha256_file(path)
+    args = {"sha256": digest, "size": size, "kind": kind, "media_type": media_type}
+    status = _send(http, api.begin_blob_upload(args, auth.headers))
+    failures = 0
+    with path.open("rb") as f:
+        while not status["complete"]:
+            offset, upload_id = int(status["offset"]), str(status["upload_id"])
+            if progress is not None:
+                progress(offset, size)
+            f.seek(offset)
+            data = f.read(min(int(status["chunk_bytes"]), size - offset))
+            try:
+                last = offset + len(data) >= size
+                status = _send(http, api.put_blob_chunk(upload_id, data, offset, auth.headers),
+                               timeout=max(120.0, size / 20e6) if last else 120.0)
+                failures = 0
+            except Conflict as exc:
+                # The hub holds another offset (a chunk we thought lost did arrive): go on
+                # from the hub's. The message names it too.
+                hub_offset = (exc.detail or {}).get("offset") if isinstance(exc.detail, dict) \
+                    else None
+                if not isinstance(hub_offset, int) or failures >= retries:
+                    raise
+                failures += 1
+                status = {**status, "offset": hub_offset}
+            except NdlError as exc:
+                failures += 1
+                if not _retryable(exc) or failures > retries:
+                    raise
+                log.info("blob %s: chunk at %d failed (%s); resuming", digest[:12], offset,
+                         exc.message)
+                time.sleep(min(0.2 * 2**failures, 5.0))
+                status = _status_or_begin(http, auth, upload_id, args, exc)
+    if progress is not None:
+        progress(size, size)
+    return BlobRef(digest, size, kind, media_type)
+
+
+def _status_or_begin(http: httpx.Client, auth: Auth, upload_id: str, args: dict[str, Any],
+                     cause: NdlError) -> dict[str, Any]:
+    """Where the upload stands now; if the hub dropped it (a whole-hash mismatch discards
+    an upload), the cause is raised rather than starting over silently."""
+    try:
+        status: dict[str, Any] = _send(http, api.blob_upload_status(upload_id, auth.headers))
+    except NotFound:
+        raise cause from None
+    except UpstreamUnavailable:
+        # The hub is down (restarting?): begin again later; the begin finds the same upload.
+        time.sleep(1.0)
+        status = _send(http, api.begin_blob_upload(args, auth.headers))
+    return status
+
+
+def download(http: httpx.Client, url: str, dest: Path, *, sha256: str,
+             sign: Sign | None = None, token: str | None = None,
+             headers: Mapping[str, str] | None = None, progress: Progress | None = None,
+             retries: int = 8) -> Path:
+    """Fetch a blob (``/api/blobs/<sha256>`` or a route that streams one, such as a work
+    item's result) into ``dest``, resuming ``dest.part`` with ``Range`` after a cut, and
+    checking the whole SHA-256 before renaming it into place."""
+    check_sha256(sha256)
+    auth = Auth(sign=sign, token=token, extra=headers)
+    path = urlsplit(str(http.base_url.join(url))).path
+    part = dest.with_name(dest.name + ".part")
+    failures = 0
+    while True:
+        try:
+            _fetch(http, url, path, part, auth, progress)
+            break
+        except (httpx.TransportError, UpstreamUnavailable) as exc:
+            failures += 1
+            if failures > retries:
+                raise UpstreamUnavailable(
+                    f"the download of {url} kept failing ({exc}); run it again to resume from "
+                    f"{part.stat().st_size if part.exists() else 0:,} bytes") from exc
+            time.sleep(min(0.2 * 2**failures, 5.0))
+    got = sha256_file(part)
+    if got != sha256:
+        part.unlink()
+        raise InvalidInput(f"the downloaded bytes hash to {got}, not {sha256}; the partial "
+                           "file was removed: download it again")
+    os.replace(part, dest)
+    return dest
+
+
+def _fetch(http: httpx.Client, url: str, path: str, part: Path, auth: Auth,
+           progress: Progress | None) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    hdrs = auth.headers("GET", path)
+    if have:
+        hdrs["Range"] = f"bytes={have}-"
+    with http.stream("GET", url, headers=hdrs, timeout=60.0) as resp:
+        if resp.status_code == 416 and have:
+            part.unlink()  # the part is longer than the blob: not this blob; start again
+            raise UpstreamUnavailable("the partial download did not fit the blob; restarting")
+        if resp.status_code >= 400:
+            resp.read()
+            try:
+                body: Any = resp.json()
+            except ValueError:
+                body = resp.text
+            raise error_from_json(resp.status_code, body)
+        if resp.status_code == 200:
+            have = 0  # the server sent it all (no range support, or another version)
+        total = _total(resp, have)
+        mode = "ab" if resp.status_code == 206 else "wb"
+        with part.open(mode) as f:
+            if progress is not None:
+                progress(have, total)
+            for piece in resp.iter_bytes(READ_SIZE):
+                f.write(piece)
+                have += len(piece)
+                if progress is not None:
+                    progress(have, total)
+    if have < total:
+        raise UpstreamUnavailable(f"the download stopped after {have:,} of {total:,} bytes")
+
+
+def _total(resp: httpx.Response, have: int) -> int:
+    crange = resp.headers.get("content-range", "")
+    if resp.status_code == 206 and "/" in crange:
+        tail = crange.rsplit("/", 1)[1]
+        if tail.isdigit():
+            return int(tail)
+    length = resp.headers.get("content-length", "")
+    return have + int(length) if length.isdigit() else have
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
