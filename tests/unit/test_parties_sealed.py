@@ -74,7 +74,7 @@ def test_wrong_key_tampered_and_truncated_are_refused() -> None:
 
 @pytest.mark.parametrize("bad", [
     "", "short", "A" * 44, 12, None, b64e(b"\x00" * 32),  # wrong length, not text, low order
-    b64e(b"\x01" + b"\x00" * 31),
+    b64e(b"\x01" + b"\x00" * 31), "x" * 42 + "!", "+" * 43,
 ])
 def test_malformed_public_keys_are_refused(bad: object) -> None:
     with pytest.raises(InvalidInput, match="X25519 public key"):

@@ -138,7 +138,10 @@ def check_encryption_key(public_b64: object) -> str:
     if not isinstance(public_b64, str) or len(public_b64) != 43:
         raise InvalidInput(problem)
     try:
-        public = X25519PublicKey.from_public_bytes(b64d(public_b64))
+        raw = b64d(public_b64)
+        if b64e(raw) != public_b64:  # one spelling per key: no stray or padding characters
+            raise ValueError("not canonical base64")
+        public = X25519PublicKey.from_public_bytes(raw)
         X25519PrivateKey.generate().exchange(public)  # refuses low-order points
     except (ValueError, TypeError) as exc:
         raise InvalidInput(problem) from exc
