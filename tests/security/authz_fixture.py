@@ -133,6 +133,12 @@ def _set_up_access(lib: Library) -> None:
             "title": "Regions by month", "description": "Monthly counts by region.",
             "orgs": [ORG_A], "tier_needed": "safeguarded"})
         ids["wish"] = wish["id"]
+    with lib.client("researcher") as alice:
+        for name in ("coordination", "coordination_to_cancel"):
+            made = alice._request("POST", "/api/coordinations", json={
+                "purpose": "Link two datasets", "parties": [f"datasite:{ORG_A}"],
+                "approvals_needed": 1, "params_sha256": "0" * 64})
+            ids[name] = made["id"]
 
 
 def _spare_tokens(lib: Library) -> None:

@@ -48,6 +48,7 @@ from test_api_safety import api_routes
 
 from ndl.core.envelope import seal
 from ndl.core.keys import SigningKey
+from ndl.core.sealed import EncryptionKey
 from ndl.federation.service import HUB_ID
 from ndl.hub.app import create_app
 from ndl.hub.state import HubSettings
@@ -99,6 +100,16 @@ def _register_extra_site(_: Library, __: str, ___: httpx.Client) -> dict[str, An
     env = seal(EXTRA_SITE_KEY, sender="org-a-extra", recipient=HUB_ID, kind="register",
                body={"datasite_id": "org-a-extra", "org": ORG_A, "name": "A's second site",
                      "public_key": EXTRA_SITE_KEY.public_b64})
+    return {"json": env}
+
+
+def _register_enclave(_: Library, role: str, __: httpx.Client) -> dict[str, Any]:
+    """A new enclave of organisation A, one per role allowed to register it."""
+    key, name = SigningKey.generate(), f"enclave-{role.lower().replace('_', '-')}"
+    env = seal(key, sender=f"party:{name}", recipient=HUB_ID, kind="party.register",
+               body={"party_id": name, "kind": "enclave", "org": ORG_A, "name": name,
+                     "public_key": key.public_b64,
+                     "encryption_key": EncryptionKey.generate().public_b64})
     return {"json": env}
 
 
@@ -230,6 +241,14 @@ ROWS_PATH = "/api/datasets/{site}/{name}/rows"
 ENVELOPE_ROUTES = {"publish": {"datasets": []}, "mock": {"dataset": "safe-data"},
                    "poll": {"wait": 0}, "reply": {"message_id": "m-1", "ok": True},
                    "heartbeat": {"message_ids": ["m-1"]}}
+PARTY_ENVELOPE_ROUTES = {
+    "party-keys": ("party.keys", {"encryption_key": EncryptionKey.generate().public_b64}),
+    "party-send": ("party.send", {"to": "party:x", "purpose": "x", "sha256": "0" * 64}),
+    "party-inbox": ("party.poll", {"wait": 0}),
+    "party-ack": ("party.ack", {"message_ids": []}),
+    **{f"coordination-{a}": (f"coordination.{a}", {"coordination_id": "x"})
+       for a in ("inspect", "approve", "contribute", "withdraw", "complete")},
+}
 PROJECT_BODY = {"title": "A new project", "purpose_category": "research",
                 "purpose": "Measure how emergency care use varies by region, for planning.",
                 "lay_summary": "Counts of visits by area.", "legal_basis": "public-task",
@@ -298,6 +317,24 @@ ROWS: list[Row] = [
       for kind, body in ENVELOPE_ROUTES.items()],
     *[Row("POST", f"/api/federation/{kind}", NOBODY, json={"v": 1}, variant="no envelope",
           deny="envelope") for kind in ENVELOPE_ROUTES],
+    # Parties and coordination (ndl.federation.parties, .coordination): the envelope's key
+    # alone speaks for a datasite or party; a user's token creates and inspects coordinations.
+    Row("POST", "/api/federation/party-register", frozenset({"steward_A", "admin"}),
+        body=_register_enclave, ok=(201,)),
+    *[Row("POST", f"/api/federation/{route}", NOBODY, body=_forged(kind, body),
+          variant="forged envelope", deny="envelope")
+      for route, (kind, body) in PARTY_ENVELOPE_ROUTES.items()],
+    *[Row("POST", f"/api/federation/{route}", NOBODY, json={"v": 1}, variant="no envelope",
+          deny="envelope") for route in PARTY_ENVELOPE_ROUTES],
+    Row("GET", "/api/parties", ANYONE),
+    Row("GET", "/api/parties/{principal}/keys", ANYONE, args={"principal": f"datasite:{ORG_A}"}),
+    Row("POST", "/api/coordinations", SIGNED_IN, ok=(201,), json={
+        "purpose": "Link two datasets", "parties": [f"datasite:{ORG_A}"],
+        "approvals_needed": 1, "params_sha256": "0" * 64}),
+    Row("GET", "/api/coordinations/{coordination_id}", frozenset({"researcher"}),
+        args={"coordination_id": "$coordination"}),
+    Row("POST", "/api/coordinations/{coordination_id}/cancel", frozenset({"researcher"}),
+        args={"coordination_id": "$coordination_to_cancel"}, json={"reason": "Not needed."}),
     # Projects, requests, decisions, grants
     Row("POST", "/api/projects", frozenset({"researcher", "other_researcher"}),
         json=PROJECT_BODY, ok=(201,)),

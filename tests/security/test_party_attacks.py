@@ -150,6 +150,16 @@ def test_replayed_poll_and_ack_are_refused(lib: Lib) -> None:
     _refused(_post(lib, "/api/federation/party-ack", ack), 401, "replayed")
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "1" + "0" * 30])
+def test_numbers_no_signer_can_sign_are_refused_not_crashed_on(lib: Lib, number: str) -> None:
+    env = lib.enclave.envelope("party.poll", {"wait": 0})
+    raw = json.dumps(env).replace('"wait": 0', f'"wait": {number}')
+    r = httpx.post(f"{lib.url}/api/federation/party-inbox", content=raw, timeout=30,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 401, r.text
+    assert r.json()["error"]["code"] == "envelope_rejected"
+
+
 # -- whose inbox ------------------------------------------------------------------------------
 
 def test_a_party_cannot_read_or_acknowledge_anothers_inbox(lib: Lib) -> None:

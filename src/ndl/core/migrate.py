@@ -32,6 +32,7 @@ def all_models() -> None:
     import ndl.catalogue.models
     import ndl.federation.blob_models
     import ndl.federation.models
+    import ndl.federation.party_models
     import ndl.federation.work_models
     import ndl.ledger.models
     import ndl.wishlist.models  # noqa: F401

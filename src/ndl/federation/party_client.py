@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -21,7 +22,15 @@ from ndl.core.envelope import MemoryReplayGuard, open_envelope, seal
 from ndl.core.envelope import _signing_bytes as envelope_signing_bytes
 from ndl.core.errors import EnvelopeRejected
 from ndl.core.keys import SigningKey, verify_signature
-from ndl.core.sealed import Context, EncryptionKey, open_sealed, statement
+from ndl.core.sealed import (
+    Context,
+    EncryptionKey,
+    OpenedFile,
+    open_file,
+    open_sealed,
+    seal_file,
+    statement,
+)
 from ndl.core.sealed import seal as seal_payload
 from ndl.federation.parties import HUB_ID, envelope_sender
 from ndl.hubclient import Client
@@ -165,6 +174,39 @@ class PartyClient:
         if ttl is not None:
             body["ttl"] = ttl
         return self.post("/api/federation/party-send", "party.send", body)
+
+    def send_file(self, to: str, purpose: str, path: Path, *, workdir: Path,
+                  ttl: int | None = None) -> dict[str, Any]:
+        """Seal a file of any size to ``to`` in chunks (memory stays flat), upload the
+        ciphertext as a ``sealed`` blob, and send its hash. The plaintext never leaves here."""
+        from ndl.federation.blob_client import upload_file
+
+        peer = self.keys_of(to)
+        context = Context(self.principal, to, purpose)
+        sealed_path = workdir / (path.name + ".sealed")
+        try:
+            info = seal_file(path, sealed_path, peer.encryption_key, context)
+            upload_file(self.http, path=sealed_path, kind="sealed", sign=self.envelope,
+                        sha256=info.sha256)
+        finally:
+            sealed_path.unlink(missing_ok=True)
+        return self.send_blob(to, purpose, info.sha256, info.size, ttl=ttl)
+
+    def open_blob(self, received: Received, dest: Path) -> OpenedFile:
+        """Download a received sealed blob (hash checked) and open it into ``dest``."""
+        from ndl.federation.blob_client import download
+
+        if received.blob_sha256 is None:
+            raise EnvelopeRejected(f"message {received.message_id} carries no blob")
+        if self.encryption_key is None:
+            raise EnvelopeRejected("no encryption key to open sealed payloads with")
+        sealed_path = dest.with_name(dest.name + ".sealed")
+        try:
+            download(self.http, f"/api/blobs/{received.blob_sha256}", sealed_path,
+                     sha256=received.blob_sha256, sign=self.envelope)
+            return open_file(sealed_path, dest, self.encryption_key, received.context)
+        finally:
+            sealed_path.unlink(missing_ok=True)
 
     def receive(self, *, wait: float = 0.0, limit: int = 20) -> list[Received]:
         """Lease what is waiting (long-polling up to ``wait`` s), each payload checked and

@@ -27,9 +27,11 @@ from ndl.hub import (
     api,
     auth_api,
     blob_api,
+    coordination_api,
     federation_api,
     open_api,
     openapi,
+    party_api,
     privacy_api,
     wishlist_api,
     work_api,
@@ -218,6 +220,8 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     app.include_router(privacy_api.router)
     app.include_router(work_api.router)
     app.include_router(blob_api.router)
+    app.include_router(party_api.router)
+    app.include_router(coordination_api.router)
     app.include_router(open_api.router)
     openapi.document_errors(app)
     _mount_docs(app)

@@ -26,6 +26,7 @@ from ndl.core.errors import (
 from ndl.federation import parties
 from ndl.federation.blobs import ENVELOPE_HEADER, REQUEST_KIND
 from ndl.federation.models import Datasite
+from ndl.federation.parties import PartyIdentity
 from ndl.federation.service import HUB_ID
 from ndl.hub.state import HubState
 
@@ -158,6 +159,37 @@ async def _signed_by_datasite(request: Request) -> tuple[Datasite, dict[str, Any
 
 
 signed_by_datasite = _mark(_signed_by_datasite, "datasite-envelope")
+
+
+async def _signed_by_party(request: Request) -> tuple[PartyIdentity, dict[str, Any]]:
+    """The body is an envelope signed by a registered party: a datasite (sender: its id) or
+    another party such as an enclave (sender: ``party:<id>``)."""
+    try:
+        env = await request.json()
+    except ValueError as exc:
+        raise InvalidInput("the body must be a JSON signed envelope") from exc
+    state = hub(request)
+
+    def check() -> tuple[PartyIdentity, dict[str, Any]]:
+        with state.db.read() as s:
+            who = parties.identity_of_sender(s, env.get("sender") if isinstance(env, dict)
+                                             else None)
+        try:
+            opened = open_envelope(
+                env, public_key_for=lambda _sender: who.public_key if who else None,
+                recipient=HUB_ID, guard=state.guard,
+            )
+        except ValueError as exc:  # NaN, infinities or huge integers cannot be signed (RFC 8785)
+            raise EnvelopeRejected("the envelope holds a number no signer can sign (NaN, an "
+                                   "infinity, or an integer past 2**53)") from exc
+        if who is None:  # open_envelope already refused; keeps type-checkers honest
+            raise AuthenticationRequired("unknown party")
+        return who, opened
+
+    return await run_in_threadpool(check)
+
+
+signed_by_party = _mark(_signed_by_party, "party-envelope")
 
 
 # A signed request in a header, for calls whose body is not JSON (raw blob chunks) or that

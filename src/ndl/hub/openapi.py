@@ -96,6 +96,8 @@ _UNAUTHORIZED = {
     "user-or-party-envelope": "Neither a valid API token nor an X-Ndl-Envelope header signed "
                               "by a registered party for this method and path (or it expired "
                               "or was replayed)",
+    "party-envelope": "The envelope is not signed by a registered datasite's or party's key, "
+                      "is addressed to someone else, has expired or was replayed",
 }
 _FORBIDDEN = {
     "public": "The token sent may not do this (a read-only or another project's token)",
@@ -103,6 +105,8 @@ _FORBIDDEN = {
                      "rules refuse it",
     "role": "You do not hold the role this needs ({roles}), or the token may not do this",
     "user-or-party-envelope": "You are not the blob's owner, or the token may not do this",
+    "party-envelope": "The caller is not a party to this (another's inbox, blob or "
+                      "coordination)",
 }
 
 

@@ -22,6 +22,8 @@ def who(actor: str) -> str:
         return f"project {rest}"
     if sep and kind == "datasite":
         return f"the datasite {rest}"
+    if sep and kind == "party":
+        return f"the party {rest}"
     if actor.startswith("steward@"):
         return f"a data steward of {actor.removeprefix('steward@')}"
     if actor.startswith("user#"):
@@ -111,6 +113,14 @@ SENTENCES: dict[str, Sentence] = {
         + (f" with {_plural(p['groups'], 'group', 'groups')}" if "groups" in p else "")
         + (f", {p['suppressed']} withheld as too small" if p.get("suppressed") else "")
         + ("" if p.get("ok", True) else " with an error") + "."),
+    "party.registered": lambda a, s, p: (
+        f"{_cap(who(a))} connected the {p.get('kind') or 'party'} {_bare(s, 'party:')}"
+        + (f" of {p['org']}" if p.get("org") else "") + " to the library."),
+    "party.key_changed": lambda a, s, p: (
+        f"{_cap(who(s))} published a new encryption key"
+        + (f" (fingerprint {p['fingerprint']})" if p.get("fingerprint") else "")
+        + (f" in place of {p['previous_fingerprint']}" if p.get("previous_fingerprint")
+           else "") + "."),
     "wish.created": lambda a, s, p: (
         f"{_cap(who(a))} added wish {_bare(s, 'wish:')} to the wishlist of data people want."),
     "wish.open": lambda a, s, p: f"{_cap(who(a))} reopened wish {_bare(s, 'wish:')}.",
@@ -121,9 +131,30 @@ SENTENCES: dict[str, Sentence] = {
 }
 
 
+# Work that needs several parties (ndl.federation.coordination) uses the work.* kinds with a
+# ``coordination:<id>`` subject; these say it in its own words.
+COORDINATION_SENTENCES: dict[str, Sentence] = {
+    "work.submitted": lambda a, s, p: (
+        f"{_cap(who(a))} asked {_plural(len(p.get('parties') or []), 'party', 'parties')} "
+        f"to take part in coordinated work {_bare(s, 'coordination:')[:8]}, needing "
+        f"{p.get('approvals_needed')} approval{'s' if p.get('approvals_needed') != 1 else ''}."),
+    "work.approved": lambda a, s, p: (
+        f"{_cap(who(a))} approved coordinated work {_bare(s, 'coordination:')[:8]} "
+        f"({p.get('approvals')} of {p.get('approvals_needed')} approvals needed)."),
+    "work.cancelled": lambda a, s, p: (
+        f"Coordinated work {_bare(s, 'coordination:')[:8]} was stopped"
+        + (" when its time ran out" if p.get("state") == "expired" else f" by {who(a)}")
+        + "."),
+    "work.finished": lambda a, s, p: (
+        f"{_cap(who(a))} finished coordinated work {_bare(s, 'coordination:')[:8]}."),
+}
+
+
 def sentence(kind: str, actor: str, subject: str, payload: Payload) -> str:
     """The entry in words; a kind without a sentence (an old hub's) still says who and what."""
     say = SENTENCES.get(kind)
+    if subject.startswith("coordination:"):
+        say = COORDINATION_SENTENCES.get(kind, say)
     if say is None:
         return f"{_cap(who(actor))} recorded \u201c{kind}\u201d about {subject}."
     try:
