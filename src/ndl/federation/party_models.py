@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Integer,
@@ -67,7 +68,7 @@ class PartyMessage(Base):
     recipient: Mapped[str] = mapped_column(String(80), index=True)
     purpose: Mapped[str] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)   # a sealed blob may pass 2 GiB
     ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     blob_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     sender_sig: Mapped[str] = mapped_column(String(100))

@@ -30,7 +30,7 @@ def upgrade() -> None:
     sa.Column("recipient", sa.String(length=80), nullable=False),
     sa.Column("purpose", sa.String(length=200), nullable=False),
     sa.Column("sha256", sa.String(length=64), nullable=False),
-    sa.Column("size", sa.Integer(), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
     sa.Column("ciphertext", sa.LargeBinary(), nullable=True),
     sa.Column("blob_sha256", sa.String(length=64), nullable=True),
     sa.Column("sender_sig", sa.String(length=100), nullable=False),
