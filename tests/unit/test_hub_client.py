@@ -135,6 +135,8 @@ OPERATIONS = [
 VARIANTS = [
     Case("post_envelope", ("/api/federation/reply", json.dumps(ENV).encode()), {}, "POST",
          "/api/federation/reply", body=ENV, headers={"content-type": "application/json"}),
+    Case("post_envelope", ("/api/federation/work/finish", ENV), {}, "POST",
+         "/api/federation/work/finish", body=ENV),
 ]
 
 
@@ -233,6 +235,8 @@ BAD_IDS = [
     ("submit_work", ("export", "../x"), "dataset id"),
     ("post_envelope", ("/api/auth/login", ENV), "envelope path"),
     ("post_envelope", ("/api/federation/../auth/login", ENV), "envelope path"),
+    ("post_envelope", ("/api/federation/work/../../auth", ENV), "envelope path"),
+    ("post_envelope", ("/api/federation/work/finish/x", ENV), "envelope path"),
 ]
 
 

@@ -26,14 +26,18 @@ from ndl.hubclient._call import (
     token,
 )
 from ndl.hubclient._ids import (
+    check_dataset_id,
     check_federation_path,
     check_grant_id,
     check_number_id,
     check_org_id,
     check_project_id,
+    check_work_id,
     dataset_path,
     segment,
 )
+from ndl.hubclient._work import Work, work_view
+from ndl.hubclient._work import work_list as work_list_of
 
 Json = dict[str, Any]
 
@@ -256,6 +260,35 @@ def set_wish_state(wish_id: int, state: str, *, dataset: str | None = None) -> C
 def dashboard(org_id: str) -> Call[Json]:
     """An organisation's demand: wishes naming it, requests for its data, time to access."""
     return _get(f"/api/orgs/{segment(check_org_id(org_id))}/dashboard")
+
+
+# -- long work (submit, follow, cancel; Client.export waits and downloads too) ---------------
+
+def _work(work_id: str, suffix: str = "") -> str:
+    return f"/api/work/{segment(check_work_id(work_id))}{suffix}"
+
+
+def submit_work(kind: str, dataset_id: str, params: Json | None = None) -> Call[Work]:
+    """Queue long work (``kind="export"``: params ``format``, ``limit``) and return at once;
+    follow it with ``work``, ``wait_work`` or ``follow_work``."""
+    return Call("POST", "/api/work", work_view, json={
+        "kind": kind, "dataset": check_dataset_id(dataset_id), "params": params or {}})
+
+
+def work(work_id: str) -> Call[Work]:
+    """One work item of yours: its state, progress and result."""
+    return Call("GET", _work(work_id), work_view)
+
+
+def work_list(limit: int = 100) -> Call[list[Work]]:
+    """Your work items, newest first (items started without signing in are never listed)."""
+    return Call("GET", "/api/work", work_list_of, params={"limit": limit})
+
+
+def cancel_work(work_id: str) -> Call[Work]:
+    """Cancel a work item that has not finished (the datasite stops on its next heartbeat);
+    a finished item is returned unchanged."""
+    return Call("POST", _work(work_id, "/cancel"), work_view)
 
 
 # -- blobs (sent by ndl.federation.blob_client, which streams the bytes) ----------------------

@@ -24,7 +24,8 @@ _PROJECT_ID = re.compile(r"^p-[a-z0-9][a-z0-9-]{0,61}$")
 _GRANT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # Work items are UUIDs (version 4, lower case) as the hub makes them.
 _WORK_ID = _GRANT_ID
-_FEDERATION_PATH = re.compile(r"^/api/federation/[a-z][a-z-]{0,39}$")
+# One or two lower-case words: '/api/federation/poll', '/api/federation/work/finish'.
+_FEDERATION_PATH = re.compile(r"^/api/federation/[a-z][a-z-]{0,39}(/[a-z][a-z-]{0,39})?$")
 
 
 def segment(value: str) -> str:
