@@ -59,7 +59,9 @@ DEFAULT_MAX_SIZE = {"result": 16 * GIB, "bundle": 256 * MIB, "records": 16 * GIB
 DEFAULT_CHUNK = 8 * MIB
 MAX_CHUNK = 64 * MIB
 _PRINCIPAL = re.compile(r"(user|datasite|party):[A-Za-z0-9][A-Za-z0-9._@-]{0,150}|hub")
-_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,40}/[a-z0-9][a-z0-9!#$&^_.+-]{0,50}")
+# type/subtype, and at most one parameter such as a CSV's "; charset=utf-8".
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,40}/[a-z0-9][a-z0-9!#$&^_.+-]{0,50}"
+                         r"(; ?[a-z0-9-]{1,20}=[a-z0-9._-]{1,40})?")
 
 
 def human(n: int) -> str:
