@@ -252,3 +252,53 @@ __all__ = [
     "DatasiteProcess", "HubProcess", "free_port", "granted_project", "stop_all", "wait_http",
     "write_dataset",
 ]
+
+
+class S3TestServer(_Process):
+    """moto's S3-compatible HTTP server (``moto[server]``, a dev dependency) on loopback: a
+    real server process speaking the S3 protocol, for testing the S3 blob store. Not AWS and
+    not MinIO: behaviour they add beyond moto's is not covered."""
+
+    ACCESS_KEY = "ndl-test"
+    SECRET_KEY = "ndl-test-secret"  # noqa: S105 - a fake server's fake credentials
+
+    def __init__(self, log_dir: Path, *, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_dir / "moto.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The AWS variables a client (or a hub process) needs to reach it."""
+        return {"AWS_ACCESS_KEY_ID": self.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
+                "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def start(self) -> S3TestServer:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, env=_child_env(), preexec_fn=_die_with_parent)
+        log.close()
+        try:
+            wait_http(f"{self.url}/", 120, self.proc)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def create_bucket(self, name: str) -> None:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                     aws_access_key_id=self.ACCESS_KEY,
+                     aws_secret_access_key=self.SECRET_KEY).create_bucket(Bucket=name)
+
+    def __enter__(self) -> S3TestServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -23,6 +23,9 @@ list, so a new endpoint cannot ship without a decision for every role.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -117,6 +120,17 @@ def _forged(kind: str, body: dict[str, Any]) -> Body:
     """A well-formed envelope claiming to be organisation A's datasite, signed by another key."""
     def make(_: Library, __: str, ___: httpx.Client) -> dict[str, Any]:
         return {"json": seal(FORGER_KEY, sender=ORG_A, recipient=HUB_ID, kind=kind, body=body)}
+    return make
+
+
+def _forged_request(method: str, path: str) -> Body:
+    """A request signed in the X-Ndl-Envelope header as organisation A's datasite, by
+    another key (the header wins over any token the role also sends)."""
+    def make(_: Library, __: str, ___: httpx.Client) -> dict[str, Any]:
+        env = seal(FORGER_KEY, sender=ORG_A, recipient=HUB_ID, kind="request",
+                   body={"method": method, "path": path, "args": {}})
+        raw = base64.urlsafe_b64encode(json.dumps(env).encode()).decode().rstrip("=")
+        return {"headers": {"X-Ndl-Envelope": raw}}
     return make
 
 
@@ -335,6 +349,25 @@ ROWS: list[Row] = [
         args={"coordination_id": "$coordination"}),
     Row("POST", "/api/coordinations/{coordination_id}/cancel", frozenset({"researcher"}),
         args={"coordination_id": "$coordination_to_cancel"}, json={"reason": "Not needed."}),
+    # Blobs (ndl.federation.blob_service): any signed-in user may upload; an upload or a blob
+    # is "not found" to all but its owner and readers (so these rows get past the access
+    # rule and find nothing); datasites sign in the X-Ndl-Envelope header instead
+    # (the attacks are in tests/security/test_blob_attacks.py).
+    Row("POST", "/api/blobs/uploads", SIGNED_IN,
+        json={"sha256": "a" * 64, "size": 10, "kind": "result"}),
+    Row("POST", "/api/blobs/uploads", NOBODY, body=_forged_request("POST", "/api/blobs/uploads"),
+        variant="forged signed request", deny="envelope"),
+    *[Row(method, "/api/blobs/uploads/{upload_id}", SIGNED_IN, args={"upload_id": "0" * 32},
+          ok=(404,), variant="nobody's upload") for method in ("GET", "DELETE")],
+    Row("PUT", "/api/blobs/uploads/{upload_id}", SIGNED_IN, args={"upload_id": "0" * 32},
+        ok=(404,), variant="nobody's upload", body=lambda *_: {"content": b"x", "headers": {
+            "X-Ndl-Offset": "0", "X-Ndl-Chunk-Sha256": hashlib.sha256(b"x").hexdigest()}}),
+    *[Row(method, path, SIGNED_IN, args={"sha256": "b" * 64}, ok=(404,),
+          variant="a blob the caller may not read")
+      for method, path in (("GET", "/api/blobs/{sha256}"), ("GET", "/api/blobs/{sha256}/info"),
+                           ("DELETE", "/api/blobs/{sha256}"))],
+    Row("POST", "/api/blobs/{sha256}/readers", SIGNED_IN, args={"sha256": "b" * 64},
+        json={"reader": "user:admin"}, ok=(404,), variant="a blob the caller may not read"),
     # Projects, requests, decisions, grants
     Row("POST", "/api/projects", frozenset({"researcher", "other_researcher"}),
         json=PROJECT_BODY, ok=(201,)),

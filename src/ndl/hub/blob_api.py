@@ -93,7 +93,7 @@ def upload_status(upload_id: str, state: HubDep, who: Who) -> dict[str, Any]:
 
 def _header_int(request: Request, name: str) -> Any:
     raw = request.headers.get(name)
-    if raw is None or not raw.isdigit() or len(raw) > 19:
+    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         raise InvalidInput(f"the {name} header must be a whole number of bytes, got "
                            f"{str(raw)[:40]!r}")
     return int(raw)
