@@ -40,6 +40,12 @@ def hub(
     lease_seconds: Annotated[float, typer.Option(
         help="Seconds a datasite holds a message without renewing it (it renews while it "
              "works) before it is offered again; at most half the query timeout.")] = 8.0,
+    work_ttl: Annotated[float, typer.Option(
+        help="Seconds a work item (an export, a job) may wait and run before it expires.")
+                        ] = 6 * 3600.0,
+    export_wait: Annotated[float, typer.Option(
+        help="Seconds a plain GET of an open dataset's CSV waits for its export before "
+             "answering with the work item's id to follow.")] = 300.0,
     insecure_cookies: Annotated[bool, typer.Option(
         help="Send session cookies over plain HTTP (local development only).")] = False,
     mcp_allowed_host: Annotated[list[str] | None, typer.Option(
@@ -84,7 +90,8 @@ def hub(
     parse_proxies(trusted_proxy or [])  # a typo fails here, not at the first sign-in
     settings = HubSettings(
         db_url=_hub_db(environ(ctx), db, data_dir), data_dir=data_dir,
-        query_timeout=query_timeout, lease_seconds=lease_seconds,
+        query_timeout=query_timeout, lease_seconds=lease_seconds, work_ttl=work_ttl,
+        export_wait=export_wait,
         secure_cookies=not insecure_cookies, trusted_proxies=list(trusted_proxy or []),
         blob_store=blob_store, blob_quota_bytes=blob_quota_bytes,
         blob_ttl_seconds=blob_ttl_seconds, blob_chunk_bytes=blob_chunk_bytes,

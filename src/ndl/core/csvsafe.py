@@ -16,6 +16,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Sequence
+from typing import TextIO
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -49,14 +50,21 @@ def csv_text(columns: Sequence[object], rows: Iterable[Iterable[object]], *,
     ``quote_text`` quotes every text cell (numbers stay bare), as pyarrow's writer does.
     """
     buf = io.StringIO()
-    # CRLF as RFC 4180 says; with it, Python 3.11's writer also quotes a lone CR in a cell
-    # (with "\n" it would not, and a CR would split the row for most readers).
-    writer = csv.writer(buf, lineterminator="\r\n",
-                        quoting=csv.QUOTE_NONNUMERIC if quote_text else csv.QUOTE_MINIMAL)
-    writer.writerow(safe_row(columns))
-    for row in rows:
-        writer.writerow(safe_row(row))
+    write_csv(buf, columns, rows, quote_text=quote_text)
     return buf.getvalue()
 
 
-__all__ = ["FORMULA_STARTS", "CsvCell", "csv_text", "safe_cell", "safe_row"]
+def write_csv(out: TextIO, columns: Sequence[object], rows: Iterable[Iterable[object]], *,
+              quote_text: bool = False, header: bool = True) -> None:
+    """Write CSV to a text stream, as :func:`csv_text` does (for files of any size)."""
+    # CRLF as RFC 4180 says; with it, Python 3.11's writer also quotes a lone CR in a cell
+    # (with "\n" it would not, and a CR would split the row for most readers).
+    writer = csv.writer(out, lineterminator="\r\n",
+                        quoting=csv.QUOTE_NONNUMERIC if quote_text else csv.QUOTE_MINIMAL)
+    if header:
+        writer.writerow(safe_row(columns))
+    for row in rows:
+        writer.writerow(safe_row(row))
+
+
+__all__ = ["FORMULA_STARTS", "CsvCell", "csv_text", "safe_cell", "safe_row", "write_csv"]

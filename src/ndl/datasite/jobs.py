@@ -12,6 +12,7 @@ blob (resuming whatever part the hub already has), then finish", and may be repe
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import threading
@@ -20,15 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ndl.core import tiers
-from ndl.core.csvsafe import FORMULA_STARTS
+from ndl.core.csvsafe import write_csv
 from ndl.core.errors import Cancelled, InvalidInput, NdlError, PermissionDenied
 from ndl.datasite.store import LocalDataset
+from ndl.federation.blob_client import upload_file
 
 if TYPE_CHECKING:
     from ndl.datasite.agent import Agent
@@ -137,14 +136,12 @@ def run(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
 
 def deliver(agent: Agent, work_id: str, reply: dict[str, Any]) -> None:
     """Upload the result blob (resuming), then send the one final answer; repeatable."""
-    from ndl.federation import blob_client
-
     body: dict[str, Any] = {k: reply[k] for k in ("ok", "result", "error") if k in reply}
     path = agent.work_items.outbox / str(reply.get("file", "")) if reply.get("file") else None
     if reply.get("ok") and path is not None:
         result = reply["result"]
         if path.exists():
-            blob_client.upload_file(agent.http, sign=agent.sign, path=path, kind="result",
+            upload_file(agent.http, sign=agent.sign, path=path, kind="result",
                                     media_type=str(result["media_type"]),
                                     sha256=str(result["sha256"]))
     agent.post("/api/federation/work/finish", "work.finish", {"work_id": work_id, **body})
@@ -162,22 +159,6 @@ def sha256_file(path: Path) -> tuple[str, int]:
 
 
 # -- kinds of work --------------------------------------------------------------------------
-
-def _csv_safe(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Quote text cells a spreadsheet would run as formulas (the rule of core.csvsafe),
-    column at a time, so a gigabyte export is not a Python loop over cells."""
-    cols = []
-    pattern = "^[" + "".join("\\" + c if c in "-\\^]" else c for c in FORMULA_STARTS) + "]"
-    for col in batch.columns:
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            risky = pc.and_(pc.match_substring_regex(col, pattern),
-                            pc.invert(pc.match_substring_regex(
-                                col, r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")))
-            quoted = pc.binary_join_element_wise(pa.scalar("'", col.type), col, "")
-            col = pc.if_else(pc.fill_null(risky, False), quoted, col)
-        cols.append(col)
-    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
-
 
 def export(ds: LocalDataset, params: dict[str, Any], report: Report, out: Path) -> Produced:
     """An open dataset as one Parquet or CSV file, written batch by batch (memory flat)."""
@@ -198,21 +179,34 @@ def export(ds: LocalDataset, params: dict[str, Any], report: Report, out: Path) 
     tmp = path.with_name(path.name + ".tmp")
     done = 0
     report(0.0, f"exporting {total:,} rows")
+    names = source.schema_arrow.names
     try:
         with tmp.open("wb") as f:
-            writer: pq.ParquetWriter | pacsv.CSVWriter
-            writer = (pq.ParquetWriter(f, source.schema_arrow) if fmt == "parquet"
-                      else pacsv.CSVWriter(f, source.schema_arrow))
+            parquet = pq.ParquetWriter(f, source.schema_arrow) if fmt == "parquet" else None
+            text = None if parquet else io.TextIOWrapper(f, "utf-8", newline="",
+                                                           write_through=True)
+            if text is not None:
+                write_csv(text, names, [])  # the header
             try:
                 for batch in source.iter_batches(batch_size=BATCH_ROWS):
                     if done >= total:
                         break
                     batch = batch.slice(0, total - done)
-                    writer.write_batch(batch if fmt == "parquet" else _csv_safe(batch))
+                    if parquet is not None:
+                        parquet.write_batch(batch)
+                    else:
+                        assert text is not None
+                        # Every cell through core.csvsafe: no formula reaches a spreadsheet.
+                        write_csv(text, names, zip(*(c.to_pylist() for c in batch.columns),
+                                                   strict=True), header=False)
                     done += batch.num_rows
                     report(done / max(total, 1), f"{done:,} of {total:,} rows")
             finally:
-                writer.close()
+                if parquet is not None:
+                    parquet.close()
+                if text is not None:
+                    text.flush()
+                    text.detach()
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -20,13 +20,15 @@ from ndl.access.accounts import Principal
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.exporters import croissant, dcat, llms, markdown
 from ndl.catalogue.models import Dataset, DatasetMock
-from ndl.core.csvsafe import csv_text
+from ndl.core.db import MAX_DB_INT
+from ndl.core.errors import InvalidInput
 from ndl.hub import ckan_api, dcat_api
 from ndl.hub.deps import hub, public
 from ndl.hub.login_limits import request_source
 from ndl.hub.openapi import ASKS_DATASITE, RATE_LIMITED
 from ndl.hub.state import HubState
 from ndl.query import service as queries
+from ndl.work import service as work_service
 
 router = APIRouter()
 # DCAT in every RDF syntax, and the CKAN Action API, live in their own modules; they are served
@@ -86,22 +88,25 @@ def dataset_croissant(site: str, name: str, request: Request, state: HubDep, _: 
 async def dataset_rows(
     site: str, name: str, request: Request, state: HubDep, who: Public,
     format: str = Query(default="csv", pattern="^(csv|json)$"),
-    limit: int = Query(default=ROWS_MAX, ge=1, le=ROWS_MAX),
+    limit: int | None = Query(default=None, ge=1, le=MAX_DB_INT,
+                              description=f"rows wanted; JSON answers at most {ROWS_MAX:,}"),
 ) -> Any:
-    """An open dataset's rows by plain GET (CSV or JSON), so downloaders and Croissant
-    loaders can fetch them; read at the datasite through the same path as the SQL endpoint."""
-    answer = await queries.download(state, who, f"{site}/{name}", limit=limit,
-                                    source=request_source(request, state.settings.trusted_proxies))
+    """An open dataset's rows by plain GET, so downloaders and Croissant loaders can fetch
+    them. CSV is the whole dataset (or its first ``limit`` rows), any size: an export work
+    item made at the datasite and streamed from the hub's blob store. JSON is for small
+    reads (at most 10,000 rows) and is answered directly."""
+    source = request_source(request, state.settings.trusted_proxies)
+    if format == "csv":
+        return await work_service.export_now(state, who, f"{site}/{name}", limit=limit,
+                                             source=source, range_header=None)
+    if limit is not None and limit > ROWS_MAX:
+        raise InvalidInput(f"JSON rows are for reads of at most {ROWS_MAX:,} rows; ask for "
+                           "format=csv (any size) or 'ndl download' for the whole dataset")
+    answer = await queries.download(state, who, f"{site}/{name}", limit=limit or ROWS_MAX,
+                                    source=source)
     result = answer.model_dump()
-    truncated = "true" if result.get("truncated") else "false"
-    if format == "json":
-        return {"dataset": f"{site}/{name}", "columns": result["columns"],
-                "rows": result["rows"], "truncated": result.get("truncated", False)}
-    return Response(csv_text(result["columns"], result["rows"]),
-                    media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="{site}--{name}.csv"',
-        "X-NDL-Truncated": truncated,
-    })
+    return {"dataset": f"{site}/{name}", "columns": result["columns"],
+            "rows": result["rows"], "truncated": result.get("truncated", False)}
 
 
 # --- llms.txt and Markdown --------------------------------------------------------------

@@ -38,6 +38,12 @@ class HubSettings:
     # flooding a datasite (signed-in callers are accountable and not limited here).
     anonymous_sql_per_minute: float = 60.0
     anonymous_sql_burst: int = 30
+    # How long a work item may wait and run before it expires (an export of a large dataset
+    # takes minutes; a controlled job may take hours).
+    work_ttl: float = 6 * 3600.0
+    # How long a plain GET of an open dataset's CSV waits for its export before answering
+    # with the work item's id instead.
+    export_wait: float = 300.0
     # Blobs (ndl.federation.blob_service): "" keeps them under DATA_DIR/blobs; or a folder,
     # or s3://bucket[/prefix]?endpoint=URL (credentials from the AWS environment variables).
     blob_store: str = ""

@@ -113,6 +113,20 @@ SENTENCES: dict[str, Sentence] = {
         + (f" with {_plural(p['groups'], 'group', 'groups')}" if "groups" in p else "")
         + (f", {p['suppressed']} withheld as too small" if p.get("suppressed") else "")
         + ("" if p.get("ok", True) else " with an error") + "."),
+    "work.submitted": lambda a, s, p: (
+        f"{_cap(who(a))} asked for {_work(p)} {p.get('dataset') or 'several datasets'} "
+        f"(work item {s[:8]})."),
+    "work.approved": lambda a, s, p: f"{_cap(who(a))} approved work item {s[:8]}.",
+    "work.started": lambda a, s, p: f"{_cap(who(a))} started work item {s[:8]}.",
+    "work.finished": lambda a, s, p: (
+        f"{_cap(who(a))} finished work item {s[:8]}"
+        + (" with a result" if p.get("state") == "succeeded" else ", which failed") + "."),
+    "work.cancelled": lambda a, s, p: (
+        f"Work item {s[:8]} was stopped"
+        + (" when its time ran out" if p.get("state") == "expired" else f" by {who(a)}")
+        + "."),
+    "work.released": lambda a, s, p: (
+        f"The result of work item {s[:8]} was delivered to {who(a)}."),
     "party.registered": lambda a, s, p: (
         f"{_cap(who(a))} connected the {p.get('kind') or 'party'} {_bare(s, 'party:')}"
         + (f" of {p['org']}" if p.get("org") else "") + " to the library."),
@@ -129,6 +143,11 @@ SENTENCES: dict[str, Sentence] = {
     "wish.published": lambda a, s, p: (
         f"Wish {_bare(s, 'wish:')} came true: {p.get('dataset') or 'the data'} is published."),
 }
+
+
+def _work(p: Payload) -> str:
+    return {"export": "an export of", "job": "a reviewed job on"}.get(
+        str(p.get("work_kind")), "work on")
 
 
 # Work that needs several parties (ndl.federation.coordination) uses the work.* kinds with a

@@ -270,3 +270,25 @@ def result_response(state: HubState, who: Principal | None, work_id: str,
 
     return blob_service.blob_response(state.blobs, info, range_header, filename=filename,
                                       on_complete=whole)
+
+
+async def export_now(state: HubState, who: Principal | None, dataset_id: str, *,
+                     limit: int | None, source: str, range_header: str | None) -> Response:
+    """An open dataset as CSV for a plain GET: export it at the datasite, wait, stream it.
+
+    The request waits up to the hub's ``--export-wait``; past that the caller is told the
+    work item's id, to follow and fetch when it is done.
+    """
+    view = await submit(state, who, kind="export", dataset_id=dataset_id,
+                        params={"format": "csv", "limit": limit}, source=source)
+    done = await wait(state, who, view.id, timeout=state.settings.export_wait)
+    if done.state != "succeeded":
+        err = done.error or {}
+        raise InvalidInput(f"the export of {dataset_id} {done.state}: "
+                           f"{err.get('message') or done.message}")
+    response = await run_in_threadpool(result_response, state, who, view.id, range_header)
+    rows = done.result.rows if done.result is not None else None
+    response.headers["X-NDL-Truncated"] = "true" if limit is not None and rows == limit \
+        else "false"
+    response.headers["X-NDL-Work"] = view.id
+    return response
