@@ -211,8 +211,9 @@ def work_cancel(ctx: typer.Context, work_id: WorkId, hub: HubOpt = None,
     A finished item is left as it is.
     """
     with _client(ctx, hub, token) as c:
+        before = c.work(work_id)
         w = c.cancel_work(work_id)
-    if w.state == "cancelled":
+    if not before.final and w.state == "cancelled":
         console.print(f"work item {w.id} is cancelled", highlight=False)
     else:
         console.print(f"work item {w.id} had already finished ({w.state}); nothing changed",
