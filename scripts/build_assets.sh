@@ -6,7 +6,7 @@
 #
 # Inputs:  package.json + package-lock.json (pinned govuk-frontend and sass),
 #          src/ndl/web/assets/ (ndl.scss, ndl.js)
-# Outputs: src/ndl/web/static/ (ndl.css, ndl.js, govuk-frontend.min.js, favicon.svg).
+# Outputs: src/ndl/web/static/ (ndl.css, ndl.js, work.js, govuk-frontend.min.js, favicon.svg).
 #          Generated, not committed.
 #
 # ndl is not a GOV.UK service: the stylesheet uses Arial, and no GDS Transport font files, crown
@@ -19,7 +19,7 @@ cd "$ROOT"
 SRC=src/ndl/web/assets
 OUT=src/ndl/web/static
 GOVUK=node_modules/govuk-frontend/dist/govuk
-OUTPUTS=("$OUT/ndl.css" "$OUT/ndl.js" "$OUT/govuk-frontend.min.js" "$OUT/favicon.svg")
+OUTPUTS=("$OUT/ndl.css" "$OUT/ndl.js" "$OUT/work.js" "$OUT/govuk-frontend.min.js" "$OUT/favicon.svg")
 INPUTS=(package.json package-lock.json scripts/build_assets.sh "$SRC")
 
 force=0
@@ -71,10 +71,10 @@ if grep -q "GDS Transport" "$tmp/ndl.css"; then
   exit 1
 fi
 cp "$GOVUK/govuk-frontend.min.js" "$tmp/govuk-frontend.min.js"
-cp "$SRC/ndl.js" "$SRC/favicon.svg" "$tmp/"
+cp "$SRC/ndl.js" "$SRC/work.js" "$SRC/favicon.svg" "$tmp/"
 
 # Move into place only when everything built, so a failed build never leaves a half set.
-for f in favicon.svg govuk-frontend.min.js ndl.js ndl.css; do
+for f in favicon.svg govuk-frontend.min.js ndl.js work.js ndl.css; do
   mv -f "$tmp/$f" "$OUT/$f"
 done
 

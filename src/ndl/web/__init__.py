@@ -22,6 +22,7 @@ from ndl.web import (
     session,
     steward_pages,
     wishlist_pages,
+    work_pages,
 )
 from ndl.web.pages import router
 from ndl.web.render import Pages, assets_built, make_environment
@@ -56,7 +57,9 @@ def mount(app: FastAPI, web_dir: Path) -> None:
     app.state.ndl_web_secret = secret
     app.include_router(session.router)
     app.include_router(router)
-    for pages in (access_pages, steward_pages, register_pages, wishlist_pages, privacy_pages):
+    app.state.ndl_static_dir = static_dir  # work_pages looks for its script there
+    for pages in (access_pages, steward_pages, register_pages, wishlist_pages, privacy_pages,
+                  work_pages):
         app.include_router(pages.router)
     forms.install(app.state.ndl_pages.env)
     app.add_middleware(session.SessionMiddleware, state=state, secret=secret)
