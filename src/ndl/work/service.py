@@ -36,7 +36,8 @@ from ndl.hub.state import HubState
 class ExportParams(BaseModel):
     """An open dataset, whole (or its first ``limit`` rows), as one Parquet or CSV file."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a limit of true or "10" is a mistake to report, not a number to guess at.
+    model_config = ConfigDict(extra="forbid", strict=True)
     format: Literal["parquet", "csv"] = "parquet"
     limit: int | None = Field(default=None, ge=1, le=MAX_DB_INT)
 
@@ -56,8 +57,12 @@ def read_params(kind: str, raw: Any) -> BaseModel:
     try:
         return PARAMS[kind].model_validate(raw if raw is not None else {})
     except ValidationError as exc:
-        raise InvalidInput(f"the parameters of {kind!r} work are not valid",
-                           detail=exc.errors(include_url=False, include_input=False)) from exc
+        errors = exc.errors(include_url=False, include_input=False)
+        # Say what is wrong in the message itself: the CLI and web pages show only that.
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'params'}: "
+                             f"{e['msg'][:1].lower()}{e['msg'][1:]}" for e in errors[:3])
+        raise InvalidInput(f"the parameters of {kind!r} work are not valid: {problems}",
+                           detail=errors) from exc
 
 
 async def submit(state: HubState, who: Principal | None, *, kind: str, dataset_id: str,
