@@ -36,7 +36,6 @@ from ndl.core.errors import (
 )
 from ndl.federation.blobs import (
     ENVELOPE_HEADER,
-    READ_SIZE,
     REQUEST_KIND,
     check_sha256,
     sha256_file,
@@ -219,7 +218,7 @@ def _fetch(http: httpx.Client, url: str, path: str, part: Path, auth: Auth,
         with part.open(mode) as f:
             if progress is not None:
                 progress(have, total)
-            for piece in resp.iter_bytes(READ_SIZE):
+            for piece in resp.iter_bytes():  # as it arrives: a cut keeps every byte received
                 f.write(piece)
                 have += len(piece)
                 if progress is not None:
