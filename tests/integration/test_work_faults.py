@@ -38,8 +38,8 @@ def _wait_all_final(hub: HubProcess, ids: list[str], timeout: float) -> dict[str
     deadline = time.monotonic() + timeout
     while True:
         with hub.db.read() as s:
-            states = dict(s.execute(select(WorkItem.id, WorkItem.state)
-                                    .where(WorkItem.id.in_(ids))).tuples().all())
+            states = {r[0]: r[1] for r in s.execute(
+                select(WorkItem.id, WorkItem.state).where(WorkItem.id.in_(ids)))}
         if all(st in FINAL for st in states.values()) and len(states) == len(ids):
             return states
         assert time.monotonic() < deadline, Counter(states.values())
@@ -100,10 +100,10 @@ def test_500_items_survive_random_sigkills_of_hub_and_datasite(tmp_path: Path) -
         with hub.db.read() as s:
             # Exactly one final state each: one "finished" step per item in the register,
             # and no item finished more than once.
-            finished = dict(s.execute(
+            finished = {r[0]: r[1] for r in s.execute(
                 select(LedgerEntry.subject, func.count()).where(
                     LedgerEntry.kind == "work.finished", LedgerEntry.subject.in_(ids))
-                .group_by(LedgerEntry.subject)).tuples().all())
+                .group_by(LedgerEntry.subject))}
             report = register.verify(s, hub.key.public_b64)
         assert set(finished) == set(ids)
         assert set(finished.values()) == {1}, "a result was delivered twice"

@@ -239,8 +239,10 @@ class Agent:
             self.pool.wait_for_room(timeout=self.poll_wait if wait is None else wait)
             return 0
         wait = self.poll_wait if wait is None else wait
-        if 0 in kinds.values():  # a kind at its limit frees up while we poll: look again soon
-            wait = min(wait, 1.0)
+        if 0 in kinds.values():
+            # A kind at its limit frees a slot while we poll, and the hub cannot know: look
+            # again soon (long work queued behind a full kind would otherwise wait a poll).
+            wait = min(wait, 0.2)
         data = self._post("/api/federation/poll", "poll",
                           {"wait": wait, "limit": free, "kind_limits": kinds})
         for env in data.get("messages", []):
