@@ -45,6 +45,7 @@ EXPECT: dict[str, tuple[str, ...]] = {
     "search": ("found",),  # "1 dataset found" or "3 datasets found"
     "show": ("rows", "column"),
     "query": (": count",),
+    "download": ("saved wards.csv", "rows"),
     "login": ("logged in to",),
     "project show": ("requests", "grant "),
     "project list": ("project",),
@@ -63,6 +64,7 @@ EXPECT: dict[str, tuple[str, ...]] = {
 ELSEWHERE: dict[str, str] = {
     "demo": "tests/integration/test_demo.py (`make demo` runs `ndl demo`)",
     "publish": "tests/integration/test_publish_cli.py",
+    "work": "tests/integration/test_work_export.py (list, show, wait, cancel, fetch)",
 }
 SERVERS = {"hub", "datasite", "mcp"}
 PLACEHOLDER = re.compile(r"<[^<>\n]+>")
@@ -286,6 +288,7 @@ def test_the_sdk_snippet_runs(demo: Demo, tmp_path: Path) -> None:
     code = PLACEHOLDER.sub(lambda m: values[m.group(0)], code)
     script = (code.replace(url, json.dumps(demo.url)).replace(token, json.dumps(real))
               + "\nassert len(answer.to_pandas()) > 0 and answer.to_arrow().num_rows > 0\n"
+              + "import pyarrow.parquet as pq\nassert pq.read_table(path).num_rows > 0\n"
               + "print('snippet ok')\n")
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=tmp_path, env=_env(tmp_path, demo.url), timeout=120)
