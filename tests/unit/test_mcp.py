@@ -6,6 +6,7 @@ The server runs in-process (``mcp.Client(server)``); its library talks HTTP to a
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -164,10 +165,12 @@ def test_every_tool_is_listed_read_only_with_an_output_schema(demo: Demo) -> Non
 
     listed = _with_client(demo.hub.url, None, tools)
     assert sorted(t.name for t in listed) == [
-        "describe_schema", "find_linkage", "get_access_requirements", "get_dataset",
-        "get_sample", "list_facets", "query_open_data", "run_private_query", "search_datasets"]
+        "describe_schema", "export_dataset", "find_linkage", "get_access_requirements",
+        "get_dataset", "get_sample", "list_facets", "query_open_data", "run_private_query",
+        "search_datasets"]
     for t in listed:
-        if t.name == "run_private_query":  # spends privacy budget: honestly not read-only
+        # Spends privacy budget / starts an export at a datasite: honestly not read-only.
+        if t.name in ("run_private_query", "export_dataset"):
             assert t.annotations is not None and t.annotations.read_only_hint is False
             assert t.annotations.destructive_hint is False and not t.annotations.idempotent_hint
             continue
@@ -394,3 +397,28 @@ def test_catalogue_and_dataset_markdown_are_resources_and_prompts_plan_tasks(
     assert QUESTION in found and "find_linkage" in found and "Safeguarded" in found
     assert "get_access_requirements" in plan.messages[0].content.text
     assert "HISTOGRAM(col, [e0, e1, ...])" in ask.messages[0].content.text
+
+
+def test_export_dataset_returns_the_work_and_its_file(demo: Demo) -> None:
+    ds = "local-authority/ward-population"
+
+    async def calls(client: Client) -> tuple[CallToolResult, ...]:
+        return (
+            await client.call_tool("export_dataset", {"dataset_id": ds, "format": "csv",
+                                                      "wait_seconds": 120}),
+            await client.call_tool("export_dataset", {"dataset_id": "dfe/pupils"}),
+            await client.call_tool("export_dataset", {"dataset_id": ds, "limit": 0}),
+        )
+
+    done, refused, bad = _with_client(demo.hub.url, None, calls)
+    e = _ok(done)
+    assert (e["state"], e["final"], e["progress"]) == ("succeeded", True, 1.0)
+    assert e["result_url"] == f"{demo.hub.url}/api/work/{e['work_id']}/result"
+    assert e["page_url"] == f"{demo.hub.url}/work/{e['work_id']}"
+    assert e["fetch_command"] == f"ndl work fetch {e['work_id']}"
+    assert e["filename"] == "ward-population.csv" and e["rows"] > 0
+    file = httpx.get(e["result_url"], timeout=60)
+    assert hashlib.sha256(file.content).hexdigest() == e["sha256"]
+    assert len(file.content) == e["size_bytes"]
+    assert refused.is_error and "downloading rows is only for open data" in _text(refused)
+    assert bad.is_error and "limit" in _text(bad)

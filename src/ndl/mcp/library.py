@@ -39,6 +39,11 @@ class Library(Protocol):
 
     async def private_query(self, dataset_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
+    async def submit_work(self, kind: str, dataset_id: str, params: dict[str, Any]
+                          ) -> dict[str, Any]: ...
+
+    async def work(self, work_id: str) -> dict[str, Any]: ...
+
 
 class HubLibrary:
     """The hub's JSON API as a :class:`Library`: a thin adapter over :class:`AsyncClient`.
@@ -97,6 +102,13 @@ class HubLibrary:
 
     async def private_query(self, dataset_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self.client.private_query(dataset_id, **body)
+
+    async def submit_work(self, kind: str, dataset_id: str, params: dict[str, Any]
+                          ) -> dict[str, Any]:
+        return (await self.client.submit_work(kind, dataset_id, params)).raw
+
+    async def work(self, work_id: str) -> dict[str, Any]:
+        return (await self.client.work(work_id)).raw
 
 
 __all__ = ["HubLibrary", "Library", "check_dataset_id"]

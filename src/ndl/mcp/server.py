@@ -6,8 +6,10 @@ One set of tools over a :class:`~ndl.mcp.library.Library`, served two ways:
 * streamable HTTP at ``/mcp`` inside the hub (:func:`mount_mcp`), acting as the caller's own
   ``Authorization: Bearer`` token, forwarded to the hub's API in-process.
 
-Every tool only reads, so each is annotated ``readOnlyHint``. Each returns a structured result
-(``structuredContent``, schema in ``outputSchema``) and a readable text rendering. A refusal
+Every tool but two only reads, and is annotated ``readOnlyHint``: ``run_private_query``
+spends privacy budget and ``export_dataset`` starts an export at a datasite. Each returns a
+structured result (``structuredContent``, schema in ``outputSchema``) and a readable text
+rendering. A refusal
 from the hub (unknown dataset, not open, not signed in) comes back as a tool error whose text
 is the hub's own message.
 """
@@ -37,6 +39,7 @@ from ndl import __version__
 from ndl.core.errors import AuthenticationRequired, NdlError, NotFound, UpstreamUnavailable
 from ndl.core.tiers import TIERS, Operation, tier_def
 from ndl.mcp import results as r
+from ndl.mcp import work_tool
 from ndl.mcp.hosts import check_host_and_origin, transport_security
 from ndl.mcp.library import HubLibrary, Library, check_dataset_id
 from ndl.mcp.linkage import bridges, key_graph
@@ -48,7 +51,8 @@ ndl is a federated National Data Library: each organisation keeps its data at ho
 hub holds a catalogue of it. Start with search_datasets (plain words or a question), read a
 dataset with get_dataset and describe_schema, find datasets it can be joined with through
 find_linkage, and ask get_access_requirements how to reach it. Open datasets can be read
-with get_sample and query_open_data; other tiers show synthetic mock rows only. The
+with get_sample and query_open_data, and exported whole with export_dataset (it returns a
+link to the file); other tiers show synthetic mock rows only. The
 catalogue and each dataset are also resources in Markdown (ndl://catalogue.md,
 ndl://datasets/{site}/{name}.md), and the prompts plan common tasks.
 """
@@ -93,10 +97,14 @@ def _library(base: Library, ctx: Context) -> Library:
     return base
 
 
-def _page(base: Library, ctx: Context, dataset_id: str) -> str:
+def _root(base: Library, ctx: Context) -> str:
+    """The hub's address as the caller reached it (over HTTP), or the library's."""
     request = ctx.request_context.request
-    root = str(request.base_url).rstrip("/") if isinstance(request, Request) else base.base_url
-    return f"{root}/datasets/{dataset_id}"
+    return str(request.base_url).rstrip("/") if isinstance(request, Request) else base.base_url
+
+
+def _page(base: Library, ctx: Context, dataset_id: str) -> str:
+    return f"{_root(base, ctx)}/datasets/{dataset_id}"
 
 
 def _columns(detail: dict[str, Any]) -> list[r.Column]:
@@ -390,6 +398,9 @@ def create_server(library: Library) -> MCPServer:
                 expected_error=ans["aggregates"], budget_remaining=ans["budget_remaining"],
                 note="Noisy by design (differential privacy); suppressed cells are null.")
         return _answer(res, r.private_text(res))
+
+    # Not read-only: it starts an export at the datasite (see ndl.mcp.work_tool).
+    work_tool.register(server, library, as_caller=_library, base_url=_root, wrap=_refusals)
 
     # Not read-only: a confirmed call spends privacy budget (never data or anything else).
     title = "Ask a safeguarded dataset a private (DP) question"
