@@ -9,9 +9,8 @@ One set of tools over a :class:`~ndl.mcp.library.Library`, served two ways:
 Every tool but two only reads, and is annotated ``readOnlyHint``: ``run_private_query``
 spends privacy budget and ``export_dataset`` starts an export at a datasite. Each returns a
 structured result (``structuredContent``, schema in ``outputSchema``) and a readable text
-rendering. A refusal
-from the hub (unknown dataset, not open, not signed in) comes back as a tool error whose text
-is the hub's own message.
+rendering. A refusal from the hub (unknown dataset, not open, not signed in) comes back as a
+tool error whose text is the hub's own message.
 """
 
 from __future__ import annotations
