@@ -52,6 +52,14 @@ PUBLIC_POSTS = {
                                          "the researcher role and a grant inside",
     "/api/3/action/{action}": "CKAN Action API: read-only actions only",
     "/api/action/{action}": "CKAN Action API (ckanapi's default path): read-only",
+    "/api/work": "long work: anyone may export open data (the tier is checked inside; "
+                 "anonymous callers share the open-data rate limit)",
+    "/api/work/{work_id}/cancel": "cancels only an item the caller may see: their own, or an "
+                                  "anonymous one reached by its unguessable id",
+    "/datasets/{site}/{name}/export": "web form (session or pre-session CSRF token): exports "
+                                      "open data only, as the signed-in user or nobody",
+    "/work/{work_id}/cancel": "web form (session or pre-session CSRF token): cancels only an "
+                              "item the caller may see",
     "/sign-in": "the sign-in form (CSRF-protected, rate limited)",
     "/sign-out": "ends the caller's own session only (CSRF-protected)",
     **{path: "web form: CSRF-protected; checks the signed-in session user and role inside"
