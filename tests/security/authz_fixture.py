@@ -141,6 +141,16 @@ def _set_up_access(lib: Library) -> None:
             ids[name] = made["id"]
 
 
+def _finished_export(lib: Library, role: str | None) -> str:
+    """An export of the open dataset by ``role`` (None: nobody signed in), waited for, so the
+    rows that read or follow it see a final item (an event stream then ends)."""
+    with Client(lib.hub.url, lib.token(role) if role else None) as c:
+        view = c.submit_work("export", OPEN, {"format": "csv", "limit": 5})
+        done = c.wait_work(view.id, timeout=120, progress=False)
+    assert done.state == "succeeded", done
+    return view.id
+
+
 def _spare_tokens(lib: Library) -> None:
     """A token of each signed-in role's own for the revoke-a-token row to revoke."""
     for role, token in lib.tokens.items():
@@ -169,6 +179,8 @@ def running_library(root: Path) -> Iterator[Library]:
             b.wait_online()
             _wait_for_catalogue(lib, [OPEN, SAFE, CTRL, CTRL_PENDING, CTRL_B])
             _set_up_access(lib)
+            lib.ids["work"] = _finished_export(lib, "researcher")
+            lib.ids["anon_work"] = _finished_export(lib, None)
             _spare_tokens(lib)
             _wait_for_mock(lib, SAFE)
             yield lib

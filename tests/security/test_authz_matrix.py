@@ -157,6 +157,26 @@ def _mcp(method: str, params: dict[str, Any] | None = None) -> Body:
 
 # --- checks on allowed answers -----------------------------------------------------------
 
+def _own_work_only(lib: Library, role: str, r: httpx.Response) -> None:
+    ids = {w["id"] for w in r.json()["work"]}
+    assert lib.ids["anon_work"] not in ids  # never listed, to anyone
+    assert (lib.ids["work"] in ids) == (role == "researcher"), ids
+
+
+def _event_stream(_: Library, __: str, r: httpx.Response) -> None:
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert "event: state" in r.text and '"state":"succeeded"' in r.text
+
+
+def _still_succeeded(_: Library, __: str, r: httpx.Response) -> None:
+    assert r.json()["state"] == "succeeded"  # a finished item is not cancelled
+
+
+def _confirmation_only(_: Library, __: str, r: httpx.Response) -> None:
+    assert "Start the download" in r.text
+
+
+
 def _is_me(_: Library, role: str, r: httpx.Response) -> None:
     assert r.json()["username"] == USERNAME[role]
 
@@ -469,6 +489,42 @@ ROWS: list[Row] = [
           ("/wishlist/{wish_id}/comments", {"wish_id": "$wish"}),
           ("/wishlist/{wish_id}/state", {"wish_id": "$wish"}))],
 ]
+# Long work (work items): anyone may export open data; an item is its requester's (and an
+# admin's); one started signed out is reached by its id alone. The items are final before
+# the matrix runs (authz_fixture), so event streams end.
+ROWS += [
+    Row("POST", "/api/work", ANYONE, ok=(202,), variant="export of open data",
+        json={"kind": "export", "dataset": OPEN, "params": {"format": "csv", "limit": 2}}),
+    Row("POST", "/api/work", NOBODY, deny="tier", variant="export of safeguarded data",
+        json={"kind": "export", "dataset": SAFE}),
+    Row("GET", "/api/work", SIGNED_IN, check=_own_work_only),
+    *[Row(method, path, frozenset({"researcher", "admin"}), deny="hidden",
+          args={"work_id": "$work"}, check=check)
+      for method, path, check in (
+          ("GET", "/api/work/{work_id}", None),
+          ("GET", "/api/work/{work_id}/events", _event_stream),
+          ("GET", "/api/work/{work_id}/result", None),
+          ("POST", "/api/work/{work_id}/cancel", _still_succeeded),
+          ("GET", "/work/{work_id}", None))],
+    *[Row(method, path, ANYONE, variant="an item started signed out, by its id",
+          args={"work_id": "$anon_work"})
+      for method, path in (("GET", "/api/work/{work_id}"), ("GET", "/work/{work_id}"),
+                           ("GET", "/api/work/{work_id}/result"))],
+    Row("POST", "/api/federation/work/finish", NOBODY, deny="envelope",
+        body=_forged("work.finish", {"work_id": "00000000-0000-4000-8000-000000000000",
+                                     "ok": False})),
+    # The web forms: with no token a signed-out browser is asked to confirm (nothing queued);
+    # with the pre-session token the export is nobody's; a cancel needs a token.
+    Row("POST", "/datasets/{site}/{name}/export", ANYONE, args=ds(OPEN),
+        variant="no CSRF token: a confirmation page", body=lambda *_: {"data": {}},
+        check=_confirmation_only),
+    Row("POST", "/datasets/{site}/{name}/export", ANYONE, args=ds(OPEN), ok=(303,),
+        variant="pre-session CSRF token", body=_form({"format": "csv"})),
+    Row("POST", "/work/{work_id}/cancel", NOBODY, deny="csrf", args={"work_id": "$work"},
+        variant="no CSRF token", body=lambda *_: {"data": {}}),
+    Row("POST", "/work/{work_id}/cancel", ANYONE, ok=(303,), args={"work_id": "$anon_work"},
+        variant="pre-session CSRF token, an item started signed out", body=_form({})),
+]
 # Routes that are not endpoints of the library: the liveness probe and the built assets.
 # Static files anyone may fetch (page styles; the API docs' Swagger UI script and style).
 EXCLUDED = {("GET", "/healthz"), ("MOUNT", "/static"), ("MOUNT", "/api/docs/assets")}
@@ -517,6 +573,11 @@ def _denied(row: Row, role: str, r: httpx.Response) -> None:
         result = r.json()["result"]
         assert r.status_code == 200 and result["isError"] is True, where
         assert "signed-in" in result["content"][0]["text"], where
+        return
+    if row.deny == "hidden":  # someone else's item: not found, exactly as a missing one
+        assert r.status_code == 404, where
+        if r.headers["content-type"].startswith("application/json"):
+            assert r.json()["error"]["code"] == "not_found", where
         return
     if row.deny == "csrf":
         assert r.status_code == 403 and "This form has expired" in r.text, where
