@@ -369,3 +369,29 @@ def test_blob_response_serves_whole_and_ranged_and_says_when_the_end_was_sent(
     assert resp.status_code == 200 and _drain(resp) == data
     resp = svc.blob_response(ctx, info, "bytes=9000-")
     assert resp.status_code == 416 and resp.headers["content-range"] == "bytes */5000"
+
+
+def test_staged_bytes_lost_under_the_recorded_offset_restart_the_upload(ctx: svc.BlobContext
+                                                                        ) -> None:
+    """After a power cut the staged file may hold less than the hub recorded: nothing in it
+    is trusted, the client is told to start from 0, and the blob still arrives whole."""
+    data = os.urandom(3 * CHUNK)
+    status = begin(ctx, data)
+    assert status.upload_id
+    status = svc.write_chunk(ctx, upload_id=status.upload_id, owner=DS, offset=0,
+                             length=CHUNK, sha256=sha(data[:CHUNK]), chunks=[data[:CHUNK]])
+    status = svc.write_chunk(ctx, upload_id=status.upload_id, owner=DS, offset=CHUNK,
+                             length=CHUNK, sha256=sha(data[CHUNK:2 * CHUNK]),
+                             chunks=[data[CHUNK:2 * CHUNK]])
+    with ctx.staging.path(status.upload_id).open("r+b") as f:
+        f.truncate(CHUNK + 10)
+    piece = data[2 * CHUNK:]
+    with pytest.raises(Conflict, match="send it again from byte 0") as err:
+        svc.write_chunk(ctx, upload_id=status.upload_id, owner=DS, offset=2 * CHUNK,
+                        length=len(piece), sha256=sha(piece), chunks=[piece])
+    assert err.value.detail == {"offset": 0}
+    with ctx.db.read() as s:
+        restarted = svc.upload_status(s, ctx.limits, status.upload_id, DS)
+    assert restarted.offset == 0 and ctx.staging.size(status.upload_id) == 0
+    assert send(ctx, restarted, data).complete
+    assert b"".join(svc.open_blob(ctx, sha(data))) == data

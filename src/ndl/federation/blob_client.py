@@ -173,10 +173,11 @@ def download(http: httpx.Client, url: str, dest: Path, *, sha256: str,
     auth = Auth(sign=sign, token=token, extra=headers)
     path = urlsplit(str(http.base_url.join(url))).path
     part = dest.with_name(dest.name + ".part")
+    digest = _Digest()
     failures = 0
     while True:
         try:
-            _fetch(http, url, path, part, auth, progress)
+            _fetch(http, url, path, part, auth, progress, digest)
             break
         except (httpx.TransportError, UpstreamUnavailable) as exc:
             failures += 1
@@ -185,7 +186,7 @@ def download(http: httpx.Client, url: str, dest: Path, *, sha256: str,
                     f"the download of {url} kept failing ({exc}); run it again to resume from "
                     f"{part.stat().st_size if part.exists() else 0:,} bytes") from exc
             time.sleep(min(0.2 * 2**failures, 5.0))
-    got = sha256_file(part)
+    got = digest.of(part)
     if got != sha256:
         part.unlink()
         raise InvalidInput(f"the downloaded bytes hash to {got}, not {sha256}; the partial "
@@ -194,8 +195,33 @@ def download(http: httpx.Client, url: str, dest: Path, *, sha256: str,
     return dest
 
 
+class _Digest:
+    """The hash of ``dest.part`` so far, kept as bytes are written (no second read), and
+    recomputed from the file when they disagree (a part left by an earlier run)."""
+
+    def __init__(self) -> None:
+        self.h, self.n = hashlib.sha256(), 0
+
+    def catch_up(self, part: Path, have: int) -> None:
+        if self.n != have:
+            self.h, self.n = hashlib.sha256(), 0
+            if have:
+                with part.open("rb") as f:
+                    while piece := f.read(1 << 20):
+                        self.h.update(piece)
+                        self.n += len(piece)
+
+    def update(self, piece: bytes) -> None:
+        self.h.update(piece)
+        self.n += len(piece)
+
+    def of(self, part: Path) -> str:
+        self.catch_up(part, part.stat().st_size)
+        return self.h.hexdigest()
+
+
 def _fetch(http: httpx.Client, url: str, path: str, part: Path, auth: Auth,
-           progress: Progress | None) -> None:
+           progress: Progress | None, digest: _Digest) -> None:
     have = part.stat().st_size if part.exists() else 0
     hdrs = auth.headers("GET", path)
     if have:
@@ -215,11 +241,13 @@ def _fetch(http: httpx.Client, url: str, path: str, part: Path, auth: Auth,
             have = 0  # the server sent it all (no range support, or another version)
         total = _total(resp, have)
         mode = "ab" if resp.status_code == 206 else "wb"
+        digest.catch_up(part, have)
         with part.open(mode) as f:
             if progress is not None:
                 progress(have, total)
             for piece in resp.iter_bytes():  # as it arrives: a cut keeps every byte received
                 f.write(piece)
+                digest.update(piece)
                 have += len(piece)
                 if progress is not None:
                     progress(have, total)

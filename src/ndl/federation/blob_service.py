@@ -326,6 +326,7 @@ class _Chunk:
     sha256: str
     sink: ChunkSink
     lock: threading.Lock
+    sha256_of_blob: str
 
 
 def _start_chunk(ctx: BlobContext, *, upload_id: str, owner: str, offset: int, length: int,
@@ -343,20 +344,33 @@ def _start_chunk(ctx: BlobContext, *, upload_id: str, owner: str, offset: int, l
     try:
         with ctx.db.read() as s:
             up = _own_upload(s, upload_id, owner)
-            if offset != up.offset:
-                raise Conflict(
-                    f"the hub holds {up.offset:,} bytes of upload {upload_id}; this chunk "
-                    f"starts at {offset:,}. Send the chunk that starts at {up.offset:,}",
-                    detail={"offset": up.offset})
-            if offset + length > up.size:
-                raise InvalidInput(f"the chunk would end at byte {offset + length:,}, past the "
-                                   f"{up.size:,} bytes this upload declared")
+        if ctx.staging.size(upload_id) < up.offset:
+            _restart(ctx, upload_id)
+        if offset != up.offset:
+            raise Conflict(
+                f"the hub holds {up.offset:,} bytes of upload {upload_id}; this chunk "
+                f"starts at {offset:,}. Send the chunk that starts at {up.offset:,}",
+                detail={"offset": up.offset})
+        if offset + length > up.size:
+            raise InvalidInput(f"the chunk would end at byte {offset + length:,}, past the "
+                               f"{up.size:,} bytes this upload declared")
         sink = ctx.staging.open_chunk(upload_id, offset, length,
                                       _running_hash(upload_id, offset))
     except BaseException:
         lock.release()
         raise
-    return _Chunk(ctx, upload_id, offset, sha256, sink, lock)
+    return _Chunk(ctx, upload_id, offset, sha256, sink, lock, up.sha256)
+
+
+def _restart(ctx: BlobContext, upload_id: str) -> None:
+    """The staged file holds fewer bytes than the hub recorded (lost in a power cut, or
+    removed): nothing in it can be trusted, so the upload starts again from byte 0."""
+    with ctx.db.write() as s:
+        s.execute(update(BlobUpload).where(BlobUpload.id == upload_id).values(offset=0))
+    ctx.staging.discard(upload_id)
+    _forget_hash(upload_id)
+    raise Conflict(f"the hub lost the bytes it had of upload {upload_id} (its disk was cut "
+                   "off?); send it again from byte 0", detail={"offset": 0})
 
 
 def _finish_chunk(job: _Chunk) -> UploadStatus:
@@ -364,19 +378,18 @@ def _finish_chunk(job: _Chunk) -> UploadStatus:
         job.sink.finish(job.sha256)
         end = job.offset + job.sink.written
         with job.ctx.db.write() as s:
-            moved = s.execute(update(BlobUpload).where(
+            # Compare-and-set: only the chunk that starts where the hub's bytes end moves it.
+            size = s.scalar(update(BlobUpload).where(
                 BlobUpload.id == job.upload_id, BlobUpload.offset == job.offset,
-            ).values(offset=end, updated_at=utcnow())).rowcount  # type: ignore[attr-defined]
-            if not moved:
+            ).values(offset=end, updated_at=utcnow()).returning(BlobUpload.size))
+            if size is None:
                 raise Conflict(f"upload {job.upload_id} moved on while this chunk arrived; "
                                "ask for its status and resume from there")
-            up = s.get(BlobUpload, job.upload_id)
-            assert up is not None
-            size = up.size
         if job.sink.running is not None:
             _keep_hash(job.upload_id, end, job.sink.running)
         if end < size:
-            return _status(up, job.ctx.limits)
+            return UploadStatus(job.sha256_of_blob, size, end, False,
+                                job.ctx.limits.chunk_bytes, job.upload_id)
         return complete_upload(job.ctx, job.upload_id)
     except BaseException:
         job.sink.abort()
@@ -411,14 +424,16 @@ async def awrite_chunk(ctx: BlobContext, *, upload_id: str, owner: str, offset: 
     job = await asyncio.to_thread(_start_chunk, ctx, upload_id=upload_id, owner=owner,
                                   offset=offset, length=length, sha256=sha256)
     try:
-        buf = bytearray()
+        batch: list[bytes] = []
+        held = 0
         async for piece in chunks:
-            buf += piece
-            if len(buf) >= MIB:
-                data, buf = bytes(buf), bytearray()
-                await asyncio.to_thread(job.sink.write, data)
-        if buf:
-            await asyncio.to_thread(job.sink.write, bytes(buf))
+            batch.append(piece)
+            held += len(piece)
+            if held >= MIB:
+                await asyncio.to_thread(job.sink.write, b"".join(batch))
+                batch, held = [], 0
+        if batch:
+            await asyncio.to_thread(job.sink.write, b"".join(batch))
     except BaseException:
         job.sink.abort()
         job.lock.release()
