@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,16 +114,18 @@ def upload_file(http: httpx.Client, *, path: Path, kind: str,
     args = {"sha256": digest, "size": size, "kind": kind, "media_type": media_type}
     status = _send(http, api.begin_blob_upload(args, auth.headers))
     failures = 0
-    with path.open("rb") as f:
+    with _Reader(path, size) as reader:
         while not status["complete"]:
             offset, upload_id = int(status["offset"]), str(status["upload_id"])
             if progress is not None:
                 progress(offset, size)
-            f.seek(offset)
-            data = f.read(min(int(status["chunk_bytes"]), size - offset))
+            step = int(status["chunk_bytes"])
+            data, chunk_sha = reader.chunk(offset, step)
             try:
                 last = offset + len(data) >= size
-                status = _send(http, api.put_blob_chunk(upload_id, data, offset, auth.headers),
+                reader.prefetch(offset + len(data), step)  # read and hash while this one goes
+                status = _send(http, api.put_blob_chunk(upload_id, data, offset, auth.headers,
+                                                        sha256=chunk_sha),
                                timeout=max(120.0, size / 20e6) if last else 120.0)
                 failures = 0
             except Conflict as exc:
@@ -145,6 +148,38 @@ def upload_file(http: httpx.Client, *, path: Path, kind: str,
     if progress is not None:
         progress(size, size)
     return BlobRef(digest, size, kind, media_type)
+
+
+class _Reader:
+    """Chunks of the file with their SHA-256, the next one read and hashed on another thread
+    while the current one is on the wire (hashlib lets go of the GIL). Holds two chunks."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path, self.size = path, size
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ndl-blob-read")
+        self.next: tuple[int, int, Future[tuple[bytes, str]]] | None = None
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _read(self, offset: int, step: int) -> tuple[bytes, str]:
+        with self.path.open("rb") as f:
+            f.seek(offset)
+            data = f.read(min(step, self.size - offset))
+        return data, hashlib.sha256(data).hexdigest()
+
+    def prefetch(self, offset: int, step: int) -> None:
+        if offset < self.size:
+            self.next = (offset, step, self.pool.submit(self._read, offset, step))
+
+    def chunk(self, offset: int, step: int) -> tuple[bytes, str]:
+        ahead, self.next = self.next, None
+        if ahead is not None and ahead[:2] == (offset, step):
+            return ahead[2].result()
+        return self._read(offset, step)
 
 
 def _status_or_begin(http: httpx.Client, auth: Auth, upload_id: str, args: dict[str, Any],

@@ -423,6 +423,9 @@ async def awrite_chunk(ctx: BlobContext, *, upload_id: str, owner: str, offset: 
     to about a MiB and written (and hashed) in a worker thread, so the loop stays free."""
     job = await asyncio.to_thread(_start_chunk, ctx, upload_id=upload_id, owner=owner,
                                   offset=offset, length=length, sha256=sha256)
+    # One batch is written while the next arrives: awaiting each write before reading on
+    # would stall the socket (the server stops reading while its small buffer is full).
+    writing: asyncio.Future[None] | None = None
     try:
         batch: list[bytes] = []
         held = 0
@@ -430,11 +433,18 @@ async def awrite_chunk(ctx: BlobContext, *, upload_id: str, owner: str, offset: 
             batch.append(piece)
             held += len(piece)
             if held >= MIB:
-                await asyncio.to_thread(job.sink.write, b"".join(batch))
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(asyncio.to_thread(job.sink.write,
+                                                                  b"".join(batch)))
                 batch, held = [], 0
+        if writing is not None:
+            await writing
         if batch:
             await asyncio.to_thread(job.sink.write, b"".join(batch))
     except BaseException:
+        if writing is not None and not writing.done():
+            await asyncio.wait([writing])  # never truncate under a write still running
         job.sink.abort()
         job.lock.release()
         raise

@@ -323,9 +323,11 @@ def blob_upload_status(upload_id: str, auth: RequestAuth | None = None) -> Call[
 
 
 def put_blob_chunk(upload_id: str, data: bytes, offset: int,
-                   auth: RequestAuth | None = None) -> Call[Json]:
-    """One chunk of an upload: ``data`` starting at byte ``offset``, with its SHA-256."""
-    digest = hashlib.sha256(data).hexdigest()
+                   auth: RequestAuth | None = None, *, sha256: str | None = None
+                   ) -> Call[Json]:
+    """One chunk of an upload: ``data`` starting at byte ``offset``, with its SHA-256
+    (``sha256`` if the caller already hashed it)."""
+    digest = hashlib.sha256(data).hexdigest() if sha256 is None else check_sha256(sha256)
     return _blob_call(
         "PUT", f"/api/blobs/uploads/{segment(check_upload_id(upload_id))}", auth,
         {"offset": offset, "length": len(data), "sha256": digest}, content=data,
