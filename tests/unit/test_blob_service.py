@@ -395,3 +395,27 @@ def test_staged_bytes_lost_under_the_recorded_offset_restart_the_upload(ctx: svc
     assert restarted.offset == 0 and ctx.staging.size(status.upload_id) == 0
     assert send(ctx, restarted, data).complete
     assert b"".join(svc.open_blob(ctx, sha(data))) == data
+
+
+def test_an_upload_whose_bytes_all_arrived_is_finished_by_its_status(ctx: svc.BlobContext
+                                                                     ) -> None:
+    """The hub died after recording the last chunk but before making it a blob."""
+    data = os.urandom(CHUNK + 3)
+    status = begin(ctx, data)
+    assert status.upload_id
+    ctx.staging.path(status.upload_id).write_bytes(data)
+    with ctx.db.write() as s:
+        up = s.get(BlobUpload, status.upload_id)
+        assert up is not None
+        up.offset = len(data)
+    with pytest.raises(NotFound):
+        svc.complete_upload(ctx, status.upload_id, OTHER)
+    lock = svc._upload_lock(status.upload_id)
+    with lock:  # the last chunk's own request is finishing it: answer, do not wait
+        busy = svc.complete_upload(ctx, status.upload_id, DS)
+    assert not busy.complete and busy.offset == len(data)
+    done = svc.complete_upload(ctx, status.upload_id, DS)
+    assert done.complete
+    assert b"".join(svc.open_blob(ctx, sha(data))) == data
+    with pytest.raises(NotFound):
+        svc.complete_upload(ctx, status.upload_id, DS)

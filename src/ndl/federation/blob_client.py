@@ -119,6 +119,17 @@ def upload_file(http: httpx.Client, *, path: Path, kind: str,
             offset, upload_id = int(status["offset"]), str(status["upload_id"])
             if progress is not None:
                 progress(offset, size)
+            if offset >= size:
+                # Every byte is there and the hub is still finishing it (its answer to the
+                # last chunk was lost): wait, and ask again.
+                failures += 1
+                if failures > retries * 4:
+                    raise UpstreamUnavailable(f"the hub holds all of blob {digest} but has "
+                                              "not finished it; upload it again later")
+                time.sleep(1.0)
+                status = _status_or_begin(http, auth, upload_id, args, UpstreamUnavailable(
+                    "the hub dropped the upload while finishing it"))
+                continue
             step = int(status["chunk_bytes"])
             data, chunk_sha = reader.chunk(offset, step)
             try:
@@ -184,11 +195,15 @@ class _Reader:
 
 def _status_or_begin(http: httpx.Client, auth: Auth, upload_id: str, args: dict[str, Any],
                      cause: NdlError) -> dict[str, Any]:
-    """Where the upload stands now; if the hub dropped it (a whole-hash mismatch discards
-    an upload), the cause is raised rather than starting over silently."""
+    """Where the upload stands now. Gone from the hub: finished meanwhile (beginning again
+    answers complete), or dropped (a whole-hash mismatch discards an upload), when the cause
+    is raised rather than starting over silently."""
     try:
         status: dict[str, Any] = _send(http, api.blob_upload_status(upload_id, auth.headers))
     except NotFound:
+        again: dict[str, Any] = _send(http, api.begin_blob_upload(args, auth.headers))
+        if again["complete"]:
+            return again
         raise cause from None
     except UpstreamUnavailable:
         # The hub is down (restarting?): begin again later; the begin finds the same upload.

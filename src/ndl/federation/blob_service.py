@@ -390,7 +390,7 @@ def _finish_chunk(job: _Chunk) -> UploadStatus:
         if end < size:
             return UploadStatus(job.sha256_of_blob, size, end, False,
                                 job.ctx.limits.chunk_bytes, job.upload_id)
-        return complete_upload(job.ctx, job.upload_id)
+        return _complete(job.ctx, job.upload_id)
     except BaseException:
         job.sink.abort()
         raise
@@ -451,12 +451,34 @@ async def awrite_chunk(ctx: BlobContext, *, upload_id: str, owner: str, offset: 
     return await asyncio.to_thread(_finish_chunk, job)
 
 
-def complete_upload(ctx: BlobContext, upload_id: str) -> UploadStatus:
+def complete_upload(ctx: BlobContext, upload_id: str, who: str) -> UploadStatus:
+    """Finish an upload whose every byte arrived but which the hub did not finish (it died
+    in between): asked for by the upload's status. If the last chunk's request is still
+    finishing it, this answers where the upload stands instead of waiting."""
+    lock = _upload_lock(check_upload_id(upload_id))
+    if not lock.acquire(blocking=False):
+        with ctx.db.read() as s:
+            return _status(_own_upload(s, upload_id, who), ctx.limits)
+    try:
+        with ctx.db.read() as s:
+            up = s.get(BlobUpload, upload_id)
+            if up is None:  # finished (or discarded) meanwhile by the chunk holding the lock
+                raise NotFound(f"no upload {upload_id} of yours is in progress: it finished "
+                               "or was abandoned; begin it again to see where it stands")
+            if up.owner != who:
+                raise NotFound(f"no upload {upload_id} of yours is in progress")
+        return _complete(ctx, upload_id)
+    finally:
+        lock.release()
+
+
+def _complete(ctx: BlobContext, upload_id: str) -> UploadStatus:
     """Every byte is in: check the whole hash, move the file into the store, record the blob.
 
     Idempotent, so a hub that died half way finishes on the next status or chunk request.
     A mismatch discards the upload: some chunk was wrong though its own hash matched (a
-    client bug, or the wrong file), and only starting again can fix it.
+    client bug, or the wrong file), and only starting again can fix it. The caller holds the
+    upload's lock.
     """
     with ctx.db.read() as s:
         up = s.get(BlobUpload, upload_id)

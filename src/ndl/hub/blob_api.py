@@ -87,7 +87,7 @@ def upload_status(upload_id: str, state: HubDep, who: Who) -> dict[str, Any]:
     with state.db.read() as s:
         status = blobs.upload_status(s, state.blobs.limits, upload_id, who.principal)
     if status.offset == status.size:  # every byte arrived but the hub stopped before the end
-        status = blobs.complete_upload(state.blobs, upload_id)
+        status = blobs.complete_upload(state.blobs, upload_id, who.principal)
     return status.to_json()
 
 
