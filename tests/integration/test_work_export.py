@@ -70,10 +70,25 @@ def _table(n: int) -> pa.Table:
     })
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def hub_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The whole module once on SQLite and once on PostgreSQL (an empty schema)."""
+    if request.param == "sqlite":
+        return str(tmp_path_factory.mktemp("sqlite") / "hub.db")
+    import sqlalchemy as sa
+
+    server: str = request.getfixturevalue("pg_server")
+    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    engine.dispose()
+    return server
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, hub_db: str) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("work-export")
-    hub = HubProcess(tmp / "hub", extra_args=["--lease-seconds", "2"])
+    hub = HubProcess(tmp / "hub", hub_db, extra_args=["--lease-seconds", "2"])
     hub.create_org("ons", "Office for National Statistics", "government")
     steward = hub.create_user("sam", ["steward"], org="ons")
     alice = hub.create_user("alice", ["researcher"], accredited=True)
