@@ -23,7 +23,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
-from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ndl.core.db import MAX_DB_INT, Database, utcnow
 from ndl.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, PermissionDenied
 from ndl.federation.blob_models import Blob, BlobReader, BlobUpload
+from ndl.federation.blob_responses import blob_response, open_blob, parse_range
 from ndl.federation.blobs import (
     BlobStore,
     ChunkSink,
@@ -50,6 +50,12 @@ if TYPE_CHECKING:
     from ndl.hub.state import HubSettings
 
 log = logging.getLogger("ndl.blobs")
+# Routes that stream a blob use these; they live in blob_responses (this module's size).
+__all__ = ["BlobContext", "BlobInfo", "BlobLimits", "SweepReport", "UploadStatus",
+           "abandon_upload", "allow_reader", "awrite_chunk", "begin_upload", "blob_info",
+           "blob_response", "complete_upload", "delete_blob", "mark_delivered", "may_read",
+           "open_blob", "parse_range", "readable_blob", "share_blob", "sweep_expired",
+           "sweep_forever", "upload_status", "write_chunk"]
 
 KINDS = ("result", "bundle", "records", "sealed")
 GIB = 1024**3
@@ -312,8 +318,10 @@ def _upload_lock(upload_id: str) -> threading.Lock:
     with _HASHES_LOCK:
         lock = _UPLOAD_LOCKS.get(upload_id)
         if lock is None:
-            if len(_UPLOAD_LOCKS) > 4096:
-                _UPLOAD_LOCKS.clear()  # only held locks matter; a racing holder keeps its own
+            if len(_UPLOAD_LOCKS) > 4096:  # forget idle ones; a held lock must stay the one
+                for name, held in list(_UPLOAD_LOCKS.items()):
+                    if not held.locked():
+                        del _UPLOAD_LOCKS[name]
             lock = _UPLOAD_LOCKS[upload_id] = threading.Lock()
         return lock
 
@@ -564,13 +572,6 @@ def readable_blob(session: Session, sha256: str, who: str) -> BlobInfo:
     return info
 
 
-def open_blob(source: BlobContext | BlobStore, sha256: str, start: int = 0,
-              end: int | None = None) -> Iterator[bytes]:
-    """The bytes ``[start, end)`` of a finished blob, in pieces of at most a MiB."""
-    store = source.store if isinstance(source, BlobContext) else source
-    return store.open(check_sha256(sha256), start, end)
-
-
 def mark_delivered(session: Session, sha256: str) -> None:
     """The blob reached its recipient whole: the sweep removes it after a short grace."""
     blob = session.get(Blob, check_sha256(sha256))
@@ -644,73 +645,3 @@ async def sweep_forever(ctx: BlobContext, every: float = 60.0) -> None:
         except Exception:
             log.exception("blob sweep failed; trying again later")
         await asyncio.sleep(every)
-
-
-# -- responses --------------------------------------------------------------------------------
-
-_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``[start, end)`` for a single ``Range: bytes=...`` header; None for the whole blob.
-    Raises ValueError for a range that cannot be served."""
-    if header is None or not header.strip():
-        return None
-    m = _RANGE.fullmatch(header.strip())
-    if m is None or (not m.group(1) and not m.group(2)):
-        raise ValueError("the Range header must be one range, like 'bytes=1048576-'")
-    first, last = m.group(1), m.group(2)
-    if not first:  # the last N bytes
-        n = int(last)
-        if n == 0:
-            raise ValueError("a suffix range of 0 bytes selects nothing")
-        return max(0, size - n), size
-    start = int(first)
-    end = size if not last else min(int(last) + 1, size)
-    if start >= size or end <= start:
-        raise ValueError(f"the range starts at or past the blob's end ({size:,} bytes)")
-    return start, end
-
-
-def blob_response(source: BlobContext | BlobStore, info: BlobInfo, range_header: str | None,
-                  *, filename: str | None = None, if_range: str | None = None,
-                  on_complete: Callable[[], None] | None = None) -> Response:
-    """Stream a blob: 200 whole, or 206 for one ``Range``; 416 for a range it cannot serve.
-
-    ``on_complete`` runs once the last byte of the blob has been handed to the server (a
-    whole download, or a ranged one that reaches the end): the caller marks it delivered.
-    """
-    etag = f'"{info.sha256}"'
-    if if_range is not None and if_range.strip() != etag:
-        range_header = None  # the client holds another version: send it all
-    try:
-        span = parse_range(range_header, info.size)
-    except ValueError as exc:
-        return JSONResponse(
-            {"error": {"code": "range_not_satisfiable",
-                       "message": f"{exc}; the blob is {info.size:,} bytes"}},
-            status_code=416, headers={"Content-Range": f"bytes */{info.size}"})
-    start, end = span or (0, info.size)
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", filename or info.sha256)[:120]
-    headers = {
-        "Content-Length": str(end - start), "ETag": etag, "Accept-Ranges": "bytes",
-        # Never rendered by a browser under the hub's origin, whatever the media type says.
-        "Content-Disposition": f'attachment; filename="{safe}"',
-        "Content-Security-Policy": "default-src 'none'; sandbox",
-        "Cache-Control": "private, no-store",
-    }
-    if span is not None:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
-
-    try:
-        pieces = open_blob(source, info.sha256, start, end)  # before the status line goes out
-    except FileNotFoundError as exc:
-        raise NotFound(f"blob {info.sha256} is no longer held by the hub") from exc
-
-    def body() -> Iterator[bytes]:
-        yield from pieces
-        if end == info.size and on_complete is not None:
-            on_complete()
-
-    return StreamingResponse(body(), status_code=206 if span is not None else 200,
-                             media_type=info.media_type, headers=headers)
