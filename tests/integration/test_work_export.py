@@ -292,3 +292,23 @@ def test_list_and_show_in_the_terminal(site: Site) -> None:
     assert other.returncode == NotFound.exit_code and "no work item" in other.stderr
     signed_out = site.ndl("work", "list")
     assert signed_out.returncode == 3 and "ndl login" in signed_out.stderr
+
+
+# -- last: it restarts the hub ---------------------------------------------------------------
+
+def test_a_wait_rides_out_a_hub_restart(site: Site, tmp_path: Path) -> None:
+    """The hub is killed while the SDK follows an export and started again: the wait goes on
+    (the event stream breaks, polling waits for the hub) and the file still arrives whole."""
+    with site.client(site.alice) as c:
+        view = c.submit_work("export", "ons/big", {"format": "csv", "limit": 1_500_000})
+        states = []
+        restarted = False
+        for w in c.follow_work(view.id, timeout=600):
+            states.append(w.state)
+            if not restarted and w.state == "running":
+                site.hub.kill()
+                site.hub.start()
+                restarted = True
+        assert restarted and states[-1] == "succeeded", states
+        path = c.fetch_work(view.id, tmp_path, progress=False)
+    assert pacsv.read_csv(path).num_rows == 1_500_000

@@ -165,6 +165,34 @@ def test_a_stream_that_ends_early_falls_back_to_polling() -> None:
         assert [w.state for w in c.follow_work(WID)] == ["running", "succeeded"]
 
 
+class Restarting(MockHub):
+    """The hub cannot be reached for ``down`` polls (a restart), then answers."""
+
+    def __init__(self, down: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.down = down
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == f"/api/work/{WID}" and self.down > 0:
+            self.down -= 1
+            raise httpx.ConnectError("connection refused")
+        return super().__call__(request)
+
+
+def test_polling_rides_out_a_hub_restart() -> None:
+    hub = Restarting(3, events=Broken(b""), polls=[DONE])
+    with hub.client() as c:
+        assert [w.state for w in c.follow_work(WID)] == ["succeeded"]
+    assert hub.down == 0
+
+
+def test_a_hub_that_stays_away_ends_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_long, "HUB_OUTAGE_SECONDS", 0.0)
+    hub = Restarting(10**6, events=Broken(b""))
+    with hub.client() as c, pytest.raises(UpstreamUnavailable, match="cannot reach the hub"):
+        c.wait_work(WID, progress=False)
+
+
 def test_a_refusal_on_the_stream_is_an_error_not_a_poll() -> None:
     hub = MockHub(events=404)
     with hub.client() as c, pytest.raises(NotFound, match="no work item"):

@@ -48,6 +48,8 @@ POLL_SECONDS = 1.0
 # A quiet event stream (an item waiting in the queue sends nothing) is re-checked this often.
 STREAM_READ_SECONDS = 30.0
 DOWNLOAD_RETRIES = 5
+# How long a wait keeps polling a hub it cannot reach (a restart) before it gives up.
+HUB_OUTAGE_SECONDS = 60.0
 CHUNK = 1 << 20
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -171,8 +173,9 @@ class LongWork:
     def follow_work(self, work_id: str, *, timeout: float | None = None) -> Iterator[Work]:
         """Each change of a work item (state, progress, message) until it is final.
 
-        Reads the hub's event stream; if that breaks, polls once a second. Stops early (with
-        the item not final) once ``timeout`` seconds have passed.
+        Reads the hub's event stream; if that breaks, polls once a second, riding out a hub
+        that cannot be reached for up to a minute (a restart). Stops early (with the item not
+        final) once ``timeout`` seconds have passed.
         """
         check_work_id(work_id)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -191,8 +194,21 @@ class LongWork:
                     return
         except (httpx.TransportError, ValueError, TypeError, KeyError):
             pass  # the stream broke or was not one: poll instead
+        down_since: float | None = None
         while True:
-            view = self._send(api.work(work_id))
+            try:
+                view = self._send(api.work(work_id))
+            except (UpstreamUnavailable, UpstreamTimeout):
+                # The hub restarting must not end a wait of many minutes: keep asking for a
+                # while (the work goes on meanwhile), then give up saying how to resume.
+                now = time.monotonic()
+                down_since = now if down_since is None else down_since
+                if now - down_since > HUB_OUTAGE_SECONDS or (
+                        deadline is not None and now >= deadline):
+                    raise
+                time.sleep(POLL_SECONDS)
+                continue
+            down_since = None
             if changed(view):
                 last = view
                 yield view
