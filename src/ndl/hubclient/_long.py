@@ -47,7 +47,9 @@ T = TypeVar("T")
 POLL_SECONDS = 1.0
 # A quiet event stream (an item waiting in the queue sends nothing) is re-checked this often.
 STREAM_READ_SECONDS = 30.0
-DOWNLOAD_RETRIES = 5
+# Tries after a broken download connection, backing off 1, 2, 4, then 8 s: about 45 s in
+# all, long enough for a hub to restart.
+DOWNLOAD_RETRIES = 8
 # How long a wait keeps polling a hub it cannot reach (a restart) before it gives up.
 HUB_OUTAGE_SECONDS = 60.0
 CHUNK = 1 << 20
