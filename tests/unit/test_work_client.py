@@ -189,8 +189,10 @@ def test_polling_rides_out_a_hub_restart() -> None:
 def test_a_hub_that_stays_away_ends_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_long, "HUB_OUTAGE_SECONDS", 0.0)
     hub = Restarting(10**6, events=Broken(b""))
-    with hub.client() as c, pytest.raises(UpstreamUnavailable, match="cannot reach the hub"):
+    with hub.client() as c, pytest.raises(UpstreamUnavailable, match="cannot reach the hub") \
+            as err:
         c.wait_work(WID, progress=False)
+    assert f"wait for it again with 'ndl work wait {WID}'" in err.value.message
 
 
 def test_a_refusal_on_the_stream_is_an_error_not_a_poll() -> None:

@@ -235,6 +235,10 @@ class LongWork:
         except KeyboardInterrupt:
             _say(_how_to_resume(work_id))
             raise
+        except (UpstreamUnavailable, UpstreamTimeout) as exc:
+            # The hub went away; the work did not: say how to pick it up again.
+            raise type(exc)(f"{exc.message}; work item {work_id} goes on at the datasite: "
+                            f"wait for it again with 'ndl work wait {work_id}'") from exc
         if last is None or not last.final:
             state = "waiting" if last is None else last.state
             raise UpstreamTimeout(
