@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ndl.core.db import MAX_DB_INT
 from ndl.core.errors import InvalidInput
 from ndl.federation import blob_service as blobs
 from ndl.hub.deps import Caller, hub, party_or_user
@@ -42,7 +43,7 @@ class BeginUpload(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     sha256: str = Field(max_length=64, description="SHA-256 of the whole blob (64 hex digits)")
-    size: int = Field(description="the blob's size in bytes")
+    size: int = Field(ge=1, le=MAX_DB_INT, description="the blob's size in bytes")
     kind: str = Field(max_length=16, description="result, bundle, records or sealed")
     media_type: str = Field(default="application/octet-stream", max_length=100)
 
