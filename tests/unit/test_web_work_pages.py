@@ -22,6 +22,7 @@ from ndl.federation.work import WorkResult
 from ndl.federation.work_models import WorkItem
 from ndl.hub.app import create_app
 from ndl.hub.state import HubSettings
+from ndl.ledger.models import LedgerEntry
 from ndl.web import work_pages
 
 with warnings.catch_warnings():
@@ -130,6 +131,27 @@ def test_a_signed_in_export_is_the_users_and_not_anyone_elses(app: FastAPI, logi
         assert anonymous.post(f"/work/{work_id}/cancel", data={"csrf_token": ""},
                               follow_redirects=False).status_code == 403
     assert _items(app)[0].state == "queued"
+
+
+def test_a_signed_in_user_cancels_their_own_from_the_page(app: FastAPI, login: Login) -> None:
+    rita = login("rita")
+    token = _token(rita.get(OPEN).text, f"{OPEN}/export")
+    started = rita.post(f"{OPEN}/export", data={"csrf_token": token, "format": "csv"},
+                        follow_redirects=False)
+    work_id = WORK_URL.match(started.headers["location"]).group(1)  # type: ignore[union-attr]
+    page = rita.get(f"/work/{work_id}").text
+    forged = rita.post(f"/work/{work_id}/cancel", data={"csrf_token": "forged"},
+                       follow_redirects=False)
+    assert forged.status_code == 403 and _items(app)[0].state == "queued"
+    done = rita.post(f"/work/{work_id}/cancel",
+                     data={"csrf_token": _token(page, f"/work/{work_id}/cancel")},
+                     follow_redirects=False)
+    assert done.status_code == 303
+    (item,) = _items(app)
+    assert item.state == "cancelled"
+    with app.state.hub.db.read() as s:
+        entry = s.query(LedgerEntry).filter_by(kind="work.cancelled", subject=work_id).one()
+    assert entry.actor.startswith("user#")  # the register names her by number, not name
 
 
 def test_a_post_from_another_site_starts_nothing_as_the_user(app: FastAPI, login: Login
