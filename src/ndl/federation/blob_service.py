@@ -55,7 +55,7 @@ __all__ = ["BlobContext", "BlobInfo", "BlobLimits", "SweepReport", "UploadStatus
            "abandon_upload", "allow_reader", "awrite_chunk", "begin_upload", "blob_info",
            "blob_response", "complete_upload", "delete_blob", "mark_delivered", "may_read",
            "open_blob", "parse_range", "readable_blob", "share_blob", "sweep_expired",
-           "sweep_forever", "upload_status", "write_chunk"]
+           "upload_status", "write_chunk"]
 
 KINDS = ("result", "bundle", "records", "sealed")
 GIB = 1024**3
@@ -631,17 +631,3 @@ def sweep_expired(ctx: BlobContext, now: datetime | None = None) -> SweepReport:
         ctx.staging.discard(upload_id)
         _forget_hash(upload_id)
     return SweepReport(len(doomed), freed, len(stale))
-
-
-async def sweep_forever(ctx: BlobContext, every: float = 60.0) -> None:
-    """Run :func:`sweep_expired` every ``every`` seconds until cancelled (the hub's lifespan)."""
-    while True:
-        try:
-            report = await asyncio.to_thread(sweep_expired, ctx)
-            if report.blobs_deleted or report.uploads_dropped:
-                log.info("blob sweep: %d blobs (%s) and %d stale uploads removed",
-                         report.blobs_deleted, human(report.bytes_freed),
-                         report.uploads_dropped)
-        except Exception:
-            log.exception("blob sweep failed; trying again later")
-        await asyncio.sleep(every)

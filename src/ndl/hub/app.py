@@ -37,6 +37,7 @@ from ndl.hub import (
     work_api,
 )
 from ndl.hub.deps import public
+from ndl.hub.housekeeping import run_housekeeping
 from ndl.hub.state import HubSettings, HubState
 from ndl.mcp.server import mount_mcp
 
@@ -228,7 +229,7 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     _mount_web(app)
     # MCP for AI agents at /mcp, with the caller's own token; only at the hub's own names.
     mount_mcp(app, allowed_hosts=settings.mcp_allowed_hosts)
-    blob_api.run_sweeper(app)
+    run_housekeeping(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, raw=(
         ("PUT", blob_api.UPLOADS_PREFIX, settings.blob_chunk_bytes),))
     app.add_middleware(NoSniff)  # outermost, so even a refused body's 413 carries it

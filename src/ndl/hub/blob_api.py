@@ -10,12 +10,9 @@ whole in memory, and the JSON body limit does not apply to them (the chunk size 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -165,19 +162,3 @@ def remove(sha256: str, state: HubDep, who: Who) -> dict[str, Any]:
     """The owner removes a blob now (otherwise it goes when delivered or expired)."""
     blobs.delete_blob(state.blobs, sha256, who.principal)
     return {"deleted": sha256}
-
-
-def run_sweeper(app: FastAPI, every: float = 60.0) -> None:
-    """Sweep expired and delivered blobs and stale uploads while the hub runs (its lifespan)."""
-    previous = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(a: Any) -> AsyncIterator[Any]:
-        task = asyncio.create_task(blobs.sweep_forever(a.state.hub.blobs, every))
-        try:
-            async with previous(a) as inner:
-                yield inner
-        finally:
-            task.cancel()
-
-    app.router.lifespan_context = lifespan
