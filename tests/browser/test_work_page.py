@@ -27,6 +27,7 @@ pytestmark = pytest.mark.browser
 
 ROWS, BIG_ROWS = 300_000, 2_000_000
 WAIT_MS = 180_000  # real processes on a loaded machine: generous, never a speed assertion
+NO_SANDBOX = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 
 
 def _table(n: int) -> pa.Table:
@@ -106,3 +107,31 @@ def test_the_page_follows_the_work_live_and_cancels_it(lib: tuple[str, Path],
     assert page.url == work_url
     assert page.inner_text("#work-state") == "Cancelled"
     assert not page.is_visible("#work-download") and not page.is_visible("#work-cancel")
+
+
+
+def test_without_javascript_the_page_refreshes_itself(lib: tuple[str, Path], chromium: str
+                                                      ) -> None:
+    """No script: the button, the confirmation and the work page are plain forms and links,
+    and the page reloads itself (meta refresh) until the file's link is there."""
+    from playwright.sync_api import sync_playwright
+
+    url = lib[0]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=NO_SANDBOX)
+        context = browser.new_context(java_script_enabled=False)
+        try:
+            page = context.new_page()
+            _start_export(page, f"{url}/datasets/ons/big", "#export-csv")
+            # A 2,000,000-row CSV takes seconds: the first view is not the last.
+            assert page.get_attribute("#work-state", "data-state") != "succeeded"
+            assert not page.is_visible("#work-download")
+            loads: list[str] = []
+            page.on("load", lambda: loads.append(page.url))
+            page.wait_for_selector("#work-download", timeout=WAIT_MS)
+            assert loads, "the page never reloaded itself"
+            assert page.get_attribute("#work-state", "data-state") == "succeeded"
+            assert "big.csv" in page.inner_text("#work-download")
+        finally:
+            context.close()
+            browser.close()
