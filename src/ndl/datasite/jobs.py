@@ -77,6 +77,12 @@ class WorkItems:
                 self._progress[work_id] = (fraction, message)
 
     def end(self, work_id: str) -> None:
+        """The work is done; its result is still to be sent (progress stays at the top)."""
+        with self._lock:
+            self._progress[work_id] = (1.0, "sending the answer")
+            self._cancel.pop(work_id, None)
+
+    def forget(self, work_id: str) -> None:
         with self._lock:
             self._progress.pop(work_id, None)
             self._cancel.pop(work_id, None)
@@ -141,10 +147,16 @@ def deliver(agent: Agent, work_id: str, reply: dict[str, Any]) -> None:
     if reply.get("ok") and path is not None:
         result = reply["result"]
         if path.exists():
+
+            def sent(done: int, total: int) -> None:
+                agent.work_items.report(work_id, 1.0, f"sending the result "
+                                                      f"({done * 100 // max(total, 1)}%)")
+
             upload_file(agent.http, sign=agent.sign, path=path, kind="result",
-                                    media_type=str(result["media_type"]),
-                                    sha256=str(result["sha256"]))
+                        media_type=str(result["media_type"]), sha256=str(result["sha256"]),
+                        progress=sent)
     agent.post("/api/federation/work/finish", "work.finish", {"work_id": work_id, **body})
+    agent.work_items.forget(work_id)
     if path is not None:
         path.unlink(missing_ok=True)
 
