@@ -1,6 +1,6 @@
 """The hub's blob service: limits and quotas before any byte, chunk and whole-hash checks,
-offsets, readers, completion, ranges and the expiry sweep. A real (SQLite) hub database and
-a filesystem store in a temporary folder."""
+offsets, readers, completion, ranges and the expiry sweep. A real hub database (SQLite and
+PostgreSQL) and a filesystem store in a temporary folder."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[svc.BlobContext]:
-    db = Database(str(tmp_path / "hub.db"))
+def ctx(tmp_path: Path, db_url: str) -> Iterator[svc.BlobContext]:
+    """On SQLite and on PostgreSQL (the compare-and-set uses UPDATE ... RETURNING)."""
+    db = Database(db_url)
     db.migrate()
     limits = svc.BlobLimits(max_size={"result": 1_000_000, "bundle": 10_000,
                                       "records": 1_000_000, "sealed": 1_000_000},
