@@ -7,19 +7,20 @@ the synthetic table; the hub checks it matches the published schema before keepi
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy.orm import Session
 
 from ndl.catalogue.models import Dataset, DatasetMock
 from ndl.core.csvsafe import csv_text
 from ndl.core.db import utcnow
 from ndl.core.errors import InvalidInput, NotFound
+from ndl.core.jsonsafe import json_safe
 from ndl.core.keys import SigningKey
-from ndl.datasite.engine import _jsonable
 from ndl.ledger import register
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MAX_MOCK_BYTES = 1_500_000
 
@@ -28,6 +29,9 @@ def store_mock(session: Session, key: SigningKey, ds: Dataset, parquet: bytes, *
                method: str) -> DatasetMock:
     if len(parquet) > MAX_MOCK_BYTES:
         raise InvalidInput(f"mock is {len(parquet):,} bytes; the limit is {MAX_MOCK_BYTES:,}")
+    import pyarrow as pa  # here, not at import: the hub starts without pyarrow (~70 MB)
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(io.BytesIO(parquet))
     except (pa.ArrowInvalid, OSError) as exc:
@@ -58,17 +62,19 @@ def get_mock(session: Session, dataset_id: str) -> DatasetMock:
 
 
 def read_rows(mock: DatasetMock, limit: int) -> pa.Table:
+    import pyarrow.parquet as pq
+
     return pq.read_table(io.BytesIO(mock.parquet)).slice(0, limit)
 
 
 def to_json(table: pa.Table) -> dict[str, Any]:
     cols = table.column_names
     return {"columns": cols,
-            "rows": [[_jsonable(r[c]) for c in cols] for r in table.to_pylist()]}
+            "rows": [[json_safe(r[c]) for c in cols] for r in table.to_pylist()]}
 
 
 def to_csv(table: pa.Table) -> bytes:
     """The rows as CSV through the one formula-safe writer (mock text comes from a datasite)."""
     cols = table.column_names
-    rows = ([_jsonable(r[c]) for c in cols] for r in table.to_pylist())
+    rows = ([json_safe(r[c]) for c in cols] for r in table.to_pylist())
     return csv_text(cols, rows, quote_text=True).encode("utf-8")
