@@ -176,3 +176,14 @@ def test_datasite_refuses_a_hub_whose_key_is_not_the_pinned_one(tmp_path: Path) 
             assert not agent.store.config().get("registered")
         finally:
             agent.close()
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "9007199254740993"])
+def test_an_unsignable_number_is_refused_not_a_crash(hub: dict[str, Any], value: str) -> None:
+    env = _poll()
+    raw = httpx.Request("POST", "/", json=env).content.decode().replace(
+        '"wait":0', f'"wait":{value}')
+    r = httpx.post(f"{hub['url']}/api/federation/poll", content=raw.encode(),
+                   headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 401, r.text
+    assert "not a signable envelope" in r.json()["error"]["message"]

@@ -103,9 +103,13 @@ def open_envelope(
     public = public_key_for(str(env["sender"]))
     if public is None:
         raise EnvelopeRejected(f"unknown sender {env['sender']!r}: register it first")
-    if not isinstance(env["sig"], str) or not verify_signature(
-        public, env["sig"], _signing_bytes(env)
-    ):
+    try:
+        signed = _signing_bytes(env)
+    except (ValueError, TypeError) as exc:  # rfc8785 cannot canonicalise NaN, 2**53+, ...
+        raise EnvelopeRejected(
+            f"not a signable envelope ({exc}): JSON numbers must be finite and within "
+            "+-(2**53 - 1); send such values as text") from exc
+    if not isinstance(env["sig"], str) or not verify_signature(public, env["sig"], signed):
         raise EnvelopeRejected("bad signature: the envelope was forged or altered in transit")
     t = int(now if now is not None else time.time())
     iat, exp = env["iat"], env["exp"]
