@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import math
-import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -150,8 +148,6 @@ async def poll(request: Request, signed: Signed, state: HubDep) -> dict[str, Any
     if env["kind"] != "poll":
         raise InvalidInput(f"expected a 'poll' envelope, got {env['kind']!r}")
     ask = _poll_request(env["body"], state.settings.poll_wait_max)
-    deadline = time.monotonic() + ask.wait
-    ev = state.notifier.event(f"site:{site.id}")
 
     def take() -> list[dict[str, Any]]:
         with state.db.write() as s:
@@ -162,19 +158,8 @@ async def poll(request: Request, signed: Signed, state: HubDep) -> dict[str, Any
                                     limit=ask.limit - len(out),
                                     room=ask.kind_limits.get(work.POOL_KIND))
 
-    while True:
-        ev.clear()  # before leasing, so a message queued after our look still wakes us
-        messages = await run_in_threadpool(take)
-        remaining = deadline - time.monotonic()
-        if messages or remaining <= 0:
-            return {"messages": messages}
-        if await request.is_disconnected():
-            # The datasite went away; leaving now also lets the hub shut down promptly.
-            return {"messages": []}
-        try:
-            await asyncio.wait_for(ev.wait(), timeout=min(0.25, remaining))
-        except TimeoutError:
-            pass
+    return {"messages": await state.notifier.long_poll(request, f"site:{site.id}", ask.wait,
+                                                       take)}
 
 
 @router.post("/heartbeat", openapi_extra=ENVELOPE_BODY)

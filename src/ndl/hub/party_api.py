@@ -7,9 +7,7 @@ The relay moves ciphertext only: see :mod:`ndl.federation.parties`.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -133,24 +131,14 @@ async def inbox(request: Request, signed: Signed, state: HubDep) -> dict[str, An
     """
     who, env = signed
     wait, limit = _wait(_expect(env, "party.poll"), state.settings.poll_wait_max)
-    deadline = time.monotonic() + wait
-    ev = state.notifier.event(inbox_key(who.principal))
 
     def take() -> list[dict[str, Any]]:
         with state.db.write() as s:
             return parties.lease_inbox(s, state.key, who, lease_seconds=state.settings.lease,
                                        limit=limit)
 
-    while True:
-        ev.clear()
-        messages = await run_in_threadpool(take)
-        remaining = deadline - time.monotonic()
-        if messages or remaining <= 0 or await request.is_disconnected():
-            return {"messages": messages}
-        try:
-            await asyncio.wait_for(ev.wait(), timeout=min(0.25, remaining))
-        except TimeoutError:
-            pass
+    return {"messages": await state.notifier.long_poll(request, inbox_key(who.principal),
+                                                       wait, take)}
 
 
 @router.post("/api/federation/party-ack", openapi_extra=ENVELOPE_BODY)

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
 from ndl.core.db import Database
 from ndl.core.keys import SigningKey
@@ -12,6 +18,8 @@ from ndl.core.ratelimit import TokenBucket
 from ndl.federation.blob_service import BlobContext
 from ndl.federation.service import SqlReplayGuard
 from ndl.hub.login_limits import LoginLimiter
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -85,6 +93,26 @@ class Notifier:
 
     def forget(self, key: str) -> None:
         self._events.pop(key, None)
+
+    async def long_poll(self, request: Request, key: str, wait: float,
+                        take: Callable[[], list[T]]) -> list[T]:
+        """What ``take`` finds, as soon as it finds something, or nothing after ``wait`` s.
+
+        Woken by ``notify(key)`` in this process; the short timer covers other processes. A
+        caller that went away ends the wait (and lets the hub shut down promptly).
+        """
+        deadline = time.monotonic() + wait
+        ev = self.event(key)
+        while True:
+            ev.clear()  # before looking, so something queued after our look still wakes us
+            found = await run_in_threadpool(take)
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0 or await request.is_disconnected():
+                return found
+            try:
+                await asyncio.wait_for(ev.wait(), timeout=min(0.25, remaining))
+            except TimeoutError:
+                pass
 
 
 @dataclass
