@@ -18,12 +18,12 @@ from fastapi import FastAPI
 from test_web_pages import seed_catalogue
 
 from ndl.core.db import utcnow
-from ndl.federation.work import WorkResult
 from ndl.federation.work_models import WorkItem
 from ndl.hub.app import create_app
 from ndl.hub.state import HubSettings
 from ndl.ledger.models import LedgerEntry
 from ndl.web import work_pages
+from ndl.work.views import WorkResult
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

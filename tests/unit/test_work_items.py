@@ -15,9 +15,10 @@ from ndl.core.errors import InvalidInput, NotFound
 from ndl.core.keys import SigningKey
 from ndl.federation import work
 from ndl.federation.models import Datasite
-from ndl.federation.work import Progress, WorkResult
+from ndl.federation.work import Progress
 from ndl.federation.work_models import WorkItem
 from ndl.ledger.models import LedgerEntry
+from ndl.work.views import WorkResult
 
 KEY = SigningKey.generate()
 SITE_KEY = SigningKey.generate()

@@ -27,9 +27,10 @@ from ndl.core.errors import InvalidInput, NotFound
 from ndl.core.keys import SigningKey
 from ndl.federation.work_models import WorkItem
 from ndl.ledger import register
+from ndl.work.views import FINAL_STATES, Work, WorkResult
 
 HUB_ID = "hub"
-FINAL = frozenset({"succeeded", "failed", "cancelled", "expired"})
+FINAL = FINAL_STATES
 STATES = ("queued", "leased", "running", *sorted(FINAL))
 # How long a work item may wait and run before it expires, unless its kind says otherwise.
 DEFAULT_TTL = 6 * 3600.0
@@ -37,48 +38,6 @@ MAX_MESSAGE = 200
 ANONYMOUS = "anonymous"
 # The datasite's pool limit for all work items together ("kind_limits" key in a poll).
 POOL_KIND = "work"
-
-
-@dataclass(frozen=True)
-class WorkResult:
-    """What a finished item produced: a blob (by hash) and a few facts about it."""
-
-    sha256: str
-    size: int
-    media_type: str
-    filename: str
-    rows: int | None = None
-
-
-@dataclass(frozen=True)
-class WorkView:
-    """A work item as its requester sees it (no parameters: they may hold a query)."""
-
-    id: str
-    kind: str
-    dataset: str
-    state: str
-    progress: float
-    message: str
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    deadline: str
-    attempts: int
-    error: dict[str, str] | None
-    result: WorkResult | None
-    coordination_id: str | None
-    params_sha256: str
-
-    @property
-    def final(self) -> bool:
-        return self.state in FINAL
-
-    def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "result"}
-        out["final"] = self.final
-        out["result"] = None if self.result is None else dict(self.result.__dict__)
-        return out
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -89,9 +48,9 @@ def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t is not None else None
 
 
-def view(item: WorkItem) -> WorkView:
+def view(item: WorkItem) -> Work:
     res = item.result
-    return WorkView(
+    return Work(
         id=item.id, kind=item.kind, dataset=item.dataset, state=item.state,
         progress=item.progress, message=item.progress_message,
         created_at=item.created_at.isoformat(), started_at=_iso(item.started_at),

@@ -10,58 +10,16 @@ page read the same stream the same way).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "expired"})
+from ndl.work.views import FINAL_STATES, Work, WorkResult
+
+__all__ = ["FINAL_STATES", "MAX_SSE_LINE", "SseEvent", "Work", "WorkResult", "parse_sse",
+           "state_events", "work_list", "work_view"]
+
 # An event stream line longer than this is not one of the hub's (a view is well under 4 kB).
 MAX_SSE_LINE = 1 << 20
-
-
-@dataclass(frozen=True)
-class WorkResult:
-    """What a finished work item produced: one file, named by its SHA-256."""
-
-    sha256: str
-    size: int
-    media_type: str
-    filename: str
-    rows: int | None = None
-
-
-@dataclass(frozen=True)
-class Work:
-    """One work item: its state, progress and (once it succeeded) its result.
-
-    ``state`` is one of queued, leased, running, succeeded, failed, cancelled, expired;
-    ``progress`` is a fraction from 0 to 1 and ``message`` says what the datasite is doing.
-    ``error`` (``{"code", "message"}``) says why a failed item failed.
-    """
-
-    id: str
-    kind: str
-    dataset: str
-    state: str
-    progress: float
-    message: str
-    created_at: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    deadline: str | None = None
-    attempts: int = 0
-    error: dict[str, str] | None = None
-    result: WorkResult | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def final(self) -> bool:
-        """True once the item will never change again."""
-        return self.state in FINAL_STATES
-
-    @property
-    def result_url(self) -> str:
-        """The hub path its result file is fetched from (once it succeeded)."""
-        return f"/api/work/{self.id}/result"
 
 
 def _text(d: dict[str, Any], key: str) -> str:
@@ -111,7 +69,9 @@ def work_view(data: Any) -> Work:
         deadline=_optional_text(data, "deadline"),
         attempts=attempts if isinstance(attempts, int) else 0,
         error={str(k): str(v) for k, v in error.items()} if error else None,
-        result=_result(data.get("result")), raw=data,
+        result=_result(data.get("result")),
+        coordination_id=_optional_text(data, "coordination_id"),
+        params_sha256=str(data.get("params_sha256", "")), raw=data,
     )
 
 

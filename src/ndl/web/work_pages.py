@@ -29,7 +29,6 @@ from starlette.datastructures import FormData
 
 from ndl.access.accounts import Principal
 from ndl.core.errors import NdlError
-from ndl.federation.work import WorkView
 from ndl.hub.deps import hub
 from ndl.hub.login_limits import request_source
 from ndl.web.dataset_view import links_for
@@ -46,6 +45,7 @@ from ndl.web.session import (
     web_of,
 )
 from ndl.work import service
+from ndl.work.views import Work
 
 router = APIRouter(include_in_schema=False)
 
@@ -147,7 +147,7 @@ def _size(n: int) -> str:
     return f"{n / 1e12:.1f} TB"
 
 
-def work_context(view: WorkView, *, signed_in: bool, live: bool) -> dict[str, Any]:
+def work_context(view: Work, *, signed_in: bool, live: bool) -> dict[str, Any]:
     """What work.html shows for one item (pure: tested without a hub)."""
     percent = max(0, min(100, round(view.progress * 100)))
     result = view.result

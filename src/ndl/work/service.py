@@ -2,7 +2,7 @@
 
 Each function takes the acting principal, checks the rule (:mod:`ndl.access.rules`) and the
 tier (:data:`ndl.core.tiers.WORK_OPERATIONS`) before anything is queued, and returns a typed
-:class:`~ndl.federation.work.WorkView`. The transport (leases, heartbeats, finishing) is
+:class:`~ndl.federation.work.Work`. The transport (leases, heartbeats, finishing) is
 :mod:`ndl.federation.work`; the datasite checks the tier again before it reads a row.
 """
 
@@ -28,9 +28,9 @@ from ndl.core.errors import InvalidInput, NotFound, UpstreamTimeout
 from ndl.core.keys import SigningKey
 from ndl.core.tiers import WORK_OPERATIONS
 from ndl.federation import blob_service, work
-from ndl.federation.work import WorkView
 from ndl.federation.work_models import WorkItem
 from ndl.hub.state import HubState
+from ndl.work.views import Work, WorkResult
 
 
 class ExportParams(BaseModel):
@@ -66,14 +66,14 @@ def read_params(kind: str, raw: Any) -> BaseModel:
 
 
 async def submit(state: HubState, who: Principal | None, *, kind: str, dataset_id: str,
-                 params: Any, source: str) -> WorkView:
+                 params: Any, source: str) -> Work:
     """Queue ``kind`` work on one dataset and return at once (the caller follows it by id)."""
     checked = read_params(kind, params)
     if who is None or who.user_id == 0:
         # Anonymous callers share the open-data budget per address (as SQL and /rows do).
         state.sql_limiter.take(f"sql:{source}", what="anonymous downloads and SQL queries")
 
-    def do() -> tuple[WorkView, str]:
+    def do() -> tuple[Work, str]:
         with state.db.write() as s:
             ds = catalogue.get_dataset(s, dataset_id)
             rules.require_data_operation(who, ds.tier, WORK_OPERATIONS[kind], dataset=ds.id)
@@ -99,7 +99,7 @@ def _mine(state: HubState, who: Principal | None, work_id: str) -> WorkItem:
     return item
 
 
-def get(state: HubState, who: Principal | None, work_id: str) -> WorkView:
+def get(state: HubState, who: Principal | None, work_id: str) -> Work:
     item = _mine(state, who, work_id)
     if item.state not in work.FINAL and item.deadline <= utcnow():
         with state.db.write() as s:
@@ -108,14 +108,14 @@ def get(state: HubState, who: Principal | None, work_id: str) -> WorkView:
     return work.view(item)
 
 
-def mine(state: HubState, who: Principal | None, *, limit: int = 100) -> list[WorkView]:
+def mine(state: HubState, who: Principal | None, *, limit: int = 100) -> list[Work]:
     who = rules.require_signed_in(who, doing="list your work")
     with state.db.read() as s:
         return [work.view(i) for i in work.list_for(s, rules.principal_string(who),
                                                     limit=limit)]
 
 
-def cancel(state: HubState, who: Principal | None, work_id: str) -> WorkView:
+def cancel(state: HubState, who: Principal | None, work_id: str) -> Work:
     """Stop an item: final at once here; the datasite stops on its next heartbeat."""
     _mine(state, who, work_id)
     with state.db.write() as s:
@@ -133,7 +133,7 @@ def cancel(state: HubState, who: Principal | None, work_id: str) -> WorkView:
 
 
 async def follow(state: HubState, who: Principal | None, work_id: str, *,
-                 timeout: float = 3600.0) -> AsyncIterator[WorkView]:
+                 timeout: float = 3600.0) -> AsyncIterator[Work]:
     """Each change of an item (state, progress, message) until it is final or ``timeout``."""
     view = await run_in_threadpool(get, state, who, work_id)
     yield view
@@ -159,9 +159,9 @@ async def follow(state: HubState, who: Principal | None, work_id: str, *,
 
 
 async def wait(state: HubState, who: Principal | None, work_id: str, *,
-               timeout: float) -> WorkView:
+               timeout: float) -> Work:
     """The item once final; UpstreamTimeout (naming the id, to follow later) if not in time."""
-    view: WorkView | None = None
+    view: Work | None = None
     async for seen in follow(state, who, work_id, timeout=timeout):
         view = seen
     assert view is not None
@@ -206,7 +206,7 @@ PUBLIC_ERROR_CODES = frozenset({"invalid_input", "permission_denied", "not_found
 class Finish:
     work_id: str
     ok: bool
-    result: work.WorkResult | None
+    result: WorkResult | None
     error: dict[str, str] | None
 
 
@@ -219,7 +219,7 @@ def read_finish(body: dict[str, Any]) -> Finish:
     if ok:
         raw = body.get("result")
         try:
-            res = work.WorkResult(**raw) if isinstance(raw, dict) else None
+            res = WorkResult(**raw) if isinstance(raw, dict) else None
         except TypeError as exc:
             raise InvalidInput(f"a work result has sha256, size, media_type, filename and "
                                f"rows: {exc}") from exc
