@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -212,35 +213,64 @@ def _status_or_begin(http: httpx.Client, auth: Auth, upload_id: str, args: dict[
     return status
 
 
-def download(http: httpx.Client, url: str, dest: Path, *, sha256: str,
-             sign: Sign | None = None, token: str | None = None,
+# Tries after a broken download, backing off 1, 2, 4, then 8 s: about 45 s in all, long
+# enough for a hub to restart.
+DOWNLOAD_RETRIES = 8
+
+
+class _Again(Exception):
+    """A download attempt that may succeed if tried again (resuming): wraps the cause."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def download(http: httpx.Client, url: str, dest: Path, *, sha256: str, size: int | None = None,
+             part: Path | None = None, sign: Sign | None = None, token: str | None = None,
              headers: Mapping[str, str] | None = None, progress: Progress | None = None,
-             retries: int = 8) -> Path:
+             retries: int = DOWNLOAD_RETRIES) -> Path:
     """Fetch a blob (``/api/blobs/<sha256>`` or a route that streams one, such as a work
-    item's result) into ``dest``, resuming ``dest.part`` with ``Range`` after a cut, and
-    checking the whole SHA-256 before renaming it into place."""
+    item's result) into ``dest``, and return ``dest``.
+
+    Bytes go into ``part`` (by default ``dest.part``), resumed with ``Range`` after a cut or
+    from an earlier run; the whole SHA-256 is checked before the part is renamed into place,
+    so a file at ``dest`` is always whole. An ETag that is not ``sha256``, bytes past
+    ``size`` (when given) or a whole-file hash mismatch raise
+    :class:`~ndl.UpstreamUnavailable` at once (the part is deleted where its bytes are
+    wrong). A broken connection or an unreachable hub is retried ``retries`` times, backing
+    off up to 8 s (about 45 s in all: a hub restart); then the part is kept and the error
+    says how to resume. Other hub errors are raised as the error tree names them.
+    ``progress(done, total)`` is called as bytes arrive (``done`` may go back to 0 when the
+    server sends the file whole again).
+    """
     check_sha256(sha256)
     auth = Auth(sign=sign, token=token, extra=headers)
     path = urlsplit(str(http.base_url.join(url))).path
-    part = dest.with_name(dest.name + ".part")
+    part = part if part is not None else dest.with_name(dest.name + ".part")
+    if size is not None and part.exists() and part.stat().st_size > size:
+        part.unlink()  # longer than the file: not a prefix of it; start again
     digest = _Digest()
     failures = 0
     while True:
         try:
-            _fetch(http, url, path, part, auth, progress, digest)
+            _fetch(http, url, path, part, auth, progress, digest, sha256, size)
             break
-        except (httpx.TransportError, UpstreamUnavailable) as exc:
+        except (httpx.TransportError, _Again) as exc:
             failures += 1
             if failures > retries:
+                cause = exc.cause if isinstance(exc, _Again) else exc
+                kept = part.stat().st_size if part.exists() else 0
                 raise UpstreamUnavailable(
-                    f"the download of {url} kept failing ({exc}); run it again to resume from "
-                    f"{part.stat().st_size if part.exists() else 0:,} bytes") from exc
-            time.sleep(min(0.2 * 2**failures, 5.0))
+                    f"the download of {path} broke off {failures} times ({cause}); "
+                    f"{kept:,} bytes are kept in {part}: run the same command again to "
+                    "resume") from cause
+            time.sleep(min(0.5 * 2**failures, 8.0))
     got = digest.of(part)
     if got != sha256:
         part.unlink()
-        raise InvalidInput(f"the downloaded bytes hash to {got}, not {sha256}; the partial "
-                           "file was removed: download it again")
+        raise UpstreamUnavailable(f"the downloaded file's SHA-256 ({got}) is not the expected "
+                                  f"{sha256}, so it was deleted; download it again")
     os.replace(part, dest)
     return dest
 
@@ -271,38 +301,63 @@ class _Digest:
 
 
 def _fetch(http: httpx.Client, url: str, path: str, part: Path, auth: Auth,
-           progress: Progress | None, digest: _Digest) -> None:
+           progress: Progress | None, digest: _Digest, sha256: str, size: int | None) -> None:
+    """One GET of the rest of the file (from what ``part`` holds), appended to it."""
     have = part.stat().st_size if part.exists() else 0
     hdrs = auth.headers("GET", path)
     if have:
         hdrs["Range"] = f"bytes={have}-"
-    with http.stream("GET", url, headers=hdrs, timeout=60.0) as resp:
+    with http.stream("GET", url, headers=hdrs,
+                     timeout=httpx.Timeout(120.0, connect=15.0)) as resp:
         if resp.status_code == 416 and have:
             part.unlink()  # the part is longer than the blob: not this blob; start again
-            raise UpstreamUnavailable("the partial download did not fit the blob; restarting")
+            raise _Again(UpstreamUnavailable("the partial download did not fit the file; "
+                                             "restarting"))
         if resp.status_code >= 400:
             resp.read()
             try:
                 body: Any = resp.json()
             except ValueError:
                 body = resp.text
-            raise error_from_json(resp.status_code, body)
-        if resp.status_code == 200:
+            err = error_from_json(resp.status_code, body)
+            raise _Again(err) if isinstance(err, UpstreamUnavailable) else err
+        etag = resp.headers.get("etag", "").removeprefix("W/").strip('"')
+        if etag and etag != sha256:
+            raise UpstreamUnavailable(f"the server sent a file with SHA-256 {etag}, not the "
+                                      f"expected {sha256}; download it again")
+        if resp.status_code == 206:
+            start = _range_start(resp)
+            if start != have:
+                raise UpstreamUnavailable(f"the server answered a resume from byte {have:,} "
+                                          f"with bytes from {start:,}")
+        else:
             have = 0  # the server sent it all (no range support, or another version)
-        total = _total(resp, have)
-        mode = "ab" if resp.status_code == 206 else "wb"
+        total = size if size is not None else _total(resp, have)
         digest.catch_up(part, have)
-        with part.open(mode) as f:
+        with part.open("ab" if have else "wb") as f:
             if progress is not None:
                 progress(have, total)
             for piece in resp.iter_bytes():  # as it arrives: a cut keeps every byte received
+                if size is not None and have + len(piece) > size:
+                    f.close()
+                    part.unlink(missing_ok=True)
+                    raise UpstreamUnavailable(f"the server sent more than the expected "
+                                              f"{size:,} bytes; download it again")
                 f.write(piece)
                 digest.update(piece)
                 have += len(piece)
                 if progress is not None:
                     progress(have, total)
-    if have < total:
-        raise UpstreamUnavailable(f"the download stopped after {have:,} of {total:,} bytes")
+    if have < total:  # the connection closed early without an error: resume
+        raise _Again(UpstreamUnavailable(f"the download stopped after {have:,} of "
+                                         f"{total:,} bytes"))
+
+
+def _range_start(resp: httpx.Response) -> int:
+    match = re.match(r"bytes (\d+)-", resp.headers.get("content-range", ""))
+    if match is None:
+        raise UpstreamUnavailable("the server answered a resume without a Content-Range")
+    return int(match.group(1))
 
 
 def _total(resp: httpx.Response, have: int) -> int:

@@ -14,11 +14,10 @@ the message printed says how to wait for it again or cancel it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -48,7 +47,7 @@ POLL_SECONDS = 1.0
 # A quiet event stream (an item waiting in the queue sends nothing) is re-checked this often.
 STREAM_READ_SECONDS = 30.0
 # Tries after a broken download connection, backing off 1, 2, 4, then 8 s: about 45 s in
-# all, long enough for a hub to restart.
+# all, long enough for a hub to restart (the same as blob downloads).
 DOWNLOAD_RETRIES = 8
 # How long a wait keeps polling a hub it cannot reach (a restart) before it gives up.
 HUB_OUTAGE_SECONDS = 60.0
@@ -283,61 +282,15 @@ class LongWork:
 
     def _download(self, path: str, target: Path, *, sha256: str, size: int,
                   progress: bool) -> Path:
-        part = _Part(target.with_name(f"{target.name}.{sha256[:12]}.part"), size)
-        failures = 0
-        with _BytesBar(progress, target.name, size, part.have) as advance:
-            while not part.complete():
-                try:
-                    self._receive(path, part, sha256, advance)
-                except httpx.TransportError as exc:
-                    failures += 1
-                    if failures > DOWNLOAD_RETRIES:
-                        raise UpstreamUnavailable(
-                            f"the download from {self.url}{path} broke off {failures} times "
-                            f"({exc}); {part.have:,} of {size:,} bytes are kept in "
-                            f"{part.path}: run the same command again to resume") from exc
-                    time.sleep(min(0.5 * 2 ** failures, 8.0))
-        if part.digest.hexdigest() != sha256:
-            part.path.unlink(missing_ok=True)
-            raise UpstreamUnavailable(
-                f"the downloaded file's SHA-256 ({part.digest.hexdigest()}) is not the "
-                f"result's ({sha256}), so it was deleted; fetch it again")
-        os.replace(part.path, target)
-        return target
+        # The one resumable, hash-checked downloader (shared with blobs); the part file's
+        # name carries the hash so a part of another result is never resumed.
+        from ndl.federation.blob_client import download
 
-    def _receive(self, path: str, part: _Part, sha256: str, advance: Any) -> None:
-        """One GET of the rest of the file (from ``part.have``), appended to ``part``."""
-        have = part.have
-        headers = {**self._auth(), **({"Range": f"bytes={have}-"} if have else {})}
-        with self._http.stream("GET", path, headers=headers,
-                               timeout=httpx.Timeout(120.0, connect=15.0)) as resp:
-            if resp.status_code >= 400:
-                raise _error_of(resp)
-            etag = resp.headers.get("etag", "").removeprefix("W/").strip('"')
-            if etag and etag != sha256:
-                raise UpstreamUnavailable(f"the hub sent a file with SHA-256 {etag}, not the "
-                                          f"result's {sha256}; fetch it again")
-            start = _range_start(resp) if resp.status_code == 206 else 0
-            if start != have:  # the hub sent the whole file (or another range): start over
-                if start != 0:
-                    raise UpstreamUnavailable(f"the hub answered a resume from byte {have:,} "
-                                              f"with bytes from {start:,}")
-                part.reset()
-                advance(-1)
-            with part.path.open("ab" if part.have else "wb") as f:
-                for chunk in resp.iter_bytes():
-                    if part.have + len(chunk) > part.size:
-                        f.close()
-                        part.path.unlink(missing_ok=True)
-                        raise UpstreamUnavailable(
-                            f"the hub sent more than the result's {part.size:,} bytes; fetch "
-                            "it again")
-                    f.write(chunk)
-                    part.add(chunk)
-                    advance(len(chunk))
-        if part.have < part.size:  # the connection closed early without an error: resume
-            raise httpx.ReadError(f"the stream ended after {part.have:,} of {part.size:,} "
-                                  "bytes")
+        part = target.with_name(f"{target.name}.{sha256[:12]}.part")
+        have = part.stat().st_size if part.exists() else 0
+        with _BytesBar(progress, target.name, size, min(have, size)) as advance:
+            return download(self._http, path, target, sha256=sha256, size=size, part=part,
+                            token=self.token, progress=advance, retries=DOWNLOAD_RETRIES)
 
     # -- all of it ---------------------------------------------------------------------------
 
@@ -365,52 +318,16 @@ class LongWork:
         return self.fetch_work(view.id, dest, progress=progress, view=final)
 
 
-class _Part:
-    """The partial file and the running hash of what it holds (kept across retries)."""
-
-    def __init__(self, path: Path, size: int) -> None:
-        self.path, self.size = path, size
-        self.digest, self.have = hashlib.sha256(), 0
-        self.started = False
-        if path.exists():
-            if path.stat().st_size > size:
-                path.unlink()  # not a prefix of this file: start again
-            else:
-                with path.open("rb") as f:
-                    while chunk := f.read(CHUNK):
-                        self.add(chunk)
-                self.started = True
-
-    def add(self, chunk: bytes) -> None:
-        self.digest.update(chunk)
-        self.have += len(chunk)
-        self.started = True
-
-    def reset(self) -> None:
-        self.digest, self.have = hashlib.sha256(), 0
-
-    def complete(self) -> bool:
-        # An empty result is complete once its (empty) file exists.
-        return self.have >= self.size and (self.size > 0 or self.path.exists())
-
-
-def _range_start(resp: httpx.Response) -> int:
-    match = re.match(r"bytes (\d+)-", resp.headers.get("content-range", ""))
-    if match is None:
-        raise UpstreamUnavailable("the hub answered a resume without a Content-Range")
-    return int(match.group(1))
-
-
 class _BytesBar:
-    """A Rich bar of bytes received; ``advance(n)`` adds n, ``advance(-1)`` starts over."""
+    """A Rich bar of bytes received; ``advance(done, total)`` sets where it stands."""
 
     def __init__(self, enabled: bool, name: str, size: int, have: int) -> None:
         self.enabled, self.name, self.size, self.have = enabled, name, size, have
         self._bar: Progress | None = None
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Callable[[int, int], None]:
         if not self.enabled:
-            return lambda n: None
+            return lambda done, total: None
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -426,11 +343,8 @@ class _BytesBar:
         bar.__enter__()
         task = bar.add_task(f"download {self.name}", total=self.size, completed=self.have)
 
-        def advance(n: int) -> None:
-            if n < 0:
-                bar.reset(task, total=self.size)
-            else:
-                bar.advance(task, n)
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
 
         return advance
 
