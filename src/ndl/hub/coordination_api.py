@@ -7,7 +7,8 @@ on it with envelopes signed by their own keys. The state machine is
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, Field
@@ -21,6 +22,7 @@ from ndl.hub.openapi import ENVELOPE_BODY
 from ndl.hub.state import HubState
 
 router = APIRouter()
+T = TypeVar("T")
 HubDep = Annotated[HubState, Depends(hub)]
 Signed = Annotated[tuple[PartyIdentity, dict[str, Any]], Depends(signed_by_party)]
 User = Annotated[Principal, Depends(authenticated)]
@@ -60,49 +62,45 @@ def _body(env: dict[str, Any], kind: str) -> dict[str, Any]:
     return body
 
 
+def _party_act(signed: tuple[PartyIdentity, dict[str, Any]], state: HubState, kind: str,
+               act: Callable[..., T], *fields: str) -> T:
+    """What every party route does: check the envelope is a ``kind`` one, then call
+    ``act(session, hub key, party, coordination_id, *body[fields])`` in one transaction."""
+    who, env = signed
+    body = _body(env, kind)
+    with state.db.write() as s:
+        return act(s, state.key, who, body.get("coordination_id"),
+                   *(body.get(f) for f in fields))
+
+
 @router.post("/api/federation/coordination-inspect", openapi_extra=ENVELOPE_BODY)
 def party_inspect(signed: Signed, state: HubDep) -> dict[str, Any]:
-    who, env = signed
-    body = _body(env, "coordination.inspect")
-    with state.db.write() as s:
-        return coordination.inspect_for_party(s, state.key, who,
-                                              body.get("coordination_id")).to_json()
+    return _party_act(signed, state, "coordination.inspect",
+                      coordination.inspect_for_party).to_json()
 
 
 @router.post("/api/federation/coordination-approve", openapi_extra=ENVELOPE_BODY)
 def approve(signed: Signed, state: HubDep) -> dict[str, Any]:
     """Approve the work named by its hash; a second approval by the same party counts once."""
-    who, env = signed
-    body = _body(env, "coordination.approve")
-    with state.db.write() as s:
-        done = coordination.approve(s, state.key, who, body.get("coordination_id"),
-                                    body.get("params_sha256"))
-        return {"counted": done.counted, "coordination": done.view.to_json()}
+    done = _party_act(signed, state, "coordination.approve", coordination.approve,
+                      "params_sha256")
+    return {"counted": done.counted, "coordination": done.view.to_json()}
 
 
 @router.post("/api/federation/coordination-contribute", openapi_extra=ENVELOPE_BODY)
 def contribute(signed: Signed, state: HubDep) -> dict[str, Any]:
-    who, env = signed
-    body = _body(env, "coordination.contribute")
-    with state.db.write() as s:
-        return coordination.contribute(s, state.key, who, body.get("coordination_id"),
-                                       body.get("sha256")).to_json()
+    return _party_act(signed, state, "coordination.contribute", coordination.contribute,
+                      "sha256").to_json()
 
 
 @router.post("/api/federation/coordination-withdraw", openapi_extra=ENVELOPE_BODY)
 def withdraw(signed: Signed, state: HubDep) -> dict[str, Any]:
     """A party withdraws: the coordination stops and its linked work items are cancelled."""
-    who, env = signed
-    body = _body(env, "coordination.withdraw")
-    with state.db.write() as s:
-        return coordination.withdraw(s, state.key, who, body.get("coordination_id"),
-                                     body.get("reason")).to_json()
+    return _party_act(signed, state, "coordination.withdraw", coordination.withdraw,
+                      "reason").to_json()
 
 
 @router.post("/api/federation/coordination-complete", openapi_extra=ENVELOPE_BODY)
 def complete(signed: Signed, state: HubDep) -> dict[str, Any]:
-    who, env = signed
-    body = _body(env, "coordination.complete")
-    with state.db.write() as s:
-        return coordination.complete(s, state.key, who, body.get("coordination_id"),
-                                     body.get("result_sha256")).to_json()
+    return _party_act(signed, state, "coordination.complete", coordination.complete,
+                      "result_sha256").to_json()
