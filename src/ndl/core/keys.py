@@ -8,16 +8,38 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ndl.core.errors import InvalidInput
-from ndl.core.private import FILE_MODE, private_dir, private_file
+from ndl.core.private import load_or_create
+
+K = TypeVar("K", Ed25519PrivateKey, X25519PrivateKey)
+
+
+def load_or_create_pem(path: Path, kind: type, generate: Callable[[], K], name: str) -> K:
+    """The private key of type ``kind`` in the PEM file ``path``, created with ``generate``
+    (kept 0600, written atomically) if the file does not exist."""
+    def load(data: bytes) -> K:
+        loaded = serialization.load_pem_private_key(data, password=None)
+        if not isinstance(loaded, kind):
+            raise InvalidInput(f"{path} holds a key that is not {name}; move it away")
+        return cast(K, loaded)
+
+    def create() -> tuple[K, bytes]:
+        key = generate()
+        return key, key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+
+    return load_or_create(path, load, create)
 
 
 def b64e(data: bytes) -> str:
@@ -41,27 +63,8 @@ class SigningKey:
     @classmethod
     def load_or_create(cls, path: Path) -> SigningKey:
         """Load the key at ``path``; create it (mode 0600) if the file does not exist."""
-        if path.exists():
-            private_file(path)  # tighten a key an older version left readable
-            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            if not isinstance(loaded, Ed25519PrivateKey):
-                raise InvalidInput(f"{path} holds a key that is not Ed25519; move it away")
-            return cls(loaded)
-        key = cls.generate()
-        private_dir(path.parent, tighten=False)
-        pem = key.private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        # Write to a temp file first so a crash never leaves a half-written key behind.
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        os.fchmod(fd, FILE_MODE)  # a leftover temp file keeps its old mode through O_TRUNC
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        os.replace(tmp, path)
-        return key
+        return cls(load_or_create_pem(path, Ed25519PrivateKey, Ed25519PrivateKey.generate,
+                                      "Ed25519"))
 
     @property
     def public_b64(self) -> str:

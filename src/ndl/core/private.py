@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -52,4 +56,25 @@ def private_file(path: Path) -> Path:
     return path
 
 
-__all__ = ["DIR_MODE", "FILE_MODE", "private_dir", "private_file"]
+def load_or_create(path: Path, load: Callable[[bytes], T],
+                   create: Callable[[], tuple[T, bytes]]) -> T:
+    """A secret kept in ``path`` (a key): ``load(contents)`` if the file exists (tightened to
+    0600 first, if this account owns it); otherwise ``create()`` gives the new value and the
+    bytes to keep, written to a 0600 temp file and renamed into place, so a crash never leaves
+    a half-written file behind. The folder is created 0700 if missing (an existing one is left
+    as it is: it may be one the user named)."""
+    if path.exists():
+        private_file(path)  # tighten a file an older version (or someone) left readable
+        return load(path.read_bytes())
+    value, data = create()
+    private_dir(path.parent, tighten=False)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # a leftover temp file keeps its old mode through O_TRUNC
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    return value
+
+
+__all__ = ["DIR_MODE", "FILE_MODE", "load_or_create", "private_dir", "private_file"]

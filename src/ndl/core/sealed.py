@@ -38,8 +38,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ndl.core.errors import EnvelopeRejected, InvalidInput
-from ndl.core.keys import b64d, b64e, fingerprint
-from ndl.core.private import FILE_MODE, private_dir, private_file
+from ndl.core.keys import b64d, b64e, fingerprint, load_or_create_pem
+from ndl.core.private import FILE_MODE
 
 SUITE_NAME = "HPKE-base/DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM"
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
@@ -98,24 +98,8 @@ class EncryptionKey:
     @classmethod
     def load_or_create(cls, path: Path) -> EncryptionKey:
         """Load the key at ``path``; create it (mode 0600, written atomically) if missing."""
-        if path.exists():
-            private_file(path)  # tighten a key file someone left readable
-            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            if not isinstance(loaded, X25519PrivateKey):
-                raise InvalidInput(f"{path} holds a key that is not X25519; move it away")
-            return cls(loaded)
-        key = cls.generate()
-        private_dir(path.parent, tighten=False)
-        pem = key.private.private_bytes(serialization.Encoding.PEM,
-                                        serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption())
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        os.fchmod(fd, FILE_MODE)  # a leftover temp file keeps its old mode through O_TRUNC
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        os.replace(tmp, path)
-        return key
+        return cls(load_or_create_pem(path, X25519PrivateKey, X25519PrivateKey.generate,
+                                      "X25519"))
 
     @property
     def public_b64(self) -> str:
