@@ -17,15 +17,18 @@ Round trip before and after. ``bench/query_roundtrip.py``'s measurement
 (``Client.query("nhs-trust/ae-attendances", count_by="region")`` over its demo data, against
 the direct ``engine.count_by``) for two source trees at once: ``--before`` (default
 ``/tmp/ndl-before``, made with ``git worktree add --detach /tmp/ndl-before 1657b96``, the
-commit before work items began) and this repository. Each tree gets a child process of this
-script with the tree's ``src`` first on ``PYTHONPATH``, which starts that tree's hub and
-datasite (``ndl.testing`` passes the environment on) and times blocks of calls on request;
-the blocks alternate ABBA between the trees, so load from other work on the machine falls on
-both alike. It prints both sides' p50/p95 and the after/before ratio.
+commit before work items began) and ``--after`` (default: this repository). Each tree gets
+a child process of this script with the tree's ``src`` first on ``PYTHONPATH``, which starts
+that tree's hub and datasite (``ndl.testing`` passes the environment on) and times blocks of
+calls on request; the blocks alternate ABBA between the trees, so load from other work on the
+machine falls on both alike. It prints both sides' p50/p95, the after/before ratio, and the
+CPU time the hub, the datasite and the client each used per round trip (which process a
+slowdown lives in).
 
     .venv/bin/python bench/work_items.py                        # both parts
     .venv/bin/python bench/work_items.py --no-roundtrip         # work items only
     .venv/bin/python bench/work_items.py --no-work --queries 400  # round trip only
+    .venv/bin/python bench/work_items.py --no-work --before /tmp/wt-a --after /tmp/wt-b
 
 The load average is printed at the start and after each part: read the figures with it.
 """
@@ -440,6 +443,9 @@ def rt_child(people: int, poll_wait: float, warmup: int) -> int:
             site = DatasiteProcess(site_root, hub.url, org=qr.ORG, token=steward,
                                    poll_wait=poll_wait).start()
             _, direct_rows = engine.count_by(parquet, [qr.GROUP_BY], columns)
+            assert hub.proc is not None and site.proc is not None
+            procs = {"hub": psutil.Process(hub.proc.pid),
+                     "datasite": psutil.Process(site.proc.pid), "client": psutil.Process()}
             with Client(hub.url, researcher) as client:
                 def round_trip() -> None:
                     answer = client.query(f"{qr.ORG}/{qr.DATASET}", count_by=qr.GROUP_BY)
@@ -457,10 +463,12 @@ def rt_child(people: int, poll_wait: float, warmup: int) -> int:
                     if not line.strip().isdigit():
                         break
                     n = int(line)
+                    cpu0 = {k: _cpu(p) for k, p in procs.items()}
                     rt = [qr._timed(round_trip) for _ in range(n)]
+                    cpu = {k: _cpu(p) - cpu0[k] for k, p in procs.items()}
                     time.sleep(qr.SETTLE_S)
                     dr = [qr._timed(direct) for _ in range(n)]
-                    out.write(json.dumps({"round_trip": rt, "direct": dr}) + "\n")
+                    out.write(json.dumps({"round_trip": rt, "direct": dr, "cpu": cpu}) + "\n")
                     out.flush()
             failed = False
         finally:
@@ -499,7 +507,7 @@ class RtChild:
                              f"{self.tree / 'src'}")
         return where
 
-    def block(self, n: int) -> dict[str, list[float]]:
+    def block(self, n: int) -> dict[str, Any]:
         assert self.proc.stdin is not None
         self.proc.stdin.write(f"{n}\n")
         self.proc.stdin.flush()
@@ -519,11 +527,12 @@ class RtChild:
 
 
 def run_roundtrips(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    trees = {"before": args.before.resolve(), "after": REPO}
+    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     info = {side: describe_tree(t) for side, t in trees.items()}
     kids: dict[str, RtChild] = {}
     samples: dict[str, dict[str, list[float]]] = {
         side: {"round_trip": [], "direct": []} for side in trees}
+    cpu_s: dict[str, dict[str, float]] = {side: {} for side in trees}
     blocks = -(-args.queries // qr.BLOCK)
     try:
         for side, tree in trees.items():
@@ -539,6 +548,8 @@ def run_roundtrips(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 got = kids[side].block(n)
                 for k in samples[side]:
                     samples[side][k].extend(got[k])
+                for k, v in got["cpu"].items():
+                    cpu_s[side][k] = cpu_s[side].get(k, 0.0) + v
     finally:
         for kid in kids.values():
             kid.close()
@@ -555,6 +566,9 @@ def run_roundtrips(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         / stats["before"]["round_trip"].mean,
         "rt_over_direct_p50": {side: s["round_trip"].p50 / s["direct"].p50
                                for side, s in stats.items()},
+        # CPU time each process used during the timed round trips, per round trip
+        "cpu_ms_per_query": {side: {k: 1e3 * v / args.queries for k, v in c.items()}
+                             for side, c in cpu_s.items()},
     }
 
 
@@ -591,6 +605,9 @@ def report(r: dict[str, Any]) -> str:
             f"p95 {rt['after_over_before_p95']:.3f}x, mean {rt['after_over_before_mean']:.3f}x",
             f"  round trip / direct (p50): before {rt['rt_over_direct_p50']['before']:.1f}x, "
             f"after {rt['rt_over_direct_p50']['after']:.1f}x",
+            "  CPU ms per round trip: " + "; ".join(
+                f"{side} " + ", ".join(f"{k} {v:.1f}" for k, v in c.items())
+                for side, c in rt["cpu_ms_per_query"].items()),
         ]
     w = r.get("work")
     if w:
@@ -655,6 +672,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--before", type=Path, default=Path("/tmp/ndl-before"),
                    help="the tree before work items (git worktree add --detach "
                         "/tmp/ndl-before 1657b96)")
+    p.add_argument("--after", type=Path, default=REPO,
+                   help="the tree after (default: this checkout); another worktree compares "
+                        "two commits")
     p.add_argument("--queries", type=int, default=200, help="timed round trips per tree")
     p.add_argument("--warmup", type=int, default=10, help="untimed round trips per tree first")
     p.add_argument("--people", type=int, default=2000,
@@ -668,9 +688,10 @@ def main(argv: list[str] | None = None) -> int:
             or args.queries < 1 or args.people < 1:
         p.error("--items, --rows, --submitters, --fetchers, --queries and --people must be "
                 "at least 1")
-    if args.roundtrip and not (args.before / "bench" / "query_roundtrip.py").exists():
-        p.error(f"{args.before} is not a checkout with bench/query_roundtrip.py: make it with "
-                "'git worktree add --detach /tmp/ndl-before 1657b96' or pass --before")
+    for tree in (args.before, args.after) if args.roundtrip else ():
+        if not (tree / "bench" / "query_roundtrip.py").exists():
+            p.error(f"{tree} is not a checkout with bench/query_roundtrip.py: make one with "
+                    "'git worktree add --detach /tmp/ndl-before 1657b96' and pass its path")
 
     result: dict[str, Any] = {
         "date": _now(), "machine": machine(), "load_start": load(),
