@@ -61,8 +61,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         yield n
 
 
-def _submit(net: Net) -> str:
-    r = httpx.post(f"{net.url}/api/work", json={"kind": "export", "dataset": "site-a/areas"},
+def _submit(net: Net, dataset: str = "site-a/areas") -> str:
+    r = httpx.post(f"{net.url}/api/work", json={"kind": "export", "dataset": dataset},
                    headers={"Authorization": f"Bearer {net.researcher}"}, timeout=30)
     assert r.status_code == 202, r.text
     return str(r.json()["id"])
@@ -203,3 +203,26 @@ def test_malformed_finishes_are_refused(net: Net, body: dict[str, Any]) -> None:
 def test_finishing_work_that_does_not_exist_is_not_found(net: Net) -> None:
     r = _finish(net, "site-a", "no-such-work", ok=False, error={"code": "cancelled"})
     assert r.status_code == 404
+
+
+@pytest.mark.parametrize("slots", [-1, 1001, True, "2", 1.5])
+def test_malformed_work_slots_in_a_poll_are_refused(net: Net, slots: object) -> None:
+    r = _post(net, "/api/federation/poll", "site-a", "poll", {"wait": 0, "work_slots": slots})
+    assert r.status_code == 422 and "work_slots" in r.json()["error"]["message"], r.text
+
+
+def test_work_slots_cap_what_a_datasite_holds_at_once(net: Net) -> None:
+    # Site B, whose slots no earlier test holds.
+    assert _post(net, "/api/federation/publish", "site-b", "publish",
+                 {"datasets": [DATASET]}).status_code == 200
+    ids = [_submit(net, "site-b/areas") for _ in range(3)]
+
+    def poll() -> list[str]:
+        r = _post(net, "/api/federation/poll", "site-b", "poll", {"wait": 0, "work_slots": 2})
+        return [m["body"]["work_id"] for m in r.json()["messages"]]
+
+    assert poll() == ids[:2]
+    assert poll() == []  # both slots are taken, at the hub's count
+    assert _finish(net, "site-b", ids[0], ok=False,
+                   error={"code": "cancelled", "message": "x"}).status_code == 200
+    assert poll() == [ids[2]]

@@ -219,3 +219,17 @@ def test_withdrawing_a_coordination_cancels_its_unfinished_items(db: Database) -
     with db.write() as s:
         assert work.cancel_for(s, KEY, coordination_id="c1", reason="party withdrew") == [b_id]
     assert _state(db, a_id).state == "succeeded" and _state(db, b_id).state == "cancelled"
+
+
+def test_active_counts_the_leases_a_datasite_holds_not_lapsed_ones(db: Database) -> None:
+    first, second = _submit(db), _submit(db)
+    _lease(db)
+    with db.read() as s:
+        assert work.active(s, "site") == 2 and work.active(s, "other") == 0
+    with db.write() as s:
+        item = s.get(WorkItem, first)
+        assert item is not None
+        item.lease_until = utcnow() - timedelta(seconds=1)  # the datasite died with it
+        work.finish(s, KEY, "site", second, ok=True, result=RESULT, error=None)
+    with db.read() as s:
+        assert work.active(s, "site") == 0

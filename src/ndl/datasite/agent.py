@@ -235,6 +235,10 @@ class Agent:
         """Send stored replies, then take as much new work as the pool has room for."""
         self.flush_replies()
         free, kinds = self.pool.room()
+        # Work items are counted at the hub against this total (a finish frees a slot there
+        # at once); the other limited kinds are counted here.
+        kinds.pop(jobs.POOL_KIND, None)
+        slots = self.pool.per_kind.get(jobs.POOL_KIND)
         if free == 0:  # every worker is busy: do not take work that would only wait here
             self.pool.wait_for_room(timeout=self.poll_wait if wait is None else wait)
             return 0
@@ -244,7 +248,8 @@ class Agent:
             # again soon (long work queued behind a full kind would otherwise wait a poll).
             wait = min(wait, 0.2)
         data = self._post("/api/federation/poll", "poll",
-                          {"wait": wait, "limit": free, "kind_limits": kinds})
+                          {"wait": wait, "limit": free, "kind_limits": kinds,
+                           **({"work_slots": slots} if slots is not None else {})})
         for env in data.get("messages", []):
             self.dispatch(env)
         return len(data.get("messages", []))

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ndl.datasite")
 PREFIX = "work:"
+POOL_KIND = "work"  # the pool kind every work item runs as (its limit: work.DEFAULT_PER_KIND)
 BATCH_ROWS = 65_536
 
 

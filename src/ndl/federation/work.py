@@ -280,13 +280,15 @@ def list_for(session: Session, requester: str, *, limit: int = 100) -> list[Work
                                 .order_by(WorkItem.created_at.desc()).limit(limit)))
 
 
-def in_flight(session: Session, datasite_id: str) -> int:
-    return len(session.scalars(select(WorkItem.id).where(
-        WorkItem.datasite_id == datasite_id, WorkItem.state.not_in(FINAL))).all())
-
-
 def result_pending_elsewhere(session: Session, sha256: str, besides: str) -> bool:
     """Whether another item's result is the same blob and has not reached its requester."""
     return session.scalar(select(WorkItem.id).where(
         WorkItem.result_sha256 == sha256, WorkItem.id != besides,
         WorkItem.state == "succeeded", WorkItem.released_at.is_(None)).limit(1)) is not None
+
+
+def active(session: Session, datasite_id: str) -> int:
+    """Work items a datasite holds now: leased or running, their lease not lapsed."""
+    return len(session.scalars(select(WorkItem.id).where(
+        WorkItem.datasite_id == datasite_id, WorkItem.state.in_(("leased", "running")),
+        WorkItem.lease_until > utcnow())).all())

@@ -118,6 +118,9 @@ class PollRequest:
     wait: float
     limit: int
     kind_limits: dict[str, int]
+    # How many work items the datasite runs at once, in all: the hub counts the ones it has
+    # leased out (and not seen lapse), so a finish frees a slot at once.
+    work_slots: int | None = None
 
 
 def _number(value: Any, field: str) -> float:
@@ -138,7 +141,12 @@ def _poll_request(body: dict[str, Any], wait_max: float) -> PollRequest:
     if not isinstance(kinds, dict) or len(kinds) > 50 or not all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in kinds.values()):
         raise InvalidInput("poll kind_limits must map message kinds to whole numbers >= 0")
-    return PollRequest(wait, min(limit, MAX_LEASED_PER_POLL), dict(kinds))
+    slots = body.get("work_slots")
+    if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int)
+                              or not 0 <= slots <= 1000):
+        raise InvalidInput(f"poll work_slots must be a whole number from 0 to 1000, got "
+                           f"{slots!r}")
+    return PollRequest(wait, min(limit, MAX_LEASED_PER_POLL), dict(kinds), slots)
 
 
 @router.post("/poll", openapi_extra=ENVELOPE_BODY)
@@ -153,10 +161,12 @@ async def poll(request: Request, signed: Signed, state: HubDep) -> dict[str, Any
         with state.db.write() as s:
             out = federation.lease(s, state.key, site.id, lease_seconds=state.settings.lease,
                                    limit=ask.limit, kind_limits=ask.kind_limits)
-            # Work items share the room the datasite reported, within its "work" limit.
-            return out + work.lease(s, state.key, site.id, lease_seconds=state.settings.lease,
-                                    limit=ask.limit - len(out),
-                                    room=ask.kind_limits.get(work.POOL_KIND))
+            if out:  # short questions first: someone is waiting on each, and the next look
+                return out  # (at once) hands out work; looking now would slow every query
+            room = (ask.kind_limits.get(work.POOL_KIND) if ask.work_slots is None
+                    else ask.work_slots - work.active(s, site.id))
+            return work.lease(s, state.key, site.id, lease_seconds=state.settings.lease,
+                              limit=ask.limit, room=room)
 
     return {"messages": await state.notifier.long_poll(request, f"site:{site.id}", ask.wait,
                                                        take)}
@@ -192,6 +202,7 @@ def finish_work(signed: Signed, state: HubDep) -> dict[str, Any]:
     with state.db.write() as s:
         fresh = work_service.finish(s, state.key, site.id, done)
     state.notifier.notify(f"work:{done.work_id}")
+    state.notifier.notify(f"site:{site.id}")  # a work slot is free: its long-poll may fill it
     return {"accepted": fresh}
 
 
