@@ -161,12 +161,17 @@ async def poll(request: Request, signed: Signed, state: HubDep) -> dict[str, Any
         with state.db.write() as s:
             out = federation.lease(s, state.key, site.id, lease_seconds=state.settings.lease,
                                    limit=ask.limit, kind_limits=ask.kind_limits)
-            if out:  # short questions first: someone is waiting on each, and the next look
-                return out  # (at once) hands out work; looking now would slow every query
+            # Short questions first: someone is waiting on each, and the next look (at once)
+            # hands out work. Work is looked for only when some may be waiting.
+            if out or not state.work_hints.due(site.id):
+                return out
             room = (ask.kind_limits.get(work.POOL_KIND) if ask.work_slots is None
                     else ask.work_slots - work.active(s, site.id))
-            return work.lease(s, state.key, site.id, lease_seconds=state.settings.lease,
-                              limit=ask.limit, room=room)
+            items = work.lease(s, state.key, site.id, lease_seconds=state.settings.lease,
+                               limit=ask.limit, room=room)
+            if room is None or room <= 0 or len(items) == min(ask.limit, room):
+                state.work_hints.mark(site.id)  # more may be waiting for a free slot
+            return items
 
     return {"messages": await state.notifier.long_poll(request, f"site:{site.id}", ask.wait,
                                                        take)}
@@ -202,7 +207,8 @@ def finish_work(signed: Signed, state: HubDep) -> dict[str, Any]:
     with state.db.write() as s:
         fresh = work_service.finish(s, state.key, site.id, done)
     state.notifier.notify(f"work:{done.work_id}")
-    state.notifier.notify(f"site:{site.id}")  # a work slot is free: its long-poll may fill it
+    state.work_hints.mark(site.id)  # a work slot is free: its long-poll may fill it
+    state.notifier.notify(f"site:{site.id}")
     return {"accepted": fresh}
 
 

@@ -115,12 +115,39 @@ class Notifier:
                 pass
 
 
+class WorkHints:
+    """Which datasites may have work items waiting, so their polls look only then.
+
+    Marked when this process queues work for a site or one of its work slots frees; a site
+    is also looked at every ``every`` seconds whatever the marks say (work queued by another
+    hub process, a lease that lapsed). Looking on every poll made each short query's round
+    trip about 5% slower.
+    """
+
+    def __init__(self, every: float = 2.0) -> None:
+        self.every = every
+        self._marked: set[str] = set()
+        self._looked: dict[str, float] = {}
+
+    def mark(self, site: str) -> None:
+        self._marked.add(site)
+
+    def due(self, site: str) -> bool:
+        now = time.monotonic()
+        if site in self._marked or now - self._looked.get(site, 0.0) >= self.every:
+            self._marked.discard(site)
+            self._looked[site] = now
+            return True
+        return False
+
+
 @dataclass
 class HubState:
     settings: HubSettings
     db: Database
     key: SigningKey
     notifier: Notifier = field(default_factory=Notifier)
+    work_hints: WorkHints = field(default_factory=WorkHints)
     limiter: LoginLimiter = field(init=False)
     guard: SqlReplayGuard = field(init=False)
     # Open SQL makes a datasite work: anonymous callers get a per-address budget

@@ -85,6 +85,7 @@ async def submit(state: HubState, who: Principal | None, *, kind: str, dataset_i
             return work.view(item), ds.datasite_id
 
     view, site = await run_in_threadpool(do)
+    state.work_hints.mark(site)
     state.notifier.notify(f"site:{site}")
     return view
 
@@ -127,6 +128,7 @@ def cancel(state: HubState, who: Principal | None, work_id: str) -> Work:
             site = ""
         view = work.view(item)
     if site:
+        state.work_hints.mark(site)  # its slot is free once the datasite stops
         state.notifier.notify(f"site:{site}")
     state.notifier.notify(f"work:{work_id}")
     return view
