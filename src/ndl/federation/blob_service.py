@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterable, Iterable
@@ -32,8 +31,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from ndl.core.db import MAX_DB_INT, Database, utcnow
+from ndl.core.db import Database, utcnow
 from ndl.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, PermissionDenied
+from ndl.federation.blob_checks import (
+    GIB,
+    KINDS,
+    MIB,
+    check_kind,
+    check_media_type,
+    check_principal,
+    human,
+    whole_number,
+)
 from ndl.federation.blob_models import Blob, BlobReader, BlobUpload
 from ndl.federation.blob_responses import blob_response, open_blob, parse_range
 from ndl.federation.blobs import (
@@ -51,30 +60,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ndl.blobs")
 # Routes that stream a blob use these; they live in blob_responses (this module's size).
-__all__ = ["BlobContext", "BlobInfo", "BlobLimits", "SweepReport", "UploadStatus",
-           "abandon_upload", "allow_reader", "awrite_chunk", "begin_upload", "blob_info",
-           "blob_response", "complete_upload", "delete_blob", "mark_delivered", "may_read",
-           "open_blob", "parse_range", "readable_blob", "share_blob", "sweep_expired",
-           "upload_status", "write_chunk"]
+__all__ = ["GIB", "KINDS", "MIB", "BlobContext", "BlobInfo", "BlobLimits", "SweepReport",
+           "UploadStatus", "abandon_upload", "allow_reader", "awrite_chunk", "begin_upload",
+           "blob_info", "blob_response", "check_kind", "check_media_type", "check_principal",
+           "complete_upload", "delete_blob", "human", "mark_delivered", "may_read", "open_blob",
+           "parse_range", "readable_blob", "share_blob", "sweep_expired", "upload_status",
+           "whole_number", "write_chunk"]
 
-KINDS = ("result", "bundle", "records", "sealed")
-GIB = 1024**3
-MIB = 1024**2
 DEFAULT_MAX_SIZE = {"result": 16 * GIB, "bundle": 256 * MIB, "records": 16 * GIB,
                     "sealed": 16 * GIB}
 DEFAULT_CHUNK = 8 * MIB
 MAX_CHUNK = 64 * MIB
-_PRINCIPAL = re.compile(r"(user|datasite|party):[A-Za-z0-9][A-Za-z0-9._@-]{0,150}|hub")
-# type/subtype, and at most one parameter such as a CSV's "; charset=utf-8".
-_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,40}/[a-z0-9][a-z0-9!#$&^_.+-]{0,50}"
-                         r"(; ?[a-z0-9-]{1,20}=[a-z0-9._-]{1,40})?")
-
-
-def human(n: int) -> str:
-    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
 
 
 @dataclass(frozen=True)
@@ -162,38 +158,6 @@ class SweepReport:
     blobs_deleted: int
     bytes_freed: int
     uploads_dropped: int
-
-
-# -- checks -----------------------------------------------------------------------------------
-
-def check_principal(value: object, what: str = "reader") -> str:
-    if not isinstance(value, str) or not _PRINCIPAL.fullmatch(value):
-        raise InvalidInput(f"{what} must be a principal such as 'user:alice', "
-                           f"'datasite:nhs-trust' or 'party:enclave', got {str(value)[:80]!r}")
-    return value
-
-
-def whole_number(value: object, what: str, *, minimum: int = 0) -> int:
-    """A JSON whole number in [minimum, 2**63-1]; bools, floats, NaN and strings are refused."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{what} must be a whole number of bytes, got {str(value)[:40]!r}")
-    if not minimum <= value <= MAX_DB_INT:
-        raise InvalidInput(f"{what} must be between {minimum} and {MAX_DB_INT}, got {value}")
-    return value
-
-
-def check_kind(kind: object) -> str:
-    if kind not in KINDS:
-        raise InvalidInput(f"blob kind must be one of {', '.join(KINDS)}, got "
-                           f"{str(kind)[:40]!r}")
-    return str(kind)
-
-
-def check_media_type(media_type: object) -> str:
-    if not isinstance(media_type, str) or not _MEDIA_TYPE.fullmatch(media_type):
-        raise InvalidInput("media_type must look like 'application/vnd.apache.parquet' or "
-                           f"'text/csv' (lowercase type/subtype), got {str(media_type)[:60]!r}")
-    return media_type
 
 
 def _info(b: Blob) -> BlobInfo:
