@@ -91,6 +91,20 @@ def require_data_operation(who: Principal | None, tier: str, op: Operation, *,
     return allowed
 
 
+def may_data_operation(who: Principal | None, tier: str, op: Operation) -> bool:
+    """Whether :func:`require_data_operation` would let ``who`` ask ``op`` of ``tier`` data
+    (a project still to be named counts as allowed), for faces that offer the action."""
+    try:
+        require_data_operation(who, tier, op, dataset="it", project="any")
+    except (AuthenticationRequired, PermissionDenied):
+        return False
+    return True
+
+
+def is_output_checker(who: Principal | None) -> bool:
+    return who is not None and who.has("output_checker")
+
+
 def principal_string(who: Principal | None) -> str:
     """How work, blobs and the register name a caller: ``user:<name>`` or ``anonymous``."""
     return "anonymous" if who is None or who.user_id == 0 else f"user:{who.username}"

@@ -16,6 +16,7 @@ from ndl.catalogue import service as catalogue
 from ndl.catalogue.exporters.schemaorg import dataset_schemaorg
 from ndl.catalogue.metadata import LICENCES
 from ndl.catalogue.models import Dataset
+from ndl.work import service as work_service
 
 MOCK_PREVIEW_ROWS = 10
 # How CKAN names a package: "site--name" (ndl.catalogue.exporters.ckan), as package_show takes.
@@ -85,6 +86,7 @@ def dataset_context(session: Session, dataset_id: str, who: Principal | None,
         "linkable": _linkable(session, list(access["linkable_datasets"])),
         "code_list_columns": [c for c in detail["columns"] if c.get("code_list")],
         "mock": mock,
+        "can_export": work_service.can_export(who, ds.tier),
         "sign_in_href": "/sign-in?" + urlencode({"next": links_for(ds.id)["page"]}),
         "versions": [{"version": v.version, "published_at": v.published_at,
                       "metadata_hash": v.metadata_hash}

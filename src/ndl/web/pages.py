@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
 
+from ndl.access import rules
 from ndl.access.accounts import Principal
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.models import Dataset
@@ -223,12 +224,13 @@ def result_view(ds: Dataset, q: str) -> dict[str, Any]:
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request, _: Public) -> HTMLResponse:
+def home(request: Request, who: Public) -> HTMLResponse:
     def build(session: Session) -> tuple[str, dict[str, Any]]:
         found = catalogue.counts(session)
         counts = {"datasets": found.datasets, "datasites": found.datasites,
                   "organisations": found.organisations}
-        return "home.html", {"counts": counts}
+        return "home.html", {"counts": counts,
+                             "output_checker_note": rules.is_output_checker(who)}
 
     return _page(request, build)
 

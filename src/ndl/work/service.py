@@ -46,6 +46,11 @@ PARAMS: dict[str, type[BaseModel]] = {"export": ExportParams}
 assert set(PARAMS) == set(WORK_OPERATIONS), "every work kind needs its parameters and its tier"
 
 
+def can_export(who: Principal | None, tier: str) -> bool:
+    """Whether a dataset of ``tier`` may be exported whole by ``who`` (its page offers it)."""
+    return rules.may_data_operation(who, tier, WORK_OPERATIONS["export"])
+
+
 def _actor(who: Principal | None) -> str:
     return "anonymous" if who is None or who.user_id == 0 else official_actor(who)
 
