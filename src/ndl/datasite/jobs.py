@@ -11,7 +11,6 @@ blob (resuming whatever part the hub already has), then finish", and may be repe
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -28,6 +27,7 @@ from ndl.core.csvsafe import write_csv
 from ndl.core.errors import Cancelled, InvalidInput, NdlError, PermissionDenied
 from ndl.datasite.store import LocalDataset
 from ndl.federation.blob_client import upload_file
+from ndl.federation.blobs import sha256_file
 
 if TYPE_CHECKING:
     from ndl.datasite.agent import Agent
@@ -98,8 +98,9 @@ class WorkItems:
             for w in work_ids:
                 self._cancel.setdefault(w, threading.Event()).set()
 
-    def result_path(self, work_id: str, suffix: str) -> Path:
-        return self.outbox / f"{work_id}{suffix}"
+    def result_path(self, work_id: str) -> Path:
+        """Where a kind writes its result (it adds the file's suffix)."""
+        return self.outbox / work_id
 
 
 def run(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
@@ -122,9 +123,9 @@ def run(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
                 raise Cancelled("the work was cancelled by its requester")
             agent.work_items.report(work_id, fraction, message)
 
-        made = KINDS[kind](ds, params, report, agent.work_items.result_path(work_id, ""))
-        digest, size = sha256_file(made.path)
-        return {"ok": True, "result": {"sha256": digest, "size": size,
+        made = KINDS[kind](ds, params, report, agent.work_items.result_path(work_id))
+        return {"ok": True, "result": {"sha256": sha256_file(made.path),
+                                       "size": made.path.stat().st_size,
                                        "media_type": made.media_type,
                                        "filename": made.filename, "rows": made.rows},
                 "file": made.path.name}
@@ -160,15 +161,6 @@ def deliver(agent: Agent, work_id: str, reply: dict[str, Any]) -> None:
     agent.work_items.forget(work_id)
     if path is not None:
         path.unlink(missing_ok=True)
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    h, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
 
 
 # -- kinds of work --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import rfc8785
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from ndl.core.db import utcnow
@@ -31,7 +31,6 @@ from ndl.work.views import FINAL_STATES, Work, WorkResult
 
 HUB_ID = "hub"
 FINAL = FINAL_STATES
-STATES = ("queued", "leased", "running", *sorted(FINAL))
 # How long a work item may wait and run before it expires, unless its kind says otherwise.
 DEFAULT_TTL = 6 * 3600.0
 MAX_MESSAGE = 200
@@ -88,8 +87,8 @@ def lease(
     """Hand out deliverable items as signed ``work`` envelopes (oldest first).
 
     ``room`` is how many more work items the datasite will run now (its ``work`` kind limit):
-    the rest stay queued. An item whose lease lapsed is handed out again, marked as a
-    redelivery so the datasite looks up what it already did under that id.
+    the rest stay queued. An item whose lease lapsed is handed out again (``redelivered`` is
+    set, for operators); the datasite's own record of the id keeps it from running twice.
     """
     if limit <= 0 or (room is not None and room <= 0):
         return []
@@ -262,9 +261,9 @@ def released(session: Session, key: SigningKey, item: WorkItem, *, actor: str) -
     if item.released_at is not None:
         return False
     item.released_at = utcnow()
-    sha = (item.result or {}).get("sha256", "")
     register.append(session, key, kind="work.released", actor=actor, subject=item.id,
-                    payload={"work_kind": item.kind, "result_sha256": sha})
+                    payload={"work_kind": item.kind,
+                             "result_sha256": (item.result or {}).get("sha256", "")})
     return True
 
 
@@ -289,6 +288,6 @@ def result_pending_elsewhere(session: Session, sha256: str, besides: str) -> boo
 
 def active(session: Session, datasite_id: str) -> int:
     """Work items a datasite holds now: leased or running, their lease not lapsed."""
-    return len(session.scalars(select(WorkItem.id).where(
+    return session.scalar(select(func.count()).select_from(WorkItem).where(
         WorkItem.datasite_id == datasite_id, WorkItem.state.in_(("leased", "running")),
-        WorkItem.lease_until > utcnow())).all())
+        WorkItem.lease_until > utcnow())) or 0

@@ -135,12 +135,16 @@ def requires(*roles: str) -> Callable[..., Any]:
     return _mark(dep, "role:" + ",".join(roles))
 
 
-async def _signed_by_datasite(request: Request) -> tuple[Datasite, dict[str, Any]]:
-    """The body is an envelope signed by a registered datasite's key."""
+async def _envelope_body(request: Request) -> Any:
     try:
-        env = await request.json()
+        return await request.json()
     except ValueError as exc:
         raise InvalidInput("the body must be a JSON signed envelope") from exc
+
+
+async def _signed_by_datasite(request: Request) -> tuple[Datasite, dict[str, Any]]:
+    """The body is an envelope signed by a registered datasite's key."""
+    env = await _envelope_body(request)
     state = hub(request)
 
     def check() -> tuple[Datasite, dict[str, Any]]:
@@ -164,10 +168,7 @@ signed_by_datasite = _mark(_signed_by_datasite, "datasite-envelope")
 async def _signed_by_party(request: Request) -> tuple[PartyIdentity, dict[str, Any]]:
     """The body is an envelope signed by a registered party: a datasite (sender: its id) or
     another party such as an enclave (sender: ``party:<id>``)."""
-    try:
-        env = await request.json()
-    except ValueError as exc:
-        raise InvalidInput("the body must be a JSON signed envelope") from exc
+    env = await _envelope_body(request)
     state = hub(request)
 
     def check() -> tuple[PartyIdentity, dict[str, Any]]:

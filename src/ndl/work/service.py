@@ -9,7 +9,6 @@ tier (:data:`ndl.core.tiers.WORK_OPERATIONS`) before anything is queued, and ret
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from ndl.core.errors import InvalidInput, NotFound, UpstreamTimeout
 from ndl.core.keys import SigningKey
 from ndl.core.tiers import WORK_OPERATIONS
 from ndl.federation import blob_service, work
+from ndl.federation.blobs import check_sha256
 from ndl.federation.work_models import WorkItem
 from ndl.hub.state import HubState
 from ndl.work.views import Work, WorkResult
@@ -193,8 +193,8 @@ def delivered(state: HubState, who: Principal | None, item: WorkItem) -> None:
     """The whole result reached its requester: record ``work.released`` once."""
     with state.db.write() as s:
         fresh = work.get(s, item.id)
+        sha = str((fresh.result or {}).get("sha256"))
         if work.released(s, state.key, fresh, actor=_actor(who)):
-            sha = str((fresh.result or {}).get("sha256"))
             # Identical results share one blob: it goes once no other item still needs it.
             if not work.result_pending_elsewhere(s, sha, fresh.id):
                 blob_service.mark_delivered(s, sha)
@@ -203,7 +203,6 @@ def delivered(state: HubState, who: Principal | None, item: WorkItem) -> None:
 # -- the datasite's side: one final answer per item -----------------------------------------
 # Error codes a datasite may report to a requester; anything else is reported as a failure
 # of the datasite, without its text (which could hold a value read from the data).
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 PUBLIC_ERROR_CODES = frozenset({"invalid_input", "permission_denied", "not_found", "conflict",
                                 "payload_too_large", "upstream_timeout", "cancelled",
                                 "internal_error"})
@@ -230,10 +229,11 @@ def read_finish(body: dict[str, Any]) -> Finish:
         except TypeError as exc:
             raise InvalidInput(f"a work result has sha256, size, media_type, filename and "
                                f"rows: {exc}") from exc
-        if res is None or not _SHA256.fullmatch(str(res.sha256)) or not isinstance(res.size, int) \
-                or isinstance(res.size, bool) or res.size < 0:
+        if res is None or not isinstance(res.size, int) or isinstance(res.size, bool) \
+                or res.size < 0:
             raise InvalidInput("a successful work.finish needs result.sha256 (64 hex digits) "
                                "and result.size (bytes)")
+        check_sha256(res.sha256, "result.sha256")
         return Finish(work_id, True, res, None)
     raw_err = body.get("error")
     err: dict[str, Any] = raw_err if isinstance(raw_err, dict) else {}
@@ -269,9 +269,8 @@ def result_response(state: HubState, who: Principal | None, work_id: str,
     """The result blob, streamed; the register notes the release the first time the whole
     file is sent (a ranged resume counts when it reaches the end)."""
     item = result_of(state, who, work_id)
-    sha = str((item.result or {}).get("sha256"))
     with state.db.read() as s:
-        info = blob_service.blob_info(s, sha)
+        info = blob_service.blob_info(s, str((item.result or {}).get("sha256")))
     if info is None or not info.complete:
         raise NotFound(f"the result of work item {work_id} is no longer held (results are "
                        "kept until delivered or expired); submit the work again")
