@@ -240,9 +240,10 @@ def test_no_secondary_when_two_cells_already_hidden() -> None:
 
 
 def test_secondary_in_two_dimensions_cascades_until_every_line_is_safe() -> None:
-    counts = {("s", "y"): 5, ("s", "n"): 30, ("s", "u"): 50,
-              ("t", "y"): 40, ("t", "n"): 20, ("t", "u"): 60,
-              ("u", "y"): 70, ("u", "n"): 80, ("u", "u"): 90}
+    counts: dict[tuple[str, ...], int] = {
+        ("s", "y"): 5, ("s", "n"): 30, ("s", "u"): 50,
+        ("t", "y"): 40, ("t", "n"): 20, ("t", "u"): 60,
+        ("u", "y"): 70, ("u", "n"): 80, ("u", "u"): 90}
     check = check_table(count_table(counts, dims=("sen", "fsm")), POLICY)
     hidden = {k for k, v in check.released.items() if v is None}
     # Row s: hide 30 with 5; column y: hide 40 with 5; column n then row t close the rectangle.
