@@ -80,3 +80,20 @@ def small_site(tmp_path: Path) -> Path:
         "ward": ["A", "B", "C"], "population": [100, 5, 7],
     }), tier="open", title="Ward population")
     return root
+
+
+@pytest.fixture(scope="session")
+def sandbox_strict() -> object:
+    """A ready strict (bubblewrap) Sandbox.
+
+    Skips when bubblewrap cannot run here, unless NDL_REQUIRE_SANDBOX=1 (CI sets it) makes that
+    a failure.
+    """
+    from ndl.jobs.sandbox import SandboxUnavailable, open_sandbox
+
+    try:
+        return open_sandbox("strict")
+    except SandboxUnavailable as exc:
+        if _require("NDL_REQUIRE_SANDBOX"):
+            pytest.fail(f"NDL_REQUIRE_SANDBOX is set but the strict sandbox is unavailable: {exc}")
+        pytest.skip(f"strict sandbox unavailable: {exc.message}")

@@ -411,13 +411,20 @@ class BubblewrapSandbox:
         ]
         for key, value in sorted(spec.env.items()):
             args += ["--setenv", key, value]
+        # Every writable in-memory folder gets a size: /tmp and /dev/shm (Python's
+        # multiprocessing needs it) are private tmpfs of tmp_bytes each; /dev itself is made
+        # read-only so it cannot be filled.
         args += ["--proc", "/proc", "--dev", "/dev",
+                 "--size", str(spec.limits.tmp_bytes), "--tmpfs", "/dev/shm",
+                 "--remount-ro", "/dev",
                  "--size", str(spec.limits.tmp_bytes), "--tmpfs", "/tmp"]  # noqa: S108 private
         # Parents before children, so a bind inside another lands on top of it.
         mounts = sorted([*runtime_mounts(), *spec.mounts],
                         key=lambda m: (m.target.count("/"), m.target))
         for mount in mounts:
             args += ["--bind" if mount.writable else "--ro-bind", str(mount.source), mount.target]
+        # bwrap's root is a tmpfs the job could otherwise fill without any size limit.
+        args += ["--remount-ro", "/"]
         args += ["--chdir", spec.workdir, "--seccomp", str(seccomp_fd), "--", *spec.argv]
         return args
 
