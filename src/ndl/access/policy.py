@@ -53,6 +53,17 @@ class PrivacyBudget(BaseModel):
     suppress_below: int | None = Field(default=None, ge=1, le=1000)
 
 
+class JobPolicy(BaseModel):
+    """Controlled-tier jobs on this dataset: who reviews code, how outputs are checked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Code whose exact hash a steward already approved for the same project runs at once.
+    run_approved_code: bool = True
+    # Independent output checkers who must each approve a release (2: blind double review).
+    output_reviews: int = Field(default=1, ge=1, le=2)
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,6 +78,8 @@ class Policy(BaseModel):
     budget: PrivacyBudget = Field(default_factory=lambda: PrivacyBudget())
     # Whether the public register may show the (noisy) answers of private queries.
     register_dp_answers: bool = False
+    # Code-to-data jobs (controlled tier).
+    jobs: JobPolicy = Field(default_factory=lambda: JobPolicy())
 
     def summary(self, tier: str) -> str:
         if tier == "open":

@@ -115,3 +115,33 @@ def may_see_work(who: Principal | None, requester: str) -> bool:
     by its unguessable id alone, as a capability, and never listed."""
     return requester == "anonymous" or (who is not None and (
         principal_string(who) == requester or who.has("admin")))
+
+
+# -- controlled-tier jobs ------------------------------------------------------------------
+
+def require_code_reviewer(who: Principal | None, org_id: str, author: str) -> Principal:
+    """A data steward of the organisation holding the data, who did not write the code."""
+    who = require_steward_of(who, org_id, doing="review a job's code")
+    if who.username == author:
+        raise PermissionDenied("you wrote this job: another data steward of "
+                               f"{org_id!r} must review its code")
+    return who
+
+
+def require_output_checker(who: Principal | None, author: str) -> Principal:
+    """An output checker who is not the job's author (nobody checks their own outputs)."""
+    who = require_role(who, "output_checker", doing="check a job's outputs")
+    if who.username == author:
+        raise PermissionDenied("you wrote this job: another output checker must check its "
+                               "outputs")
+    return who
+
+
+def may_see_job(who: Principal | None, *, members: set[str], org_id: str, author: str,
+                checking: bool) -> bool:
+    """A job is seen by its project's members, the data's stewards and admins, and by output
+    checkers (not its author's own, for checking) once it has outputs to check."""
+    if who is None or who.user_id == 0:
+        return False
+    return (who.username in members or is_org_official(who, org_id)
+            or (checking and is_output_checker(who) and who.username != author))

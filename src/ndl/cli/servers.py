@@ -139,6 +139,10 @@ def datasite(
         min=1, max=64, help="Messages worked on at once (open-data SQL takes at most 2).")
     ] = 4,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    sandbox: Annotated[str, typer.Option(
+        help="Sandbox for controlled jobs: 'strict' (bubblewrap + seccomp + limits; jobs are "
+             "refused without it) or 'weaker' (no filesystem or network isolation: logged, "
+             "shown on every job page and written to the register).")] = "strict",
 ) -> None:
     """Run a datasite: register, publish the catalogue, then answer work from the hub.
 
@@ -151,6 +155,8 @@ def datasite(
 
     if ctx.invoked_subcommand is not None:
         return
+    if sandbox not in ("strict", "weaker"):
+        raise InvalidInput("--sandbox is 'strict' or 'weaker'")
     if dir is None:
         raise InvalidInput("give the datasite's folder with --dir (datasets/ inside), e.g. "
                            "ndl datasite --dir ./site --org nhs-trust")
@@ -167,7 +173,7 @@ def datasite(
     agent = Agent(
         store, resolve_hub(env, hub_url or cfg.get("hub_url")), datasite_id=id or cfg.get("id")
         or org_id, org=org_id, name=name or cfg.get("name"), token=token or env.get("NDL_TOKEN"),
-        hub_key=hub_key, poll_wait=poll_wait, workers=workers,
+        hub_key=hub_key, poll_wait=poll_wait, workers=workers, sandbox=sandbox,
     )
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

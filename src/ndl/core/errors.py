@@ -21,9 +21,11 @@ Tree::
     │   ├── PayloadTooLarge          HTTP 413, exit 2
     │   ├── RateLimited              HTTP 429, exit 7
     │   ├── BudgetExhausted          HTTP 403, exit 8  (a privacy budget would be overspent)
-    │   └── EnvelopeRejected         HTTP 401, exit 3  (forged, altered, expired, replayed)
+    │   ├── EnvelopeRejected         HTTP 401, exit 3  (forged, altered, expired, replayed)
+    │   └── JobFailed                HTTP 422, exit 9  (a controlled job's code failed)
     └── InternalError                HTTP 500, exit 10
         ├── UpstreamUnavailable      HTTP 503, exit 11 (a datasite or hub did not answer)
+        │   └── SandboxUnavailable   HTTP 503, exit 11 (no bubblewrap, no weaker mode chosen)
         └── UpstreamTimeout          HTTP 504, exit 11
 """
 
@@ -116,6 +118,15 @@ class EnvelopeRejected(UserError):
     code = "envelope_rejected"
 
 
+class JobFailed(UserError):
+    """A controlled job's code failed or was stopped; the message is researcher-safe (it never
+    repeats the job's own error text, which could hold a value read from the data)."""
+
+    http_status = 422
+    exit_code = 9
+    code = "job_failed"
+
+
 class InternalError(NdlError):
     code = "internal_error"
 
@@ -124,6 +135,12 @@ class UpstreamUnavailable(InternalError):
     http_status = 503
     exit_code = 11
     code = "upstream_unavailable"
+
+
+class SandboxUnavailable(UpstreamUnavailable):
+    """The strict sandbox cannot run here; the message names what is missing and the fix."""
+
+    code = "sandbox_unavailable"
 
 
 class UpstreamTimeout(InternalError):
@@ -137,7 +154,7 @@ ERRORS_BY_CODE: dict[str, type[NdlError]] = {
     for cls in (
         NdlError, UserError, InvalidInput, AuthenticationRequired, PermissionDenied, NotFound,
         Conflict, Cancelled, PayloadTooLarge, RateLimited, BudgetExhausted, EnvelopeRejected,
-        InternalError, UpstreamUnavailable, UpstreamTimeout,
+        JobFailed, InternalError, UpstreamUnavailable, SandboxUnavailable, UpstreamTimeout,
     )
 }
 

@@ -34,5 +34,6 @@ def all_models() -> None:
     import ndl.federation.models
     import ndl.federation.party_models
     import ndl.federation.work_models
+    import ndl.jobs.models
     import ndl.ledger.models
     import ndl.wishlist.models  # noqa: F401

@@ -15,8 +15,9 @@ open           metadata, download, open_sql,          rows and exact aggregates
                exact_aggregate
 safeguarded    metadata, mock, request_access,        differentially private aggregates only;
                private_query, budget_status           never an exact count, grant or not
-controlled     metadata, mock, request_access         metadata and synthetic mocks until
-                                                      reviewed code-to-data jobs arrive
+controlled     metadata, mock, request_access,        outputs of reviewed code run at the data,
+               code_job                               after disclosure checks and an output
+                                                      checker's release
 =============  =====================================  ========================================
 
 Columns outside open data: a direct identifier (or a column whose join key names a person)
@@ -51,6 +52,7 @@ class Operation(StrEnum):
     PRIVATE_QUERY = "private_query"        # differentially private aggregates, budgeted
     BUDGET_STATUS = "budget_status"        # what is left of a privacy budget
     REQUEST_ACCESS = "request_access"      # ask, through a project, for a grant
+    CODE_JOB = "code_job"                  # reviewed code run at the data; outputs checked
 
 
 class Audience(StrEnum):
@@ -131,18 +133,24 @@ TIERS: dict[Tier, TierDef] = {
     ),
     "controlled": TierDef(
         name="controlled", title="Controlled",
-        summary=("Controlled data: the most sensitive tier. Its rows are to be reached only "
-                 "by reviewed code run at the data, with outputs checked before release; that "
-                 "is not available yet, so today it offers metadata and synthetic mock rows."),
-        what_you_get=("today: catalogue metadata and synthetic mock rows to develop against; "
-                      "reviewed code-to-data jobs are not available yet"),
-        how_to_reach=("ask for access through a project; a data steward of the owning "
-                      "organisation reviews it"),
-        wait="a data steward's review",
+        summary=("Controlled data: the most sensitive tier. Its rows are reached only by "
+                 "reviewed code run at the data, in a sandbox; outputs are disclosure-checked "
+                 "and released by an output checker. Nobody sees a row."),
+        what_you_get=("outputs of your code (tables, model summaries, figures, text) after "
+                      "automatic disclosure checks and an output checker's release; synthetic "
+                      "mock rows to develop against"),
+        how_to_reach=("ask for access through a project; develop against the mock with 'ndl "
+                      "run BUNDLE --mock'; send the code with 'ndl submit BUNDLE --project P'; "
+                      "a data steward reviews the code, an output checker the outputs"),
+        wait="a data steward's review of the code, then an output checker's of the outputs",
         operations={
             Operation.METADATA: _META,
             Operation.MOCK: _MOCK,
             Operation.REQUEST_ACCESS: _ASK,
+            Operation.CODE_JOB: Allowance(
+                Audience.GRANTED_RESEARCHER,
+                "outputs of reviewed code, disclosure-checked and released by an output "
+                "checker"),
         },
     ),
 }
@@ -153,8 +161,9 @@ _INSTEAD: dict[Tier, str] = {
     "safeguarded": ("safeguarded data is answered only with differentially private "
                     "aggregates: use 'ndl dp-query', the SDK's private_query or the MCP tool "
                     "run_private_query, under a project's grant"),
-    "controlled": ("controlled data offers metadata and synthetic mock rows to develop "
-                   "against; reviewed code-to-data jobs are not available yet"),
+    "controlled": ("controlled data is reached only by reviewed code run at the data: "
+                   "develop against the mock with 'ndl run BUNDLE --mock', then 'ndl submit "
+                   "BUNDLE --project P' under a project's grant"),
 }
 
 
@@ -162,7 +171,11 @@ _INSTEAD: dict[Tier, str] = {
 # queueing and the datasite again before it reads a row. A new kind names its operation here.
 WORK_OPERATIONS: dict[str, Operation] = {
     "export": Operation.DOWNLOAD,  # a whole open dataset as one file, any size
+    "job": Operation.CODE_JOB,     # a reviewed job bundle run in the datasite's sandbox
 }
+# Kinds only a service may queue (after its own checks: a job after a steward's approval);
+# POST /api/work refuses them.
+INTERNAL_WORK_KINDS = frozenset({"job"})
 
 
 def tier_def(tier: str) -> TierDef:
@@ -190,6 +203,7 @@ LABELS: dict[Operation, str] = {
     Operation.PRIVATE_QUERY: "private (differentially private) questions are",
     Operation.BUDGET_STATUS: "a privacy budget is",
     Operation.REQUEST_ACCESS: "asking for access is",
+    Operation.CODE_JOB: "running reviewed code at the data is",
 }
 
 

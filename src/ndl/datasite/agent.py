@@ -42,6 +42,7 @@ from ndl.core.errors import (
 from ndl.core.sealed import EncryptionKey
 from ndl.core.tiers import ColumnUse, Operation
 from ndl.datasite import engine, jobs
+from ndl.datasite.controlled import Controlled
 from ndl.datasite.store import DatasiteStore, LocalDataset
 from ndl.datasite.work import Job, WorkPool, encode, error_reply, reply_problem
 from ndl.hubclient import Client
@@ -90,7 +91,7 @@ class Agent:
         name: str | None = None, token: str | None = None, hub_key: str | None = None,
         poll_wait: float = 20.0, threshold: int = DEFAULT_THRESHOLD,
         workers: int = 4, per_kind: dict[str, int] | None = None,
-        max_body_bytes: int = 2_000_000,
+        max_body_bytes: int = 2_000_000, sandbox: str = "strict",
     ) -> None:
         self.store, self.hub_url = store, hub_url.rstrip("/")
         self.id, self.org, self.name = datasite_id, org, name or datasite_id
@@ -111,6 +112,9 @@ class Agent:
         self._mocks: threading.Thread | None = None
         self._mocks_wanted = False
         self.work_items = jobs.WorkItems(store.root / "outbox")
+        # Controlled jobs: the sandbox ("strict" bubblewrap, or the operator's logged
+        # "weaker" choice), the release ledger and the run folders.
+        self.controlled = Controlled(store.root, mode=sandbox)
 
     def prepare(self) -> None:
         """Start what this datasite's tiers will need before it goes online: the open-SQL

@@ -29,6 +29,7 @@ from ndl.hub import (
     blob_api,
     coordination_api,
     federation_api,
+    jobs_api,
     open_api,
     openapi,
     party_api,
@@ -220,6 +221,7 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     app.include_router(wishlist_api.router)
     app.include_router(privacy_api.router)
     app.include_router(work_api.router)
+    app.include_router(jobs_api.router)
     app.include_router(blob_api.router)
     app.include_router(party_api.router)
     app.include_router(coordination_api.router)

@@ -25,7 +25,7 @@ from ndl.catalogue import service as catalogue
 from ndl.core.db import MAX_DB_INT, utcnow
 from ndl.core.errors import InvalidInput, NotFound, UpstreamTimeout
 from ndl.core.keys import SigningKey
-from ndl.core.tiers import WORK_OPERATIONS
+from ndl.core.tiers import INTERNAL_WORK_KINDS, WORK_OPERATIONS
 from ndl.federation import blob_service, work
 from ndl.federation.blobs import check_sha256
 from ndl.federation.work_models import WorkItem
@@ -42,7 +42,21 @@ class ExportParams(BaseModel):
     limit: int | None = Field(default=None, ge=1, le=MAX_DB_INT)
 
 
-PARAMS: dict[str, type[BaseModel]] = {"export": ExportParams}
+class JobParams(BaseModel):
+    """A reviewed job bundle (queued only by :mod:`ndl.jobs.service`, after approval): the
+    files, the hub-signed approval of their hash, and the project's signed grants."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    job_id: str
+    project: str
+    member: str
+    datasets: list[str]
+    files: dict[str, str]
+    approval: dict[str, Any]
+    grants: list[dict[str, Any]]
+
+
+PARAMS: dict[str, type[BaseModel]] = {"export": ExportParams, "job": JobParams}
 assert set(PARAMS) == set(WORK_OPERATIONS), "every work kind needs its parameters and its tier"
 
 
@@ -73,6 +87,9 @@ def read_params(kind: str, raw: Any) -> BaseModel:
 async def submit(state: HubState, who: Principal | None, *, kind: str, dataset_id: str,
                  params: Any, source: str) -> Work:
     """Queue ``kind`` work on one dataset and return at once (the caller follows it by id)."""
+    if kind in INTERNAL_WORK_KINDS:
+        raise InvalidInput(f"{kind!r} work is queued only through its own service: submit a "
+                           "job with 'ndl submit BUNDLE --project P' (a steward reviews it)")
     checked = read_params(kind, params)
     if who is None or who.user_id == 0:
         # Anonymous callers share the open-data budget per address (as SQL and /rows do).
@@ -203,7 +220,8 @@ def delivered(state: HubState, who: Principal | None, item: WorkItem) -> None:
 # -- the datasite's side: one final answer per item -----------------------------------------
 # Error codes a datasite may report to a requester; anything else is reported as a failure
 # of the datasite, without its text (which could hold a value read from the data).
-PUBLIC_ERROR_CODES = frozenset({"invalid_input", "permission_denied", "not_found", "conflict",
+PUBLIC_ERROR_CODES = frozenset({"job_failed", "sandbox_unavailable",
+                                "invalid_input", "permission_denied", "not_found", "conflict",
                                 "payload_too_large", "upstream_timeout", "cancelled",
                                 "internal_error"})
 

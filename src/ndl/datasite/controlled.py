@@ -1,0 +1,116 @@
+"""The ``job`` work kind at the datasite: check the approval and grants, run, check outputs.
+
+Nothing is taken on the hub's word. Before a row is read the datasite checks, with the hub key
+it pinned: the approval is the hub's and names the SHA-256 of the very files received, this
+job and these datasets; each dataset is controlled data and has a grant, signed by the hub and
+not revoked, for the job's project and author. Then :func:`ndl.jobs.runner.run_job` runs the
+bundle in the sandbox (strict, or the operator's logged weaker mode), recomputes its outputs,
+applies this datasite's disclosure policy and release ledger, and the ZIP becomes the work
+item's result blob.
+
+A restart mid-job re-runs it from the start (the run folder is cleared first); the release
+ledger records each table once per job, so a re-run never counts twice, and the work item's
+exactly-once delivery means its outputs reach the hub once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ndl.access.grants import check_grant
+from ndl.core import tiers
+from ndl.core.errors import Cancelled, JobFailed, PermissionDenied
+from ndl.jobs import bundle as bundles
+from ndl.jobs.approval import check_approval
+from ndl.jobs.runner import JobInput, run_job
+from ndl.jobs.sandbox import Sandbox, open_sandbox
+from ndl.privacy.sdc import SdcPolicy
+from ndl.privacy.sdc_ledger import ReleaseLedger
+
+if TYPE_CHECKING:
+    from ndl.datasite.agent import Agent
+    from ndl.datasite.jobs import Produced, Report
+
+log = logging.getLogger("ndl.datasite")
+
+
+class Controlled:
+    """The sandbox, release ledger and disclosure policy of one datasite."""
+
+    def __init__(self, root: Path, *, mode: str = "strict") -> None:
+        if mode not in ("strict", "weaker"):
+            raise ValueError("sandbox mode is 'strict' or 'weaker'")
+        self.mode = mode
+        self.workdir = root / "jobs"
+        self.ledger = ReleaseLedger(root / "releases.sqlite")
+        self._sandbox: Sandbox | None = None
+        self._lock = threading.Lock()
+
+    def sandbox(self) -> Sandbox:
+        """Opened on first use: a datasite without controlled data never needs bubblewrap."""
+        with self._lock:
+            if self._sandbox is None:
+                self._sandbox = open_sandbox(self.mode)  # type: ignore[arg-type]
+                if self._sandbox.mode != "bubblewrap":
+                    log.warning("controlled jobs run in the WEAKER sandbox (no bubblewrap): "
+                                "every job, its page and the register say so")
+            return self._sandbox
+
+
+def policy_for(agent: Agent, datasets: list[Any]) -> SdcPolicy:
+    """This datasite's disclosure policy (config ``sdc``), never below a dataset's own
+    minimum cell count."""
+    raw = agent.store.config().get("sdc")
+    base = SdcPolicy.from_json(raw) if raw else SdcPolicy()
+    floor = max([base.threshold, *(d.policy.min_cell_count for d in datasets)])
+    if floor == base.threshold:
+        return base
+    return SdcPolicy.from_json({**base.to_json(), "threshold": floor})
+
+
+def run(agent: Agent, body: dict[str, Any], report: Report, cancelled: threading.Event,
+        out: Path) -> Produced:
+    from ndl.datasite.jobs import Produced
+
+    params = body.get("params")
+    if not isinstance(params, dict):
+        raise PermissionDenied("a job arrived without its parameters")
+    hub_key = agent.store.config().get("hub_key")
+    if not hub_key:
+        raise PermissionDenied("this datasite has no pinned hub key; re-register it")
+    b = bundles.from_files(params.get("files"))
+    names = params.get("datasets")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise PermissionDenied("a job names its datasets")
+    ids = [f"{agent.id}/{n}" for n in names]
+    check_approval(params.get("approval"), str(hub_key), job_id=str(params.get("job_id")),
+                   code_sha256=b.code_sha256, datasets=ids)
+    datasets = [agent.store.dataset(n) for n in names]
+    grants = params.get("grants")
+    if not isinstance(grants, list) or len(grants) != len(datasets):
+        raise PermissionDenied("a job carries one signed grant per dataset")
+    for ds, ds_id, grant in zip(datasets, ids, grants, strict=True):
+        tiers.require_operation(ds.meta.tier, tiers.WORK_OPERATIONS["job"],
+                                dataset=ds.meta.name)
+        check_grant(grant, str(hub_key), dataset=ds_id, project=str(params.get("project")),
+                    member=str(params.get("member")), revoked=agent.store.revoked_grants())
+    sandbox = agent.controlled.sandbox()  # SandboxUnavailable: refused, with the fix
+    job_id = str(params["job_id"])
+    outcome = run_job(
+        JobInput(job_id=job_id, bundle=b,
+                 datasets={i: ds.path for i, ds in zip(ids, datasets, strict=True)},
+                 project=str(params.get("project")), policy=policy_for(agent, datasets)),
+        sandbox=sandbox, ledger=agent.controlled.ledger, workdir=agent.controlled.workdir,
+        cancel=cancelled, report=report)
+    if cancelled.is_set():
+        raise Cancelled("the job was cancelled by its author")
+    if not outcome.ok or outcome.archive is None:
+        log.info("job %s failed: %s", job_id, outcome.error)
+        raise JobFailed(outcome.error or "the job failed")
+    final = out.with_name(out.name + ".zip")
+    outcome.archive.replace(final)
+    return Produced(final, "application/zip", f"{b.manifest.name}-outputs.zip",
+                    len(b.manifest.outputs))
