@@ -389,7 +389,8 @@ fit = sm.OLS(np.arange(50.0), sm.add_constant(np.arange(50.0))).fit()
 model = sklearn.linear_model.LinearRegression().fit(np.arange(10.0).reshape(-1, 1), np.arange(10.0))
 plt.plot([1, 2, 3]); plt.savefig("/out/plot.png")
 print(json.dumps({"groups": by.height, "rows": pa.table(df.to_pandas()).num_rows,
-                  "slope": round(float(fit.params[1]), 6), "coef": round(float(model.coef_[0]), 6)}))
+                  "slope": round(float(fit.params[1]), 6),
+                  "coef": round(float(model.coef_[0]), 6)}))
 """
     limits = Limits(cpu_seconds=60, wall_seconds=60.0, memory_bytes=1024**3)
     seen = answer(run(sandbox_strict, code, tmp_path, limits=limits,

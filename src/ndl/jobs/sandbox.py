@@ -415,9 +415,9 @@ class BubblewrapSandbox:
         # multiprocessing needs it) are private tmpfs of tmp_bytes each; /dev itself is made
         # read-only so it cannot be filled.
         args += ["--proc", "/proc", "--dev", "/dev",
-                 "--size", str(spec.limits.tmp_bytes), "--tmpfs", "/dev/shm",
+                 "--size", str(spec.limits.tmp_bytes), "--tmpfs", "/dev/shm",  # noqa: S108
                  "--remount-ro", "/dev",
-                 "--size", str(spec.limits.tmp_bytes), "--tmpfs", "/tmp"]  # noqa: S108 private
+                 "--size", str(spec.limits.tmp_bytes), "--tmpfs", "/tmp"]  # noqa: S108
         # Parents before children, so a bind inside another lands on top of it.
         mounts = sorted([*runtime_mounts(), *spec.mounts],
                         key=lambda m: (m.target.count("/"), m.target))
