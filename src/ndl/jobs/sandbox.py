@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal, Protocol
 
-from ndl.core.errors import InvalidInput, NdlError
+from ndl.core.errors import InvalidInput, SandboxUnavailable
 from ndl.jobs.cgroups import RunCgroup, cgroups_available, create_run_cgroup
 from ndl.jobs.seccomp_filter import SeccompUnavailable, seccomp_filter_fd
 
@@ -49,12 +49,6 @@ FIX = ("install bubblewrap (apt-get install bubblewrap), or start the datasite w
 Stopped = Literal["wall_time", "cpu_time", "memory", "output_size", "cancelled"]
 
 
-class SandboxUnavailable(NdlError):
-    """The strict sandbox cannot run here; the message names what is missing and the fix."""
-
-    http_status = 503
-    exit_code = 11
-    code = "sandbox_unavailable"
 
 
 @dataclass(frozen=True)
