@@ -214,14 +214,17 @@ class DatasiteProcess(_Process):
     """An ``ndl datasite`` serving the datasets under ``root/datasets``."""
 
     def __init__(self, root: Path, hub_url: str, *, org: str, token: str | None = None,
-                 datasite_id: str | None = None, poll_wait: float = 5.0) -> None:
+                 datasite_id: str | None = None, poll_wait: float = 5.0,
+                 sandbox: str = "strict") -> None:
         self.root, self.hub_url, self.org = root, hub_url, org
+        self.sandbox = sandbox
         self.token, self.id, self.poll_wait = token, datasite_id or org, poll_wait
         self.log_path = root / "datasite.log"
 
     def start(self, wait_online: bool = True, hub: Any = None) -> DatasiteProcess:
         self._spawn(["datasite", "--dir", str(self.root), "--hub", self.hub_url,
-                     "--org", self.org, "--id", self.id, "--poll-wait", str(self.poll_wait)],
+                     "--org", self.org, "--id", self.id, "--poll-wait", str(self.poll_wait),
+                     "--sandbox", self.sandbox],
                     {"NDL_TOKEN": self.token} if self.token else None)
         if wait_online:
             self.wait_online()

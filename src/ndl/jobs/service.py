@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +27,13 @@ from ndl.access.projects import get_project
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.models import Dataset
 from ndl.core.db import utcnow
-from ndl.core.errors import Conflict, InvalidInput, NotFound
+from ndl.core.errors import (
+    AuthenticationRequired,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
 from ndl.core.tiers import WORK_OPERATIONS
 from ndl.federation import work
 from ndl.federation.work_models import WorkItem
@@ -143,6 +150,7 @@ def submit(state: HubState, who: Principal | None, *, project: str, files: Any) 
         sha = bundle.code_sha256
         if s.get(JobCode, sha) is None:
             s.add(JobCode(sha256=sha, files=bundle.to_json()["files"]))
+            s.flush()  # the job refers to it
         policies = [access.policy_of(d).jobs for d in datasets]
         job = Job(id=f"job-{secrets.token_hex(8)}", project_id=project, requester=who.username,
                   name=m.name, language=m.language, environment=m.environment,
@@ -346,3 +354,48 @@ def code(state: HubState, who: Principal | None, sha256: str) -> CodeView:
                 raise NotFound(f"no code {sha256[:64]!r} is held by the hub")
         return CodeView(sha256=found.sha256, files=dict(found.files),
                         published=found.published_at is not None)
+
+
+# -- what a face may offer ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobOffers:
+    """What ``who`` may do with a job now, for faces that show buttons and links (each still
+    goes through the service, which checks again)."""
+
+    cancel: bool      # its author (or an admin) while it has not finished
+    live: bool        # the datasite is working on it: worth following its progress
+    download: bool    # its outputs are released and ``who`` may fetch them
+    reviewer: bool    # a data steward of the data's organisation, not the author
+    review: bool      # ... and the code waits for a review
+    checker: bool     # an output checker, not the author, and the job has outputs
+    check: bool       # ... and the outputs wait for this checker's decision
+
+
+_WORKING = ("approved", "queued", "running")
+_HAS_OUTPUTS = ("awaiting_output_check", "released", "returned", "rejected")
+
+
+def offers(state: HubState, who: Principal | None, job: JobView) -> JobOffers:
+    """What ``who`` may do with ``job`` (as :func:`get` returned it) now."""
+    with state.db.read() as s:
+        member = who is not None and who.username in members_of(s, job.project)
+        decided = who is not None and s.scalars(select(OutputReview).where(
+            OutputReview.job_id == job.id, OutputReview.checker == who.username)).first() \
+            is not None
+    try:
+        rules.require_code_reviewer(who, job.org, job.requester)
+        reviewer = True
+    except (AuthenticationRequired, PermissionDenied):
+        reviewer = False
+    checker = (rules.is_output_checker(who) and who is not None
+               and who.username != job.requester and job.state in _HAS_OUTPUTS
+               and job.outputs_sha256 is not None)
+    released = job.state == "released" and job.outputs_sha256 is not None
+    return JobOffers(
+        cancel=rules.may_cancel_job(who, job.requester) and job.state in (
+            "awaiting_review", *_WORKING),
+        live=job.state in _WORKING,
+        download=released and (member or checker or (who is not None and who.has("admin"))),
+        reviewer=reviewer, review=reviewer and job.state == "awaiting_review",
+        checker=checker, check=checker and job.state == "awaiting_output_check" and not decided)

@@ -277,7 +277,10 @@ def finish(session: Session, key: SigningKey, datasite_id: str, done: Finish) ->
                                "finishing the work item")
     fresh = work.finish(session, key, datasite_id, done.work_id, ok=done.ok,
                         result=done.result, error=done.error)
-    if fresh and done.result is not None and item.requester != work.ANONYMOUS:
+    # An internal kind's result belongs to its service (a job's outputs wait for an output
+    # checker): nobody is made a reader here.
+    if fresh and done.result is not None and item.requester != work.ANONYMOUS \
+            and item.kind not in INTERNAL_WORK_KINDS:
         blob_service.allow_reader(session, done.result.sha256, item.requester)
     return fresh
 
