@@ -141,6 +141,69 @@ def _set_up_access(lib: Library) -> None:
             ids[name] = made["id"]
 
 
+JOB_MANIFEST = f"""
+name = "regions"
+language = "python"
+entry = "analysis.py"
+environment = "python-data"
+datasets = ["{CTRL}"]
+context = "Visits by region, for planning."
+
+[[outputs]]
+name = "by_region"
+kind = "table"
+description = "Rows by region"
+"""
+JOB_CODE = f"""from ndl import job
+job.table("by_region", job.dataset("{CTRL}", as_="pandas"), by=["region"])
+"""
+JOB_FILES = {"ndl-job.toml": JOB_MANIFEST, "analysis.py": JOB_CODE}
+
+
+def _job(lib: Library) -> str:
+    with lib.client("researcher") as alice:
+        made = alice._request("POST", "/api/jobs", json={"project": lib.ids["P"],
+                                                          "files": JOB_FILES})
+    return str(made["id"])
+
+
+def _ran(lib: Library, job_id: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    view: dict[str, Any] = {}
+    with lib.client("researcher") as alice:
+        while time.monotonic() < deadline:
+            view = alice._request("GET", f"/api/jobs/{job_id}")
+            if view["state"] in ("awaiting_output_check", "failed"):
+                break
+            time.sleep(0.2)
+    assert view.get("state") == "awaiting_output_check", view
+
+
+def _set_up_jobs(lib: Library) -> None:
+    """Jobs in each state the matrix needs: waiting for review (to read, to reject, to
+    cancel), waiting for output checking, and released."""
+    ids = lib.ids
+    for name in ("job", "job_to_review", "job_to_cancel", "job_to_cancel@researcher",
+                 "job_to_cancel@admin",
+                 "checked_job", "released_job"):
+        ids[name] = _job(lib)
+    with lib.client("steward_A") as steward:
+        for name in ("checked_job", "released_job"):
+            steward._request("POST", f"/api/jobs/{ids[name]}/review",
+                             json={"decision": "approve", "reasons": "aggregates"})
+    for name in ("checked_job", "released_job"):
+        _ran(lib, ids[name])
+    with lib.client("output_checker") as checker:
+        checker._request("POST", f"/api/jobs/{ids['released_job']}/output-check",
+                         json={"decision": "approve", "reasons": ""})
+        ids["job_code"] = checker._request("GET", f"/api/jobs/{ids['released_job']}"
+                                           )["code_sha256"]
+    with lib.client("researcher") as alice:
+        ids["job_code_unpublished"] = alice._request(
+            "POST", "/api/jobs", json={"project": ids["P"], "files": {
+                **JOB_FILES, "analysis.py": JOB_CODE + "# another version\n"}})["code_sha256"]
+
+
 def _finished_export(lib: Library, role: str | None) -> str:
     """An export of the open dataset by ``role`` (None: nobody signed in), waited for, so the
     rows that read or follow it see a final item (an event stream then ends)."""
@@ -183,6 +246,7 @@ def running_library(root: Path) -> Iterator[Library]:
             lib.ids["anon_work"] = _finished_export(lib, None)
             _spare_tokens(lib)
             _wait_for_mock(lib, SAFE)
+            _set_up_jobs(lib)
             yield lib
         finally:
             a.stop()

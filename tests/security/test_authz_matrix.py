@@ -37,6 +37,7 @@ import pytest
 from authz_fixture import (
     CTRL,
     CTRL_B,
+    JOB_FILES,
     OPEN,
     ORG_A,
     ORG_B,
@@ -524,6 +525,33 @@ ROWS += [
         variant="no CSRF token", body=lambda *_: {"data": {}}),
     Row("POST", "/work/{work_id}/cancel", ANYONE, ok=(303,), args={"work_id": "$anon_work"},
         variant="pre-session CSRF token, an item started signed out", body=_form({})),
+]
+# Controlled jobs: a job is seen by its project, the data's stewards and admins (others: not
+# found); code is reviewed by the data's stewards, outputs by output checkers; the outputs
+# reach the project once released.
+JOB_READERS = frozenset({"researcher", "steward_A", "admin"})
+ROWS += [
+    Row("GET", "/api/jobs/environments", ANYONE),
+    Row("POST", "/api/jobs", frozenset({"researcher"}), ok=(202,),
+        json={"project": "$P", "files": JOB_FILES}),
+    Row("GET", "/api/jobs", SIGNED_IN),
+    Row("GET", "/api/jobs/review-queue", frozenset({"steward_A", "steward_B"})),
+    Row("GET", "/api/jobs/output-queue", frozenset({"output_checker"})),
+    Row("GET", "/api/jobs/code/{sha256}", ANYONE, args={"sha256": "$job_code"},
+        variant="code approved to run: public"),
+    Row("GET", "/api/jobs/code/{sha256}", JOB_READERS, deny="hidden",
+        args={"sha256": "$job_code_unpublished"}, variant="code not yet approved"),
+    *[Row("GET", path, JOB_READERS, deny="hidden", args={"job_id": "$job"})
+      for path in ("/api/jobs/{job_id}", "/api/jobs/{job_id}/diff", "/api/jobs/{job_id}/logs")],
+    Row("POST", "/api/jobs/{job_id}/review", frozenset({"steward_A"}),
+        args={"job_id": "$job_to_review"}, json={"decision": "reject", "reasons": "matrix"}),
+    Row("POST", "/api/jobs/{job_id}/cancel", frozenset({"researcher", "admin"}), deny="hidden",
+        args={"job_id": "$job_to_cancel"}),
+    Row("POST", "/api/jobs/{job_id}/output-check", frozenset({"output_checker"}),
+        args={"job_id": "$checked_job"}, json={"decision": "return", "reasons": "context?"}),
+    *[Row("GET", path, frozenset({"researcher", "output_checker", "admin"}), deny="hidden",
+          args={"job_id": "$released_job"})
+      for path in ("/api/jobs/{job_id}/outputs", "/api/jobs/{job_id}/outputs/files")],
 ]
 # Routes that are not endpoints of the library: the liveness probe and the built assets.
 # Static files anyone may fetch (page styles; the API docs' Swagger UI script and style).

@@ -18,6 +18,8 @@ from ndl.hub.state import HubState
 from ndl.jobs import checking, environments, service
 
 router = APIRouter(prefix="/api/jobs")
+# Routes about one job take any caller: someone who may not see it is told it does not exist,
+# signed in or not (a job's existence is private).
 HubDep = Annotated[HubState, Depends(hub)]
 Public = Annotated[Principal | None, Depends(public)]
 SignedIn = Annotated[Principal, Depends(authenticated)]
@@ -76,19 +78,19 @@ def code(sha256: str, state: HubDep, who: Public) -> dict[str, Any]:
 
 
 @router.get("/{job_id}")
-def show(job_id: str, state: HubDep, who: SignedIn) -> dict[str, Any]:
+def show(job_id: str, state: HubDep, who: Public) -> dict[str, Any]:
     return service.get(state, who, job_id).model_dump(mode="json")
 
 
 @router.get("/{job_id}/diff")
-def diff(job_id: str, state: HubDep, who: SignedIn) -> dict[str, Any]:
+def diff(job_id: str, state: HubDep, who: Public) -> dict[str, Any]:
     """The code against the last code approved for the same project (unified diff)."""
     before, text = service.diff(state, who, job_id)
     return {"against": before, "diff": text}
 
 
 @router.get("/{job_id}/logs")
-def logs(job_id: str, state: HubDep, who: SignedIn) -> dict[str, Any]:
+def logs(job_id: str, state: HubDep, who: Public) -> dict[str, Any]:
     """The researcher-safe log (ndl's own lines; never the job's printed output)."""
     return {"lines": service.logs(state, who, job_id)}
 
@@ -101,7 +103,7 @@ def review(job_id: str, body: Decision, state: HubDep, who: SignedIn) -> dict[st
 
 
 @router.post("/{job_id}/cancel")
-def cancel(job_id: str, state: HubDep, who: SignedIn) -> dict[str, Any]:
+def cancel(job_id: str, state: HubDep, who: Public) -> dict[str, Any]:
     return service.cancel(state, who, job_id).model_dump(mode="json")
 
 
@@ -113,14 +115,14 @@ def output_check(job_id: str, body: Decision, state: HubDep, who: SignedIn) -> d
 
 
 @router.get("/{job_id}/outputs/files")
-def output_files(job_id: str, state: HubDep, who: SignedIn) -> dict[str, Any]:
+def output_files(job_id: str, state: HubDep, who: Public) -> dict[str, Any]:
     return {"files": [f.model_dump(mode="json")
                       for f in checking.files(state, who, job_id)]}
 
 
 @router.get("/{job_id}/outputs", responses={
     200: {"content": {"application/zip": {}}}, 206: {"description": "a byte range"}})
-async def outputs(job_id: str, request: Request, state: HubDep, who: SignedIn) -> Response:
+async def outputs(job_id: str, request: Request, state: HubDep, who: Public) -> Response:
     """The outputs' ZIP (released to the project; output checkers may read it to judge)."""
     return await run_in_threadpool(checking.outputs_response, state, who, job_id,
                                    request.headers.get("range"))

@@ -65,6 +65,7 @@ def decide(state: HubState, who: Principal | None, job_id: str, *, decision: str
                            "what to change or supply")
     if len(comments) > 4000:
         raise InvalidInput("comments are at most 4,000 characters")
+    rules.require_role(who, "output_checker", doing="check a job's outputs")
     with state.db.write() as s:
         job = visible(s, who, job_id)
         checker = rules.require_output_checker(who, job.requester)
