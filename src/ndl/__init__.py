@@ -4,7 +4,7 @@ The public Python API is what this module exports; everything else is internal a
 change. ``tests/unit/test_public_api.py`` fails when this surface changes by accident.
 """
 
-from ndl.client import Client, QueryAnswer, Work, WorkResult
+from ndl.client import Client, JobView, QueryAnswer, Work, WorkResult
 from ndl.core.errors import (
     AuthenticationRequired,
     BudgetExhausted,
@@ -13,11 +13,13 @@ from ndl.core.errors import (
     EnvelopeRejected,
     InternalError,
     InvalidInput,
+    JobFailed,
     NdlError,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
     RateLimited,
+    SandboxUnavailable,
     UpstreamTimeout,
     UpstreamUnavailable,
     UserError,
@@ -34,12 +36,15 @@ __all__ = [
     "EnvelopeRejected",
     "InternalError",
     "InvalidInput",
+    "JobFailed",
+    "JobView",
     "NdlError",
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
     "QueryAnswer",
     "RateLimited",
+    "SandboxUnavailable",
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "UserError",

@@ -5,6 +5,8 @@ converts to a pyarrow Table or a pandas DataFrame on demand. Long work (an expor
 open dataset, whatever its size) is a :class:`Work` item: ``client.export(dataset)`` queues
 it, waits with a progress bar and downloads the file; ``work``, ``work_list``,
 ``wait_work``, ``cancel_work`` and ``fetch_work`` handle items one step at a time.
+Controlled jobs are :class:`JobView` items: ``submit_job(folder, project=...)``, ``job``,
+``wait_job`` (until a person must act or it is final), ``job_outputs`` (download and unpack).
 
 The client itself lives in :mod:`ndl.hubclient`, the one HTTP client for the hub's API that
 the CLI, MCP and datasites use too; this module is its public name. To add an operation,
@@ -14,6 +16,16 @@ then exists here and on ``ndl.hubclient.AsyncClient`` alike.
 
 from __future__ import annotations
 
-from ndl.hubclient import DEFAULT_HUB, AsyncClient, Client, QueryAnswer, Work, WorkResult
+from ndl.hubclient import (
+    DEFAULT_HUB,
+    AsyncClient,
+    Client,
+    JobDiff,
+    JobView,
+    QueryAnswer,
+    Work,
+    WorkResult,
+)
 
-__all__ = ["DEFAULT_HUB", "AsyncClient", "Client", "QueryAnswer", "Work", "WorkResult"]
+__all__ = ["DEFAULT_HUB", "AsyncClient", "Client", "JobDiff", "JobView", "QueryAnswer", "Work",
+           "WorkResult"]

@@ -24,6 +24,7 @@ from ndl.core.errors import (
     UpstreamUnavailable,
 )
 from ndl.hubclient import AsyncClient, Client, HubApi, Operation, QueryAnswer
+from ndl.jobs.bundle import from_files
 
 DS = "nhs-trust/ae-attendances"
 TOKEN = "ndl_t"  # a made-up token for the mock hub
@@ -38,6 +39,17 @@ VIEW = {"id": WID, "kind": "export", "dataset": "la/wards", "state": "queued", "
         "started_at": None, "finished_at": None, "deadline": "2026-12-05T22:00:00+00:00",
         "attempts": 0, "error": None, "result": None, "final": False}
 ENV = {"v": 1, "sender": "nhs-trust", "kind": "poll", "body": {"wait": 1}, "sig": "x"}
+JID = "job-1a2b3c4d5e6f7a8b"
+SHA = "ab" * 32
+JOB = {"id": JID, "name": "fsm-by-sen", "project": PID, "requester": "ada",
+       "language": "python", "environment": "python-data", "datasets": ["dfe/pupils"],
+       "org": "dfe", "code_sha256": SHA, "state": "awaiting_review",
+       "state_words": "waiting for a data steward to review the code",
+       "created_at": "2026-12-05T16:00:00+00:00", "updated_at": "2026-12-05T16:00:00+00:00"}
+BUNDLE_FILES = {"ndl-job.toml": 'name = "fsm-by-sen"\nlanguage = "python"\n'
+                'entry = "a.py"\nenvironment = "python-data"\ndatasets = ["dfe/pupils"]\n'
+                'context = "c"\n[[outputs]]\nname = "t"\nkind = "table"\n'
+                'description = "d"\n', "a.py": "print(1)\n"}
 
 
 @dataclass
@@ -126,6 +138,28 @@ OPERATIONS = [
          answer={"work": [VIEW]}),
     Case("cancel_work", (WID,), {}, "POST", f"/api/work/{WID}/cancel",
          answer={**VIEW, "state": "cancelled", "final": True}),
+    Case("submit_job", (from_files(BUNDLE_FILES),), {"project": PID}, "POST", "/api/jobs",
+         body={"project": PID, "files": BUNDLE_FILES}, answer=JOB),
+    Case("job", (JID,), {}, "GET", f"/api/jobs/{JID}", answer=JOB),
+    Case("jobs", (), {"limit": 5}, "GET", "/api/jobs", {"limit": "5"}, answer={"jobs": [JOB]}),
+    Case("job_logs", (JID,), {}, "GET", f"/api/jobs/{JID}/logs", answer={"lines": ["a", "b"]}),
+    Case("cancel_job", (JID,), {}, "POST", f"/api/jobs/{JID}/cancel",
+         answer={**JOB, "state": "cancelled"}),
+    Case("job_diff", (JID,), {}, "GET", f"/api/jobs/{JID}/diff",
+         answer={"against": None, "diff": "+x\n"}),
+    Case("job_code", (SHA,), {}, "GET", f"/api/jobs/code/{SHA}",
+         answer={"sha256": SHA, "files": {"a.py": "x"}, "published": True}),
+    Case("review_job", (JID, "reject"), {"reasons": "no"}, "POST", f"/api/jobs/{JID}/review",
+         body={"decision": "reject", "reasons": "no"}, answer=JOB),
+    Case("check_outputs", (JID, "return"), {"comments": "round"}, "POST",
+         f"/api/jobs/{JID}/output-check", body={"decision": "return", "reasons": "round"},
+         answer=JOB),
+    Case("job_output_files", (JID,), {}, "GET", f"/api/jobs/{JID}/outputs/files",
+         answer={"files": [{"name": "t.csv", "size": 3, "media_type": "text/csv"}]}),
+    Case("review_queue", (), {}, "GET", "/api/jobs/review-queue", answer={"jobs": [JOB]}),
+    Case("output_queue", (), {}, "GET", "/api/jobs/output-queue", answer={"jobs": []}),
+    Case("job_environments", (), {}, "GET", "/api/jobs/environments",
+         answer={"environments": [{"name": "python-data"}]}),
     Case("_request", ("GET", "/api/register/verify"), {"params": {"x": 1}}, "GET",
          "/api/register/verify", {"x": "1"}, answer=[1, 2]),
     Case("post_envelope", ("/api/federation/poll", ENV), {"headers": {"X-Test": "1"}}, "POST",
@@ -233,6 +267,10 @@ BAD_IDS = [
     ("work", (WID + "/result",), "work id"),
     ("cancel_work", (WID.upper(),), "work id"),
     ("submit_work", ("export", "../x"), "dataset id"),
+    ("job", ("../../auth/tokens",), "job id"),
+    ("job_logs", (JID + "/../x",), "job id"),
+    ("review_job", ("job-../me", "approve"), "job id"),
+    ("job_code", ("../" + SHA[3:],), "code hash"),
     ("post_envelope", ("/api/auth/login", ENV), "envelope path"),
     ("post_envelope", ("/api/federation/../auth/login", ENV), "envelope path"),
     ("post_envelope", ("/api/federation/work/../../auth", ENV), "envelope path"),

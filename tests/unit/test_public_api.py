@@ -7,11 +7,14 @@ from ndl.core import errors
 
 # Work and WorkResult (issue 10): long work's typed view, returned by Client.work and friends;
 # Cancelled: the error a cancelled work item stands for.
+# JobView (controlled jobs): what Client.submit_job, job and wait_job return; JobFailed and
+# SandboxUnavailable: the errors of a failed job and of a missing sandbox.
 EXPECTED = [
     "AuthenticationRequired", "BudgetExhausted", "Cancelled", "Client", "Conflict",
-    "EnvelopeRejected", "InternalError", "InvalidInput", "NdlError", "NotFound",
-    "PayloadTooLarge", "PermissionDenied", "QueryAnswer", "RateLimited", "UpstreamTimeout",
-    "UpstreamUnavailable", "UserError", "Work", "WorkResult", "__version__",
+    "EnvelopeRejected", "InternalError", "InvalidInput", "JobFailed", "JobView", "NdlError",
+    "NotFound", "PayloadTooLarge", "PermissionDenied", "QueryAnswer", "RateLimited",
+    "SandboxUnavailable", "UpstreamTimeout", "UpstreamUnavailable", "UserError", "Work",
+    "WorkResult", "__version__",
 ]
 
 

@@ -67,6 +67,7 @@ from ndl.cli import (  # noqa: E402,F401  (importing registers the commands)
     account_cmds,
     client_cmds,
     demo_cmd,
+    job_cmds,
     mcp_cmd,
     privacy_cmds,
     publish_cmd,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -96,16 +97,27 @@ def dataset_versions(site: str, name: str, state: HubDep,
 
 
 @router.get("/datasets/{site}/{name}/mock",
-            responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+            responses={200: {"content": {"application/json": {}, "text/csv": {},
+                                         "application/vnd.apache.parquet": {}}}})
 def dataset_mock(
     site: str, name: str, state: HubDep, who: Annotated[Principal, Depends(authenticated)],
     limit: int = Query(default=100, ge=1, le=10_000),
-    format: str = Query(default="json", pattern="^(json|csv)$"),
+    format: str = Query(default="json", pattern="^(json|csv|parquet)$"),
 ) -> Any:
-    """Synthetic mock rows: same schema as the real data, no real row. Any signed-in user."""
+    """Synthetic mock rows: same schema as the real data, no real row. Any signed-in user.
+
+    ``format=parquet`` keeps the column types, for ``ndl run --mock``."""
     with state.db.read() as s:
         mock = mocks.get_mock(s, f"{site}/{name}")
     table = mocks.read_rows(mock, limit)
+    if format == "parquet":
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        return Response(buf.getvalue(), media_type="application/vnd.apache.parquet",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="{site}--{name}--mock.parquet"'})
     if format == "csv":
         return Response(mocks.to_csv(table), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition":

@@ -11,7 +11,10 @@ Adding an operation: write its builder here, then add one line to ``HubApi`` in
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ndl.core.errors import InvalidInput
@@ -38,6 +41,8 @@ from ndl.hubclient._ids import (
 )
 from ndl.hubclient._work import Work, work_view
 from ndl.hubclient._work import work_list as work_list_of
+from ndl.jobs.bundle import Bundle, read_folder
+from ndl.jobs.views import CodeView, JobView, OutputFile
 
 Json = dict[str, Any]
 
@@ -289,6 +294,150 @@ def cancel_work(work_id: str) -> Call[Work]:
     """Cancel a work item that has not finished (the datasite stops on its next heartbeat);
     a finished item is returned unchanged."""
     return Call("POST", _work(work_id, "/cancel"), work_view)
+
+
+# -- controlled jobs (Client.wait_job and Client.job_outputs wait and download too) ----------
+
+_JOB_ID = re.compile(r"^job-[0-9a-f]{8,32}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class JobDiff:
+    """A job's code against the code last approved for its project (``against`` is that
+    code's SHA-256, or None when nothing was approved before)."""
+
+    against: str | None
+    diff: str
+
+
+def check_job_id(job_id: str) -> str:
+    """Return ``job_id`` if it looks like ``job-1a2b3c4d5e6f7a8b``; raise InvalidInput if not."""
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise InvalidInput(f"job id {str(job_id)[:80]!r} is not valid: job ids look like "
+                           "'job-1a2b3c4d5e6f7a8b', as 'ndl submit' or 'ndl job list' printed "
+                           "them")
+    return job_id
+
+
+def check_code_sha256(sha256: str) -> str:
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        raise InvalidInput(f"code hash {str(sha256)[:80]!r} is not valid: it is the 64 "
+                           "lower-case hex digits of a SHA-256, as 'ndl job status' shows it")
+    return sha256
+
+
+def _job(job_id: str, suffix: str = "") -> str:
+    return f"/api/jobs/{segment(check_job_id(job_id))}{suffix}"
+
+
+def job_view(data: Any) -> JobView:
+    return JobView.model_validate(json_object(data))
+
+
+def _job_list(data: Any) -> list[JobView]:
+    items = json_object(data)["jobs"]
+    if not isinstance(items, list):
+        raise TypeError("'jobs' is not a list")
+    return [JobView.model_validate(i) for i in items]
+
+
+def _lines(data: Any) -> list[str]:
+    lines = json_object(data)["lines"]
+    if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+        raise TypeError("'lines' is not a list of text")
+    return lines
+
+
+def _diff(data: Any) -> JobDiff:
+    d = json_object(data)
+    against, text = d["against"], d["diff"]
+    if not (against is None or isinstance(against, str)) or not isinstance(text, str):
+        raise TypeError("a diff is {'against': hash or null, 'diff': text}")
+    return JobDiff(against, text)
+
+
+def _bundle_files(bundle: Path | str | Bundle) -> dict[str, str]:
+    checked = bundle if isinstance(bundle, Bundle) else read_folder(Path(bundle))
+    return dict(sorted(checked.files.items()))
+
+
+def submit_job(bundle: Path | str | Bundle, *, project: str) -> Call[JobView]:
+    """Submit a job bundle (a folder holding ``ndl-job.toml``) for ``project``'s data.
+
+    The bundle is read and checked here, so a mistake is reported with its file and line and
+    nothing is sent. The hub queues the code for a data steward's review (or runs it at once
+    when the same code was approved before for the project).
+    """
+    files = _bundle_files(bundle)
+    return Call("POST", "/api/jobs", job_view,
+                json={"project": check_project_id(project), "files": files})
+
+
+def job(job_id: str) -> Call[JobView]:
+    """One job: its state (in words too), progress, reviews and, once run, its report."""
+    return Call("GET", _job(job_id), job_view)
+
+
+def jobs(limit: int = 100) -> Call[list[JobView]]:
+    """The jobs of your projects, newest first."""
+    return Call("GET", "/api/jobs", _job_list, params={"limit": limit})
+
+
+def job_logs(job_id: str) -> Call[list[str]]:
+    """The researcher-safe log: ndl's own lines, never what the job printed."""
+    return Call("GET", _job(job_id, "/logs"), _lines)
+
+
+def cancel_job(job_id: str) -> Call[JobView]:
+    """Cancel a job of yours that is waiting for review or running."""
+    return Call("POST", _job(job_id, "/cancel"), job_view)
+
+
+def job_diff(job_id: str) -> Call[JobDiff]:
+    """The job's code as a unified diff against the code last approved for its project."""
+    return Call("GET", _job(job_id, "/diff"), _diff)
+
+
+def job_code(sha256: str) -> Call[CodeView]:
+    """A bundle's files by their SHA-256 (public once a job running that code was approved)."""
+    return Call("GET", f"/api/jobs/code/{check_code_sha256(sha256)}", CodeView.model_validate)
+
+
+def review_job(job_id: str, decision: str, reasons: str = "") -> Call[JobView]:
+    """A data steward approves (``"approve"``) or rejects (``"reject"``, with reasons) a job's
+    code."""
+    return Call("POST", _job(job_id, "/review"), job_view,
+                json={"decision": decision, "reasons": reasons})
+
+
+def check_outputs(job_id: str, decision: str, comments: str = "") -> Call[JobView]:
+    """An output checker approves, returns (with comments) or rejects a job's outputs."""
+    return Call("POST", _job(job_id, "/output-check"), job_view,
+                json={"decision": decision, "reasons": comments})
+
+
+def job_output_files(job_id: str) -> Call[list[OutputFile]]:
+    """The outputs file by file (CSV parsed, text shown), for judging them."""
+    def parse(data: Any) -> list[OutputFile]:
+        return [OutputFile.model_validate(f) for f in json_object(data)["files"]]
+
+    return Call("GET", _job(job_id, "/outputs/files"), parse)
+
+
+def review_queue() -> Call[list[JobView]]:
+    """Jobs whose code waits for a review by a steward of your organisation."""
+    return Call("GET", "/api/jobs/review-queue", _job_list)
+
+
+def output_queue() -> Call[list[JobView]]:
+    """Jobs whose outputs wait for you, an output checker."""
+    return Call("GET", "/api/jobs/output-queue", _job_list)
+
+
+def job_environments() -> Call[list[Json]]:
+    """The environments jobs may name: each with its languages and fixed package versions."""
+    return Call("GET", "/api/jobs/environments", object_list("environments"))
 
 
 # -- blobs (sent by ndl.federation.blob_client, which streams the bytes) ----------------------

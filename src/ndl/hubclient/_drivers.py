@@ -20,6 +20,7 @@ import httpx
 
 from ndl.hubclient import _api as api
 from ndl.hubclient._call import Call, reaching
+from ndl.hubclient._jobs import JobWork
 from ndl.hubclient._long import LongWork
 
 P = ParamSpec("P")
@@ -103,6 +104,20 @@ class HubApi:
     work = Operation(api.work)
     work_list = Operation(api.work_list)
     cancel_work = Operation(api.cancel_work)
+    # controlled jobs (waiting for one and downloading its outputs: Client only)
+    submit_job = Operation(api.submit_job)
+    job = Operation(api.job)
+    jobs = Operation(api.jobs)
+    job_logs = Operation(api.job_logs)
+    cancel_job = Operation(api.cancel_job)
+    job_diff = Operation(api.job_diff)
+    job_code = Operation(api.job_code)
+    review_job = Operation(api.review_job)
+    check_outputs = Operation(api.check_outputs)
+    job_output_files = Operation(api.job_output_files)
+    review_queue = Operation(api.review_queue)
+    output_queue = Operation(api.output_queue)
+    job_environments = Operation(api.job_environments)
     # datasites
     post_envelope = Operation(api.post_envelope)
     # any call, unchecked, returning the JSON as it came (tests of the hub use it)
@@ -123,12 +138,13 @@ class HubApi:
         return view
 
 
-class Client(LongWork, HubApi):
+class Client(LongWork, JobWork, HubApi):
     """A connection to one library hub.
 
     Besides the operations of :class:`HubApi` it waits for long work and downloads its
     results (:class:`~ndl.hubclient._long.LongWork`: ``export``, ``wait_work``,
-    ``follow_work``, ``fetch_work``).
+    ``follow_work``, ``fetch_work``), and waits for controlled jobs and unpacks their outputs
+    (:class:`~ndl.hubclient._jobs.JobWork`: ``wait_job``, ``job_outputs``, ``fetch_mock``).
 
     >>> client = Client("http://127.0.0.1:8700", token="ndl_...")   # doctest: +SKIP
     >>> client.search("A&E")["results"][0]["id"]                     # doctest: +SKIP
