@@ -88,6 +88,14 @@ def test_demo_comes_up_answers_the_tour_and_stops_cleanly(tmp_path: Path) -> Non
         assert sorted(s["id"] for s in sites) == ["dfe", "local-authority", "nhs-trust"]
         verify = _ndl(env, "verify")
         assert verify.returncode == 0, verify.stdout
+        # The controlled job went the whole way: reviewed, run, checked, released, fetched.
+        assert "released by oscar" in out, out
+        released = (root / "job-outputs" / "fsm_by_sen.csv").read_text()
+        assert "[suppressed]" in released and released.startswith("sen_status,")
+        job_id = out.split("job status ", 1)[1].split()[0]
+        job = httpx.get(f"http://127.0.0.1:{port}/api/register", params={"limit": 1000}).json()
+        kinds = {e["kind"] for e in job["entries"] if e["subject"] == job_id}
+        assert {"job.submitted", "job.reviewed", "job.ran", "job.released"} <= kinds, kinds
 
         children = _alive_under(root)
         assert len(children) == 4, children  # hub + three datasites

@@ -30,6 +30,7 @@ from ndl.access.models import Org, User
 from ndl.core.db import Database
 from ndl.core.errors import Conflict, UpstreamUnavailable
 from ndl.core.keys import SigningKey
+from ndl.demo.job_tour import DemoJob, run_demo_job, sandbox_mode
 from ndl.demo.synth import ORGS, generate_demo_data
 
 console = Console()
@@ -178,6 +179,7 @@ def run_demo(
     # Children get a minimal environment: tokens travel by env, never on the command line.
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("NDL_")}
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    sandbox, sandbox_note = sandbox_mode()
 
     specs: dict[str, tuple[list[str], dict[str, str] | None]] = {}
 
@@ -227,15 +229,19 @@ def run_demo(
                     org.slug,
                     "--name",
                     f"{org.name} datasite",
+                    "--sandbox",
+                    sandbox,
                 ],
                 {"NDL_TOKEN": tokens[org.slug]},
             )
         _wait_published(hub_url, len(ORGS), 45, [p for _, p in procs])
         project = _demo_access(hub_url, root)
+        with console.status("running the controlled job: review, sandbox, checks, release…"):
+            job = run_demo_job(hub_url, root, project, PASSWORD)
     except BaseException:
         stop_all(procs)
         raise
-    _tour(hub_url, root, time.monotonic() - started, project)
+    _tour(hub_url, root, time.monotonic() - started, project, job, sandbox_note)
     if not block:
         return procs
     why = ""
@@ -339,7 +345,21 @@ def _demo_access(hub_url: str, root: Path) -> str:
     return str(project["id"])
 
 
-def _tour(hub_url: str, root: Path, took: float, project: str) -> None:
+def _job_lines(job: DemoJob, note: str) -> str:
+    if job.state != "released":
+        return (f"  job {job.id} {job.state}: {job.error or 'see ndl job status ' + job.id}"
+                + (f"\n  NOTE: {note}" if note else ""))
+    lines = [f"  alice's job {job.id} (free school meals by SEN status on dfe/pupils): "
+             f"approved by steward-dfe, run in the {job.sandbox} sandbox, "
+             f"{job.suppressed} of {job.cells} cells suppressed, released by oscar",
+             f"  outputs downloaded to {job.outputs}"]
+    if note:
+        lines.append(f"  NOTE: {note}")
+    return "\n".join(lines)
+
+
+def _tour(hub_url: str, root: Path, took: float, project: str, job: DemoJob,
+          sandbox_note: str) -> None:
     # The command people type once the venv is active, never the interpreter's full path.
     ndl = "ndl"
     console.print(
@@ -355,6 +375,9 @@ Datasites: nhs-trust, dfe, local-authority. Users (password = demo-password-<use
   alice (researcher), oscar (output checker), admin, steward-nhs-trust, steward-dfe,
   steward-local-authority
 
+Controlled job:
+{_job_lines(job, sandbox_note)}
+
 Try, in another shell (after `source .venv/bin/activate`, or use .venv/bin/ndl):
   {ndl} search "A&E"
   {ndl} show nhs-trust/ae-attendances
@@ -364,6 +387,9 @@ Try, in another shell (after `source .venv/bin/activate`, or use .venv/bin/ndl):
   {ndl} query local-authority/ward-population --count-by ward_name     # open data
   {ndl} dp-query nhs-trust/ae-attendances --project {project} --rho 0.1 \\
       --sql "SELECT COUNT(*) AS n FROM data GROUP BY region"  # safeguarded: DP answers
+  {ndl} job status {job.id}            # controlled: reviewed code run at the data
+  {ndl} job outputs {job.id} --out ./fsm-outputs
+  {ndl} job init ./my-job && {ndl} run ./my-job --mock   # develop against mock data
   {ndl} access-times
   {ndl} datasites
   {ndl} verify
