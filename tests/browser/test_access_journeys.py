@@ -182,10 +182,10 @@ def test_one_request_two_organisations_auto_grant_and_steward_approval(
             "Active")
     expect(page.locator("table[id^='request-']")).to_contain_text(
         "Approved by dan: “Sound purpose and legal basis.”")
-    # What each grant's tier offers: controlled data promises no jobs; safeguarded data is
-    # asked private questions, from the link that names this project.
+    # What each grant's tier offers: controlled data runs code at the data; safeguarded
+    # data is asked private questions, from the link that names this project.
     pupils = page.locator(f"#offer-{PUPILS.replace('/', '--')}")
-    expect(pupils).to_contain_text("reviewed code-to-data jobs are not available yet")
+    expect(pupils).to_contain_text("ndl submit BUNDLE --project")
     expect(pupils.get_by_role("link", name="See its metadata and mock rows")).to_have_count(1)
     page.screenshot(path=str(screenshots / "project-grant-offers.png"), full_page=True)
     page.locator(f"#private-{AE.replace('/', '--')}").get_by_role("link").click()

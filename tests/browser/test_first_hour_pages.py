@@ -68,5 +68,5 @@ def test_an_output_checker_is_told_there_is_nothing_to_check_yet(
     page.get_by_label("Password", exact=True).fill(CHECKER_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     note = page.locator("#output-checker-note")
-    expect(note).to_contain_text("There is nothing to check yet")
-    expect(note).to_contain_text("not available yet")
+    expect(note).to_contain_text("Outputs to check")
+    expect(note).not_to_contain_text("not available yet")

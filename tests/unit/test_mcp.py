@@ -153,7 +153,7 @@ def test_an_agent_goes_from_a_question_to_dataset_schema_and_access_route(demo: 
     att, pup = seen["access_attainment"], seen["access_pupils"]
     assert (att["tier"], pup["tier"]) == ("safeguarded", "controlled")
     assert "aggregate" in att["route"].lower() and "steward" in pup["route"].lower()
-    assert "not available yet" in pup["route"]  # controlled data promises no jobs yet
+    assert "code runs at the data" in pup["route"]  # controlled data: code-to-data jobs
     assert "controlled" in pup["tier_meaning"].lower()
     assert any("project" in step for step in pup["how_to_apply"])
     assert att["page"].endswith("/datasets/dfe/attainment")

@@ -456,10 +456,10 @@ def test_steward_approves_and_the_researcher_sees_both_granted(
     assert "Approved by dan: “Sound purpose.”" in page
     grants = section(page, "grants-table")
     assert grants.count("Active") == 2
-    # Controlled data offers metadata and mock rows; the page promises no jobs.
+    # Controlled data offers metadata, mock rows and jobs run at the data.
     offer = markup.unescape(section(page, "offer-dfe--school-census", "</div>"))
     assert TIERS["controlled"].what_you_get in offer
-    assert "reviewed code-to-data jobs are not available yet" in offer
+    assert f"ndl submit BUNDLE --project {pid}" in offer and 'href="/jobs"' in offer
     assert 'href="/datasets/dfe/school-census#mock"' in offer and "private-query" not in offer
 
 
@@ -736,10 +736,10 @@ def test_org_dashboard_counts_private_questions_too(app: FastAPI, login: Login) 
     assert dict(stat.findall(html))["queries"] == "2"  # a budget check is not a question
 
 
-def test_an_output_checker_is_told_there_is_nothing_to_check_yet(login: Login) -> None:
+def test_an_output_checker_is_pointed_at_their_queue(login: Login) -> None:
     note = login("oscar").get("/").text
-    assert 'id="output-checker-note"' in note and "There is nothing to check yet" in note
-    assert "not available yet" in note
+    assert 'id="output-checker-note"' in note and 'href="/outputs-to-check"' in note
+    assert "not available yet" not in note
     assert 'id="output-checker-note"' not in login("alice").get("/").text
 
 

@@ -504,10 +504,10 @@ def test_dataset_page_says_how_to_get_access_and_the_wait(client: TestClient) ->
     census = client.get("/datasets/dfe/school-census").text
     access = census[census.index('id="access"'):census.index('id="mock"')]
     assert "govuk-tag--red" in census
-    # Controlled data promises only what exists: metadata and mocks, no jobs yet.
+    # Controlled data: metadata, mocks, and the steps to run code at the data.
     assert TIERS["controlled"].what_you_get in markup.unescape(access)
-    assert "reviewed code-to-data jobs are not available yet" in access
-    assert "Your code runs at the data" not in access and "output checker" not in access
+    run = access[access.index('id="run-code"'):]
+    assert "ndl job init" in run and "ndl run my-job --mock" in run and "ndl submit" in run
     assert re.search("<strong>Expected wait:</strong>\\s*90 days, the publisher\u2019s estimate; "
                      r"then a data steward&#39;s review", access)
     # Without a stated cost or route, no empty rows are shown.

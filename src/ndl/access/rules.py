@@ -137,6 +137,16 @@ def require_output_checker(who: Principal | None, author: str) -> Principal:
     return who
 
 
+def is_code_reviewer(who: Principal | None) -> bool:
+    """A data steward: someone who may be asked to review jobs' code (for navigation)."""
+    return who is not None and who.has("steward")
+
+
+def may_cancel_job(who: Principal | None, author: str) -> bool:
+    """A job is cancelled by its author or an admin."""
+    return who is not None and (who.username == author or who.has("admin"))
+
+
 def may_see_job(who: Principal | None, *, members: set[str], org_id: str, author: str,
                 checking: bool) -> bool:
     """A job is seen by its project's members, the data's stewards and admins, and by output

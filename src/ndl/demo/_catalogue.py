@@ -305,9 +305,9 @@ _COVERAGE = {"spatial": "Northshire (North East England)", "update_frequency": "
              "issued": "2024-04-01", "modified": "2025-09-01", "last_verified": "2025-09-15"}
 _ACCESS = {
     "controlled": {"route": "Apply through the library with a project; a data steward of the "
-                            "owning organisation reviews the request. Reviewed code-to-data "
-                            "jobs are not available yet: today a grant gives metadata and "
-                            "synthetic mock rows.",
+                            "owning organisation reviews the request. With a grant, your "
+                            "code runs at the data: a steward reviews it and an output "
+                            "checker releases its outputs.",
                    "lead_time_days": 20, "cost": "Free for public-benefit research"},
     "safeguarded": {"route": "Registered researchers with a project get differentially private "
                              "aggregate answers at once.",

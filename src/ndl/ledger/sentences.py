@@ -26,10 +26,13 @@ def who(actor: str) -> str:
         return f"the party {rest}"
     if actor.startswith("steward@"):
         return f"a data steward of {actor.removeprefix('steward@')}"
+    if actor.startswith("output_checker#"):
+        return "an output checker"
     if actor.startswith("user#"):
         return f"registered user {actor.removeprefix('user#')}"
     return {"admin": "a library administrator", "hub": "the library",
-            "policy": "the dataset's access policy", "anonymous": "a visitor"}.get(actor, actor)
+            "policy": "the dataset's access policy", "anonymous": "a visitor",
+            "steward": "a data steward"}.get(actor, actor)
 
 
 def _cap(text: str) -> str:
@@ -135,6 +138,33 @@ SENTENCES: dict[str, Sentence] = {
         + (f" (fingerprint {p['fingerprint']})" if p.get("fingerprint") else "")
         + (f" in place of {p['previous_fingerprint']}" if p.get("previous_fingerprint")
            else "") + "."),
+    "job.submitted": lambda a, s, p: (
+        f"{_cap(who(a))} submitted job {s} on {_datasets(p)} for review{_code(p)}."),
+    "job.reviewed": lambda a, s, p: (
+        f"{_cap(who(a))} "
+        + {"approve": "approved", "reject": "rejected"}.get(str(p.get("decision")),
+                                                             "reviewed")
+        + f" the code of job {s}{_code(p)}{_reason({'reason': p.get('reasons')})}."),
+    "job.approved": lambda a, s, p: (
+        f"Job {s}{_code(p)} was approved to run"
+        + (" by the datasets' policy, as code already approved for its project"
+           if p.get("automatic") else f" by {who(a)}") + "."),
+    "job.ran": lambda a, s, p: (
+        f"{_cap(who(a))} ran job {s}{_code(p)}: "
+        + {"awaiting_output_check": "its outputs wait for an output checker",
+           "failed": "it failed", "cancelled": "it was cancelled"}.get(
+               str(p.get("outcome")), str(p.get("outcome") or "finished"))
+        + (" (WITHOUT the bubblewrap sandbox)" if p.get("sandbox") == "weaker" else "")
+        + "."),
+    "job.output_checked": lambda a, s, p: (
+        f"{_cap(who(a))} "
+        + {"approve": "approved", "return": "returned", "reject": "rejected"}.get(
+            str(p.get("decision")), "decided on")
+        + f" the outputs of job {s}{_code(p)}."),
+    "job.released": lambda a, s, p: (
+        f"The outputs of job {s}{_code(p)} were released to project "
+        f"{p.get('project', '?')}."),
+    "job.cancelled": lambda a, s, p: f"{_cap(who(a))} cancelled job {s}{_code(p)}.",
     "wish.created": lambda a, s, p: (
         f"{_cap(who(a))} added wish {_bare(s, 'wish:')} to the wishlist of data people want."),
     "wish.open": lambda a, s, p: f"{_cap(who(a))} reopened wish {_bare(s, 'wish:')}.",
@@ -143,6 +173,11 @@ SENTENCES: dict[str, Sentence] = {
     "wish.published": lambda a, s, p: (
         f"Wish {_bare(s, 'wish:')} came true: {p.get('dataset') or 'the data'} is published."),
 }
+
+
+def _code(p: Payload) -> str:
+    sha = str(p.get("code_sha256") or "")
+    return f" (code {sha[:12]})" if sha else ""
 
 
 def _work(p: Payload) -> str:

@@ -17,6 +17,8 @@ from starlette.types import Scope
 from ndl.web import (
     access_pages,
     forms,
+    job_check_pages,
+    job_pages,
     privacy_pages,
     register_pages,
     session,
@@ -59,8 +61,9 @@ def mount(app: FastAPI, web_dir: Path) -> None:
     app.include_router(router)
     app.state.ndl_static_dir = static_dir  # work_pages looks for its script there
     for pages in (access_pages, steward_pages, register_pages, wishlist_pages, privacy_pages,
-                  work_pages):
+                  work_pages, job_pages, job_check_pages):
         app.include_router(pages.router)
     forms.install(app.state.ndl_pages.env)
+    job_pages.install(app.state.ndl_pages.env)
     app.add_middleware(session.SessionMiddleware, state=state, secret=secret)
     app.mount("/static", _StaticFiles(directory=static_dir, check_dir=False), name="static")

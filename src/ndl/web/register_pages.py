@@ -54,6 +54,14 @@ def subject_href(subject: str) -> str | None:
     return None
 
 
+def code_href(payload: dict[str, Any]) -> str | None:
+    """The code a job's entry names (by hash): public once a job running it was approved."""
+    sha = payload.get("code_sha256")
+    if isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha):
+        return f"/jobs/code/{sha}"
+    return None
+
+
 def register_url(kind: str, subject: str, page: int = 1) -> str:
     params = {"kind": kind, "subject": subject, "page": str(page) if page > 1 else ""}
     query = urlencode({k: v for k, v in params.items() if v})
@@ -96,7 +104,8 @@ def register_page(request: Request, _: Who, kind: str = "", subject: str = "",
                          "sentence": sentence(e.kind, e.actor, e.subject, e.payload),
                          "json": json.dumps(register.entry_json(e), indent=2,
                                             ensure_ascii=False),
-                         "href": subject_href(e.subject)} for e in rows],
+                         "href": subject_href(e.subject),
+                         "code_href": code_href(e.payload)} for e in rows],
             "total": total, "kind": kind, "subject": subject, "page": number,
             "kinds": [{"value": "", "text": "All kinds"}] + [
                 {"value": k, "text": k, "selected": k == kind} for k in kinds],
