@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ndl.core.csvsafe import csv_text
 from ndl.jobs.bundle import SUFFIX
 
 MAX_RECORDS_BYTES = 1024 * 1024
@@ -33,6 +34,10 @@ MISSING = "(missing)"
 
 class Problem(Exception):
     """An output that cannot be checked automatically; the message is researcher-safe."""
+
+
+class Review(Problem):
+    """A SQL result the checks cannot read: its rows go to an output checker as they are."""
 
 
 def _records(folder: Path, outputs: dict[str, str], language: str) -> dict[str, dict[str, Any]]:
@@ -94,7 +99,8 @@ def table_stats(name: str, frame: Any, by: list[str], value: str | None,
     """Cells of the table ``frame`` grouped by ``by``: contributors, statistic, evidence."""
     for c in by + ([value] if value else []):
         if c not in frame.columns:
-            raise Problem(f"output {name!r}: its evidence lacks column {c!r}")
+            # Not named: the column names come from the job-written record, so could be data.
+            raise Problem(f"output {name!r}: its evidence lacks a column its record names")
     cells = []
     for keys, group in frame.groupby(by, dropna=False, observed=True, sort=True):
         key = _key(keys if isinstance(keys, tuple) else (keys,))
@@ -117,19 +123,21 @@ def table_stats(name: str, frame: Any, by: list[str], value: str | None,
 
 def sql_stats(name: str, frame: Any, count_column: str | None) -> dict[str, Any]:
     """A SQL job's result: its dimensions are the text columns, the count column its n."""
+    if len(frame) > MAX_CELLS:
+        raise Problem(f"output {name!r} has more than {MAX_CELLS:,} rows")
     if count_column is None:
-        raise Problem(f"output {name!r}: no count_column is declared, so its cells cannot be "
-                      "checked automatically; an output checker must judge it")
+        raise Review(f"output {name!r}: no count_column is declared, so its cells cannot be "
+                     "checked automatically; an output checker must judge it")
     if count_column not in frame.columns:
         raise Problem(f"output {name!r}: the query returned no column {count_column!r}")
     dims = [c for c in frame.columns if c != count_column]
     numeric = [c for c in dims if str(frame[c].dtype).startswith(("int", "float", "Int",
                                                                   "Float"))]
     if numeric:
-        raise Problem(f"output {name!r}: besides its count it returns numbers ("
-                      f"{', '.join(numeric)}), which are not checked automatically")
-    if len(frame) > MAX_CELLS:
-        raise Problem(f"output {name!r} has more than {MAX_CELLS:,} rows")
+        # Counted, not named: a query can name columns after values (DuckDB's PIVOT does).
+        raise Review(f"output {name!r}: besides its count it returns {len(numeric)} numeric "
+                     "column(s), which are not checked automatically; an output checker must "
+                     "judge it")
     cells = []
     for row in frame.itertuples(index=False):
         d = row._asdict()
@@ -214,7 +222,13 @@ def collect(cfg: dict[str, Any]) -> dict[str, Any]:
                     item.update(model_stats(name, frame, rec.get("formula", ""),
                                             str(rec.get("family")), files))
                 elif rec.get("sql"):
-                    item["table"] = sql_stats(name, frame, cfg["count_columns"].get(name))
+                    try:
+                        item["table"] = sql_stats(name, frame, cfg["count_columns"].get(name))
+                    except Review as exc:
+                        (files / f"{name}.csv").write_text(
+                            csv_text(list(map(str, frame.columns)),
+                                     frame.itertuples(index=False)), encoding="utf-8")
+                        item.update(file=f"{name}.csv", review=str(exc))
                 else:
                     by, value, agg = rec.get("by"), rec.get("value"), rec.get("agg")
                     if not isinstance(by, list) or not all(isinstance(b, str) for b in by) \

@@ -18,6 +18,7 @@ full log too: its data is synthetic.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
@@ -27,6 +28,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,7 +44,10 @@ Report = Callable[[float, str], None]
 MAX_STATS_BYTES = 32 * 1024 * 1024
 MAX_LOG_BYTES = 256 * 1024
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)
-_EXC_NAME = re.compile(r"^[A-Z][A-Za-z]{1,40}(Error|Exception|Interrupt|Exit|Warning)$")
+# Where the exception classes a job may honestly meet are defined: the builtins and the
+# environment's libraries. Only their names are repeated to the researcher (see _known_kind).
+_EXC_MODULES = ("builtins", "pandas.errors", "polars.exceptions", "duckdb", "pyarrow",
+                "patsy", "statsmodels.tools.sm_exceptions")
 SUPPRESSED = "[suppressed]"
 STOP_WORDS = {
     "wall_time": "it ran past its time limit ({wall:g} s)",
@@ -103,8 +108,7 @@ def _safe_error(out: Path, bundle: Bundle, *, mock: bool) -> str:
         except ValueError:
             raw = {}
     kind = raw.get("type")
-    kind = kind if isinstance(kind, str) and (_EXC_NAME.match(kind) or kind == "JobError") \
-        else "an error"
+    kind = kind if isinstance(kind, str) and _known_kind(kind) else "an error"
     where = ""
     file, line = raw.get("file"), raw.get("line")
     if isinstance(file, str) and file in bundle.files and isinstance(line, int) \
@@ -120,6 +124,28 @@ def _safe_error(out: Path, bundle: Bundle, *, mock: bool) -> str:
         return text + " (ndl.job was used wrongly; run it with --mock to see the message)"
     return text + (" (its message is not shown: it could hold a value from the data; "
                    "run it with --mock to see it, or ask the output checker for the log)")
+
+
+@cache
+def _known_kinds() -> frozenset[str]:
+    names = {"JobError"}
+    for module in _EXC_MODULES:
+        try:
+            found = vars(importlib.import_module(module))
+        except ImportError:  # pragma: no cover - all are dependencies
+            continue
+        names.update(n for n, v in found.items()
+                     if isinstance(v, type) and issubclass(v, BaseException))
+    return frozenset(names)
+
+
+def _known_kind(kind: str) -> bool:
+    """True for the name of an exception class ndl or the environment defines.
+
+    The job writes error.json and can define classes, so a class named after a value read
+    from the data (``type(surname + "Error", (Exception,), {})``) would otherwise carry it.
+    """
+    return kind in _known_kinds()
 
 
 class _Stats:
@@ -243,8 +269,8 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
     for o in rep.outputs:
         log.append(f"output {o.name}: {o.summary}")
     if rep.undeclared:
-        log.append(f"{rep.undeclared} file(s) written that are not declared outputs were "
-                   "left out (their names are not shown: a name could carry data)")
+        log.append("files written that are not declared outputs were left out (neither "
+                   "their names nor their number are shown: either could carry data)")
     log.append("the outputs wait for an output checker" if not job.mock else
                "mock run: nothing is released; at the datasite an output checker would judge "
                "these outputs")
@@ -313,8 +339,9 @@ def _check(job: JobInput, answer: dict[str, Any], files: Path, release: Path,
                 continue
             shutil.copyfile(src, release / decl.filename)
             why = ("not made through the ndl.job helpers, so not checked automatically"
-                   if made_by == "job" else f"a {decl.kind.replace('_', ' ')} is judged by "
-                   "an output checker")
+                   if made_by == "job" else str(item["review"])[:300]
+                   if isinstance(item.get("review"), str)
+                   else f"a {decl.kind.replace('_', ' ')} is judged by an output checker")
             outputs.append(OutputReport(
                 name=decl.name, kind=decl.kind, file=decl.filename, made_by=made_by,
                 status="review", description=decl.description,
@@ -322,11 +349,14 @@ def _check(job: JobInput, answer: dict[str, Any], files: Path, release: Path,
                                   detail=why)]))
     problems = [str(p.get("message"))[:300] for p in answer.get("problems", [])
                 if isinstance(p, dict)]
+    # Said as 0 or 1 ("some"): the job chooses how many files it writes, so an exact number
+    # would be a count of its choosing, released before any check.
     undeclared = answer.get("undeclared", 0)
+    undeclared = 1 if isinstance(undeclared, int) and undeclared > 0 else 0
     return JobReport(job_id=job.job_id, code_sha256=job.bundle.code_sha256,
                      environment=m.environment, sandbox=mode, policy=job.policy.to_json(),
                      datasets=sorted(job.datasets), outputs=outputs, problems=problems,
-                     undeclared=undeclared if isinstance(undeclared, int) else 0,
+                     undeclared=undeclared,
                      context=m.context, mock=job.mock)
 
 
