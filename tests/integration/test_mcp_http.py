@@ -73,11 +73,11 @@ def test_streamable_http_search_get_and_query(network: Network) -> None:
         return tools, found, detail, rows, refused
 
     tools, found, detail, rows, refused = _over_http(network.hub.url, None, calls)
-    assert len(tools) == 10
-    # Every tool is read-only but run_private_query (it spends privacy budget) and
-    # export_dataset (it starts work at a datasite).
+    assert len(tools) == 15
+    # Every tool is read-only but run_private_query (it spends privacy budget),
+    # export_dataset (it starts work at a datasite) and submit_job (it queues code).
     assert sorted(t.name for t in tools if not t.annotations.read_only_hint) == [
-        "export_dataset", "run_private_query"]
+        "export_dataset", "run_private_query", "submit_job"]
     assert _ok(found)["results"][0]["id"] == "nhs-trust/ae-attendances"
     info = _ok(detail)
     assert (info["title"], info["tier"], info["row_count"]) == ("A&E attendances",

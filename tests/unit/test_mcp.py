@@ -166,11 +166,12 @@ def test_every_tool_is_listed_read_only_with_an_output_schema(demo: Demo) -> Non
     listed = _with_client(demo.hub.url, None, tools)
     assert sorted(t.name for t in listed) == [
         "describe_schema", "export_dataset", "find_linkage", "get_access_requirements",
-        "get_dataset", "get_sample", "list_facets", "query_open_data", "run_private_query",
-        "search_datasets"]
+        "get_dataset", "get_sample", "job_code", "job_status", "list_facets", "list_jobs",
+        "query_open_data", "read_job_outputs", "run_private_query", "search_datasets",
+        "submit_job"]
     for t in listed:
-        # Spends privacy budget / starts an export at a datasite: honestly not read-only.
-        if t.name in ("run_private_query", "export_dataset"):
+        # Spends privacy budget / starts an export / queues a job: honestly not read-only.
+        if t.name in ("run_private_query", "export_dataset", "submit_job"):
             assert t.annotations is not None and t.annotations.read_only_hint is False
             assert t.annotations.destructive_hint is False and not t.annotations.idempotent_hint
             continue

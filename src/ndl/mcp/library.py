@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import httpx
 
 from ndl.hubclient import AsyncClient, check_dataset_id
+from ndl.jobs.bundle import from_files
+from ndl.jobs.views import CodeView, JobView, OutputFile
 
 
 class Library(Protocol):
@@ -43,6 +45,17 @@ class Library(Protocol):
                           ) -> dict[str, Any]: ...
 
     async def work(self, work_id: str) -> dict[str, Any]: ...
+
+    # Controlled jobs: typed views (ndl.jobs.views), as the SDK returns them.
+    async def submit_job(self, project: str, files: dict[str, str]) -> JobView: ...
+
+    async def job(self, job_id: str) -> JobView: ...
+
+    async def jobs(self) -> list[JobView]: ...
+
+    async def job_output_files(self, job_id: str) -> list[OutputFile]: ...
+
+    async def job_code(self, sha256: str) -> CodeView: ...
 
 
 class HubLibrary:
@@ -109,6 +122,22 @@ class HubLibrary:
 
     async def work(self, work_id: str) -> dict[str, Any]:
         return (await self.client.work(work_id)).raw
+
+    async def submit_job(self, project: str, files: dict[str, str]) -> JobView:
+        # Checked here as the hub would (file, line and fix), before anything is sent.
+        return await self.client.submit_job(from_files(files), project=project)
+
+    async def job(self, job_id: str) -> JobView:
+        return await self.client.job(job_id)
+
+    async def jobs(self) -> list[JobView]:
+        return await self.client.jobs()
+
+    async def job_output_files(self, job_id: str) -> list[OutputFile]:
+        return await self.client.job_output_files(job_id)
+
+    async def job_code(self, sha256: str) -> CodeView:
+        return await self.client.job_code(sha256)
 
 
 __all__ = ["HubLibrary", "Library", "check_dataset_id"]

@@ -6,8 +6,9 @@ One set of tools over a :class:`~ndl.mcp.library.Library`, served two ways:
 * streamable HTTP at ``/mcp`` inside the hub (:func:`mount_mcp`), acting as the caller's own
   ``Authorization: Bearer`` token, forwarded to the hub's API in-process.
 
-Every tool but two only reads, and is annotated ``readOnlyHint``: ``run_private_query``
-spends privacy budget and ``export_dataset`` starts an export at a datasite. Each returns a
+Every tool but three only reads, and is annotated ``readOnlyHint``: ``run_private_query``
+spends privacy budget, ``export_dataset`` starts an export at a datasite and ``submit_job``
+queues code for a data steward's review (:mod:`ndl.mcp.job_tools`). Each returns a
 structured result (``structuredContent``, schema in ``outputSchema``) and a readable text
 rendering. A refusal from the hub (unknown dataset, not open, not signed in) comes back as a
 tool error whose text is the hub's own message.
@@ -37,8 +38,8 @@ from starlette.types import Receive, Scope, Send
 from ndl import __version__
 from ndl.core.errors import AuthenticationRequired, NdlError, NotFound, UpstreamUnavailable
 from ndl.core.tiers import TIERS, Operation, tier_def
+from ndl.mcp import job_tools, work_tool
 from ndl.mcp import results as r
-from ndl.mcp import work_tool
 from ndl.mcp.hosts import check_host_and_origin, transport_security
 from ndl.mcp.library import HubLibrary, Library, check_dataset_id
 from ndl.mcp.linkage import bridges, key_graph
@@ -51,7 +52,9 @@ hub holds a catalogue of it. Start with search_datasets (plain words or a questi
 dataset with get_dataset and describe_schema, find datasets it can be joined with through
 find_linkage, and ask get_access_requirements how to reach it. Open datasets can be read
 with get_sample and query_open_data, and exported whole with export_dataset (it returns a
-link to the file); other tiers show synthetic mock rows only. The
+link to the file); other tiers show synthetic mock rows only. Controlled data is reached by
+code run at the data: submit_job (on a project's grant), then job_status, list_jobs,
+read_job_outputs (once released) and job_code. The
 catalogue and each dataset are also resources in Markdown (ndl://catalogue.md,
 ndl://datasets/{site}/{name}.md), and the prompts plan common tasks.
 """
@@ -400,6 +403,8 @@ def create_server(library: Library) -> MCPServer:
 
     # Not read-only: it starts an export at the datasite (see ndl.mcp.work_tool).
     work_tool.register(server, library, as_caller=_library, base_url=_root, wrap=_refusals)
+    # Controlled jobs: submit_job queues code for review; the others only read.
+    job_tools.register(server, library, as_caller=_library, base_url=_root, wrap=_refusals)
 
     # Not read-only: a confirmed call spends privacy budget (never data or anything else).
     title = "Ask a safeguarded dataset a private (DP) question"
