@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ndl.access.grants import check_grant
 from ndl.core import tiers
-from ndl.core.errors import Cancelled, JobFailed, PermissionDenied
+from ndl.core.errors import Cancelled, InvalidInput, JobFailed, PermissionDenied
 from ndl.jobs import bundle as bundles
 from ndl.jobs.approval import check_approval
 from ndl.jobs.runner import JobInput, run_job
-from ndl.jobs.sandbox import Sandbox, open_sandbox
+from ndl.jobs.sandbox import Limits, Sandbox, open_sandbox
 from ndl.privacy.sdc import SdcPolicy
 from ndl.privacy.sdc_ledger import ReleaseLedger
 
@@ -71,6 +72,24 @@ def policy_for(agent: Agent, datasets: list[Any]) -> SdcPolicy:
     return SdcPolicy.from_json({**base.to_json(), "threshold": floor})
 
 
+def limits_for(agent: Agent) -> Limits:
+    """This datasite's limits for each job step (config ``job_limits``; defaults otherwise)."""
+    raw = agent.store.config().get("job_limits") or {}
+    if not isinstance(raw, dict):
+        raise InvalidInput("config job_limits must be a mapping such as {\"wall_seconds\": 600}")
+    known = {f.name: f.type for f in fields(Limits)}
+    for key, value in raw.items():
+        if key not in known:
+            raise InvalidInput(f"config job_limits: unknown limit {key!r}; the limits are "
+                               f"{', '.join(sorted(known))}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 \
+                or value != value or value == float("inf"):
+            raise InvalidInput(f"config job_limits.{key} must be a positive number")
+    chosen: dict[str, Any] = {k: (float(v) if k == "wall_seconds" else int(v))
+                              for k, v in raw.items()}
+    return replace(Limits(), **chosen)
+
+
 def run(agent: Agent, body: dict[str, Any], report: Report, cancelled: threading.Event,
         out: Path) -> Produced:
     from ndl.datasite.jobs import Produced
@@ -102,7 +121,8 @@ def run(agent: Agent, body: dict[str, Any], report: Report, cancelled: threading
     outcome = run_job(
         JobInput(job_id=job_id, bundle=b,
                  datasets={i: ds.path for i, ds in zip(ids, datasets, strict=True)},
-                 project=str(params.get("project")), policy=policy_for(agent, datasets)),
+                 project=str(params.get("project")), policy=policy_for(agent, datasets),
+                 limits=limits_for(agent)),
         sandbox=sandbox, ledger=agent.controlled.ledger, workdir=agent.controlled.workdir,
         cancel=cancelled, report=report)
     if cancelled.is_set():
