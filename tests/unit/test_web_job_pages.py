@@ -87,7 +87,7 @@ def _project(app: FastAPI) -> str:
         return str(s.scalars(select(Project.id)).one())
 
 
-def report(job_id: str, code_sha: str, *, sandbox: str = "strict",
+def report(job_id: str, code_sha: str, *, sandbox: str = "bubblewrap",
            detail: str = "fewer than 10 people") -> dict[str, Any]:
     return {"job_id": job_id, "code_sha256": code_sha, "environment": "python-data",
             "sandbox": sandbox, "policy": {"threshold": 10}, "datasets": [OUTPATIENT],
@@ -112,7 +112,7 @@ def outputs_zip(rep: dict[str, Any]) -> bytes:
 
 
 def make_job(app: FastAPI, *, state: str = "awaiting_review", files: dict[str, str] | None = None,
-             sandbox: str = "strict", outputs: bool = False, reviews: int = 1,
+             sandbox: str = "bubblewrap", outputs: bool = False, reviews: int = 1,
              detail: str = "fewer than 10 people", published: bool = False) -> Job:
     """A job row as the hub holds it in ``state`` (with a report and outputs if asked)."""
     hub = app.state.hub

@@ -23,8 +23,8 @@ from ndl.jobs.views import CodeView, JobView, OutputFile
 from ndl.mcp.library import Library
 
 JobId = Annotated[str, Field(description="A job id such as 'job-1a2b3c4d5e6f7a8b'.")]
-WEAKER_WARNING = ("This job ran WITHOUT the bubblewrap sandbox (the datasite's weaker mode): "
-                  "its code was not isolated from the datasite as the sandbox isolates it.")
+WEAKER_WARNING = ("This job ran WITHOUT the bubblewrap sandbox (the datasite's weaker mode): a "
+                  "limited process with no filesystem or network isolation.")
 
 
 class Finding(BaseModel):
