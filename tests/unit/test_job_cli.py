@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi import FastAPI
@@ -70,7 +71,10 @@ def test_init_then_run_mock_with_data_prints_the_report_and_unpacks_outputs(
     assert (bundle / "ndl-job.toml").is_file() and (bundle / "analysis.py").is_file()
     assert f"ndl run {bundle} --mock" in said(res)
     data = tmp_path / "pupils.parquet"
-    pq.write_table(pupils(), data)
+    # The example counts by SEN status, FSM eligibility and sex (the demo's pupils columns).
+    rows = pupils()
+    pq.write_table(rows.append_column("fsm_eligible", rows["fsm"]).append_column(
+        "sex", pa.array(["F"] * rows.num_rows)), data)
     out = tmp_path / "outputs"
     res = run("run", str(bundle), "--mock", "--data", f"dfe/pupils={data}", "--out", str(out),
               env=cache)
@@ -78,15 +82,15 @@ def test_init_then_run_mock_with_data_prints_the_report_and_unpacks_outputs(
     text = said(res)
     assert "safe log" in text and "full log" in text
     # The report table: the small cell, the rule and what was done, and the output's status.
-    assert re.search(r"EHC plan / True\W+suppressed \(threshold\): fewer than 10 contributors",
-                     text), text
+    assert re.search(r"EHC plan / True / F\W+suppressed \(threshold\): fewer than 10 "
+                     r"contributors", text), text
     assert re.search(r"fsm_by_sen\W+checked", text)
     released = (out / "fsm_by_sen.csv").read_text()
-    assert "EHC plan,True,[suppressed]" in released
+    assert "EHC plan,True,F,[suppressed]" in released
     assert {p.name for p in out.iterdir()} == {"fsm_by_sen.csv", "report.json", "log.txt"}
     # Run again: it starts again from the same bundle, and init refuses to overwrite it.
     again = run("job", "init", str(bundle))
-    assert again.exit_code == 6 and "exists already" in said(again)
+    assert again.exit_code == 6 and "already holds ndl-job.toml" in said(again)
 
 
 def test_run_mock_as_json(tmp_path: Path, cache: dict[str, str]) -> None:

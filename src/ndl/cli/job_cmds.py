@@ -22,8 +22,9 @@ from ndl.cli.app import app, console, environ, err_console, handle_errors
 from ndl.cli.client_cmds import HubOpt, JsonOpt, TokenOpt, _client
 from ndl.cli.words import moment, plural
 from ndl.client import Client, JobView
-from ndl.core.errors import Conflict, InvalidInput, JobFailed, PermissionDenied
+from ndl.core.errors import InvalidInput, JobFailed, PermissionDenied
 from ndl.hubclient import extract_outputs
+from ndl.jobs import example
 from ndl.jobs.bundle import MANIFEST
 from ndl.jobs.report import JobReport
 from ndl.jobs.runner import JobOutcome
@@ -40,39 +41,6 @@ BundleArg = Annotated[Path, typer.Argument(
     help=f"The bundle: a folder holding {MANIFEST} and the code it names.")]
 NoProgressOpt = Annotated[bool, typer.Option(
     "--no-progress", help="Print no progress bar (for scripts and logs).")]
-
-EXAMPLE_MANIFEST = '''\
-name = "fsm-by-sen"
-language = "python"            # or "sql"
-entry = "analysis.py"          # or "query.sql"
-environment = "python-data"    # 'ndl job environments' lists those offered
-datasets = ["dfe/pupils"]
-context = "Free school meals by SEN status, for the 2024 attainment report."
-
-[[outputs]]
-name = "fsm_by_sen"
-kind = "table"                 # table | figure | model_summary | text
-description = "Pupils by FSM eligibility and SEN status"
-'''
-EXAMPLE_CODE = '''\
-"""Free school meals by SEN status: a controlled job to start from.
-
-Try it on mock data first (nothing real leaves the datasite, and this runs the same checks):
-    ndl run . --mock                                  # the hub's mock of dfe/pupils
-    ndl run . --mock --data dfe/pupils=pupils.parquet # or your own mock rows (Parquet or CSV)
-then submit it for review:  ndl submit . --project p-...
-"""
-
-from ndl import job
-
-pupils = job.dataset("dfe/pupils", as_="pandas")
-
-# One count per combination of SEN status and FSM eligibility. ndl recomputes it from the rows
-# given here, suppresses small cells and rounds the rest: that recomputation is what is
-# checked and released, never a file this script writes itself.
-job.table("fsm_by_sen", pupils, by=["sen_status", "fsm"])
-'''
-
 
 def _say(text: str) -> None:
     err_console.print(escape(text), highlight=False)
@@ -544,16 +512,10 @@ def job_init(
     It counts pupils by SEN status and free school meals in dfe/pupils; try
     it with 'ndl run DIR --mock', then change it to your own analysis.
     """
-    manifest, code = folder / MANIFEST, folder / "analysis.py"
-    for path in (manifest, code):
-        if path.exists():
-            raise Conflict(f"{path} exists already: choose a new folder, or remove it")
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(EXAMPLE_MANIFEST, encoding="utf-8")
-    code.write_text(EXAMPLE_CODE, encoding="utf-8")
-    _print(f"wrote {manifest} and {code}")
+    paths = example.write(folder)
+    _print(f"wrote {', '.join(str(p) for p in paths)}")
     _print(f"next: ndl run {folder} --mock   (or add --data dfe/pupils=FILE for your own "
            f"mock rows); then ndl submit {folder} --project P")
 
 
-__all__ = ["EXAMPLE_CODE", "EXAMPLE_MANIFEST", "next_step", "report_table"]
+__all__ = ["next_step", "report_table"]

@@ -30,7 +30,13 @@ name = "fsm_by_sen"
 kind = "table"                      # table | figure | model_summary | text
 description = "Pupils by SEN status, FSM eligibility and sex"
 '''
-    analysis = f'''"""Free school meals by SEN status: counts, disclosure-checked before release."""
+    analysis = f'''"""Free school meals by SEN status: a controlled job to start from.
+
+Try it on mock data first (nothing real leaves the datasite, and this runs the same checks):
+    ndl run . --mock                                   # the hub's mock of {dataset}
+    ndl run . --mock --data {dataset}=pupils.parquet   # or your own mock rows (Parquet/CSV)
+then submit it for review:  ndl submit . --project p-...
+"""
 
 from ndl import job
 
