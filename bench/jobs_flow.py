@@ -377,6 +377,11 @@ def run_ndl(args: argparse.Namespace, data: Path, work: Path) -> dict[str, Any]:
         "groups": len(want), "client_poll_s": args.client_poll,
         "datasite_poll_wait_s": args.poll_wait, "sandbox": "bubblewrap",
         "stages_median_s": stages, "samples_s": [round(t, 4) for t in totals],
+        # What ndl does in the timed span that syft-rds does not (bench/peers/README.md).
+        "includes": ["bubblewrap+seccomp+cgroup sandbox", "two sandboxed steps (job code, "
+                     "recomputation from evidence)", "disclosure checks with release ledger",
+                     "signed approval and grant checks", "register entries",
+                     "a human output checker's API call"],
     }
     if args.profile:
         report["hub_marks_median_s"] = {k: med(v) for k, v in marks.items()}
