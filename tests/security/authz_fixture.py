@@ -153,9 +153,18 @@ context = "Visits by region, for planning."
 name = "by_region"
 kind = "table"
 description = "Rows by region"
+
+[[outputs]]
+name = "chart"
+kind = "figure"
+description = "A bar chart"
 """
-JOB_CODE = f"""from ndl import job
+JOB_CODE = f"""import matplotlib.pyplot as plt
+from ndl import job
 job.table("by_region", job.dataset("{CTRL}", as_="pandas"), by=["region"])
+fig = plt.figure()
+plt.bar([1, 2], [3, 4])
+job.figure("chart", fig)
 """
 JOB_FILES = {"ndl-job.toml": JOB_MANIFEST, "analysis.py": JOB_CODE}
 

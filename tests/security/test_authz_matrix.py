@@ -88,6 +88,7 @@ class Row:
     variant: str = ""
     check: Check | None = None        # more about an allowed answer, e.g. what it must not show
     bugs: dict[str, str] = field(default_factory=dict)  # role -> "BUG: ..." (xfail, strict)
+    seen: frozenset[str] = frozenset()  # "hidden_page": roles who may see it (denied: 403)
 
     def title(self) -> str:
         return f"{self.method} {self.path}" + (f" ({self.variant})" if self.variant else "")
@@ -552,6 +553,27 @@ ROWS += [
     *[Row("GET", path, frozenset({"researcher", "output_checker", "admin"}), deny="hidden",
           args={"job_id": "$released_job"})
       for path in ("/api/jobs/{job_id}/outputs", "/api/jobs/{job_id}/outputs/files")],
+    # The pages over the same services.
+    Row("GET", "/jobs", SIGNED_IN, deny="page"),
+    Row("GET", "/code-to-review", frozenset({"steward_A", "steward_B"}), deny="page"),
+    Row("GET", "/outputs-to-check", frozenset({"output_checker"}), deny="page"),
+    Row("GET", "/jobs/{job_id}", JOB_READERS, deny="hidden_page", args={"job_id": "$job"}),
+    Row("GET", "/jobs/{job_id}/review", frozenset({"steward_A"}), deny="hidden_page",
+        args={"job_id": "$job"}, seen=frozenset({"researcher", "admin"})),
+    Row("GET", "/jobs/{job_id}/check", frozenset({"output_checker"}), deny="hidden_page",
+        args={"job_id": "$checked_job"}),
+    Row("GET", "/jobs/code/{sha256}", ANYONE, args={"sha256": "$job_code"},
+        variant="code approved to run: public"),
+    Row("GET", "/jobs/code/{sha256}", JOB_READERS, deny="hidden",
+        args={"sha256": "$job_code_unpublished"}, variant="code not yet approved"),
+    Row("GET", "/jobs/{job_id}/figures/{name}", frozenset({"researcher", "output_checker",
+                                                            "admin"}),
+        deny="hidden", args={"job_id": "$released_job", "name": "chart.png"}),
+    *[Row("POST", path, NOBODY, deny="form", variant="bearer token, no session", args=args,
+          body=lambda *_: {"data": {}})
+      for path, args in (("/jobs/{job_id}/cancel", {"job_id": "$job_to_cancel"}),
+                         ("/jobs/{job_id}/review", {"job_id": "$job_to_review"}),
+                         ("/jobs/{job_id}/check", {"job_id": "$checked_job"}))],
 ]
 # Routes that are not endpoints of the library: the liveness probe and the built assets.
 # Static files anyone may fetch (page styles; the API docs' Swagger UI script and style).
@@ -609,6 +631,12 @@ def _denied(row: Row, role: str, r: httpx.Response) -> None:
         return
     if row.deny == "csrf":
         assert r.status_code == 403 and "This form has expired" in r.text, where
+        return
+    if row.deny == "hidden_page":  # a page about something private: sign in, then not found
+        if role == "anonymous":     # (or refused, for one who may see the thing but not act)
+            assert r.status_code == 303 and r.headers["location"].startswith("/sign-in"), where
+        else:
+            assert r.status_code == (403 if role in row.seen else 404), where
         return
     if row.deny == "form":
         assert r.status_code == 303 and r.headers["location"].startswith("/sign-in"), where

@@ -186,7 +186,7 @@ async def check_decision(request: Request, job_id: str, who: Who) -> Response:
     return see_other(f"/outputs-to-check?done=checked-{decision}")
 
 
-@router.get("/jobs/{job_id}/figures/{name:path}")
+@router.get("/jobs/{job_id}/figures/{name}")
 async def figure(request: Request, job_id: str, name: str, who: Who) -> Response:
     """One figure (PNG) of a job's outputs, for the checker's page; nothing else is served
     here, so a file can never be sniffed into a page."""
