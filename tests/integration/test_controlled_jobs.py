@@ -172,6 +172,10 @@ def test_submit_review_run_check_release_download(lib: Lib) -> None:
     assert table["status"] == "checked" and table["suppressed"] >= 2
     rules = {f["rule"] for f in table["findings"]}
     assert {"threshold", "secondary"} <= rules
+    # Cell labels are values the job chose: alice sees none before release; checkers do.
+    assert all(f["cell"] is None for f in table["findings"])
+    as_checker = lib.ok("checker", "GET", f"/api/jobs/{job['id']}")["report"]["outputs"][0]
+    assert ["EHC plan", "True"] in [f["cell"] for f in as_checker["findings"]]
     # Not released yet: alice may not download; the author is never the checker.
     assert lib.call("alice", "GET", f"/api/jobs/{job['id']}/outputs").status_code == 422
     assert [j["id"] for j in lib.ok("checker", "GET", "/api/jobs/output-queue")["jobs"]] == \

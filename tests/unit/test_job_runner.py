@@ -181,3 +181,22 @@ def test_mock_run_records_nothing_in_the_ledger(weaker: Sandbox, data: Path,
     assert real.ok
     assert [t.name for t in ledger.earlier(DATASET)] == ["by_region"]
     assert "(WEAKER: no bubblewrap)" in real.safe_log[0]
+
+
+def test_identifier_group_keys_are_withheld_and_quasi_identifiers_judged() -> None:
+    from dataclasses import dataclass as _dc
+
+    from ndl.jobs.runner import _group_keys
+
+    @_dc(frozen=True)
+    class Col:
+        name: str
+        sensitivity: str = "none"
+        join_key: str | None = None
+
+    cols = (Col("upn", join_key="upn"), Col("postcode", "quasi_identifier"), Col("sen_status"))
+    refused, _ = _group_keys(cols, ("sen_status", "upn"))
+    assert refused is not None and "identifies people" in refused and "upn" not in refused
+    refused, judge = _group_keys(cols, ("postcode", "sen_status"))
+    assert refused is None and [f.rule for f in judge] == ["quasi_identifier"]
+    assert _group_keys(cols, ("sen_status",)) == (None, [])

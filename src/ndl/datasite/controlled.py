@@ -122,7 +122,8 @@ def run(agent: Agent, body: dict[str, Any], report: Report, cancelled: threading
         JobInput(job_id=job_id, bundle=b,
                  datasets={i: ds.path for i, ds in zip(ids, datasets, strict=True)},
                  project=str(params.get("project")), policy=policy_for(agent, datasets),
-                 limits=limits_for(agent)),
+                 limits=limits_for(agent),
+                 columns=tuple(c for ds in datasets for c in ds.meta.columns)),
         sandbox=sandbox, ledger=agent.controlled.ledger, workdir=agent.controlled.workdir,
         cancel=cancelled, report=report)
     if cancelled.is_set():

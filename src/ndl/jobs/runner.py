@@ -32,6 +32,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from ndl.core import tiers
 from ndl.core.csvsafe import csv_text
 from ndl.jobs import environments
 from ndl.jobs.bundle import Bundle
@@ -67,6 +68,9 @@ class JobInput:
     policy: sdc.SdcPolicy = field(default_factory=sdc.SdcPolicy)
     mock: bool = False
     limits: Limits = field(default_factory=Limits)
+    # The granted datasets' columns (with their sensitivity tags): an identifier is never a
+    # group key of a released table, whatever the job does (core.tiers).
+    columns: tuple[tiers.ColumnLike, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,12 @@ def _check(job: JobInput, answer: dict[str, Any], files: Path, release: Path,
                                             description=decl.description,
                                             problem="its recomputed cells could not be read"))
                 continue
+            refused, keys_to_judge = _group_keys(job.columns, table.dimensions)
+            if refused:
+                outputs.append(OutputReport(name=decl.name, kind=decl.kind, file=None,
+                                            made_by=made_by, status="withheld",
+                                            description=decl.description, problem=refused))
+                continue
             earlier = ledger.earlier(key) if ledger is not None else []
             check = sdc.check_table(table, job.policy, earlier)
             stat = table.statistic if table.statistic == "count" else \
@@ -318,8 +328,8 @@ def _check(job: JobInput, answer: dict[str, Any], files: Path, release: Path,
                 ledger.record(table, job_id=job.job_id, project=job.project)
             outputs.append(OutputReport(
                 name=decl.name, kind=decl.kind, file=decl.filename, made_by=made_by,
-                status="review" if check.needs_review else "checked",
-                description=decl.description, findings=_findings(check),
+                status="review" if check.needs_review or keys_to_judge else "checked",
+                description=decl.description, findings=_findings(check) + keys_to_judge,
                 suppressed=check.suppressed, cells=len(table.cells)))
         elif decl.kind == "model_summary" and "residual_df" in item:
             check = sdc.check_model(decl.name, int(item["residual_df"]), int(item["nobs"]),
@@ -358,6 +368,26 @@ def _check(job: JobInput, answer: dict[str, Any], files: Path, release: Path,
                      datasets=sorted(job.datasets), outputs=outputs, problems=problems,
                      undeclared=undeclared,
                      context=m.context, mock=job.mock)
+
+
+def _group_keys(columns: tuple[tiers.ColumnLike, ...],
+                dims: tuple[str, ...]) -> tuple[str | None, list[Finding]]:
+    """A table grouped by an identifier is withheld; by a quasi-identifier, judged by a
+    person (the tier rules: identifiers are never group keys outside open data)."""
+    by_name = {c.name: c for c in columns}
+    judge: list[Finding] = []
+    for dim in dims:
+        col = by_name.get(dim)
+        if col is None:
+            continue
+        if tiers.is_identifier(col):
+            return (f"it is grouped by a column that identifies people ({len(dims)} group "
+                    "keys checked): identifiers are never group keys of controlled outputs"), []
+        if tiers.is_quasi_identifier(col):
+            judge.append(Finding(cell=None, rule="quasi_identifier", action="review",
+                                 detail=f"grouped by the quasi-identifier {dim!r}: an output "
+                                        "checker judges whether its groups are safe"))
+    return None, judge
 
 
 def _value_name(raw: dict[str, Any]) -> str:

@@ -90,10 +90,26 @@ def view(session: Session, job: Job, who: Principal | None) -> JobView:
         output_decisions=[OutputDecision(checker=d.checker, decision=d.decision,
                                          comments=d.comments, at=_iso(d.created_at))
                           for d in shown],
-        report=JobReport.model_validate(job.report) if job.report else None,
+        report=_report_for(job, who),
         outputs_sha256=job.result_sha256, outputs_size=job.result_size,
         context=str(job.manifest.get("context", "")),
         outputs_declared=[dict(o) for o in job.manifest.get("outputs", [])])
+
+
+def _report_for(job: Job, who: Principal | None) -> JobReport | None:
+    """The report as ``who`` may read it. Cell labels of findings are the job's group values,
+    which its code chose: until an output checker has released the outputs, only checkers and
+    the data's stewards see them, never the researcher."""
+    if not job.report:
+        return None
+    report = JobReport.model_validate(job.report)
+    if job.state == "released" or rules.is_output_checker(who) \
+            or rules.is_org_official(who, job.org_id):
+        return report
+    outputs = [o.model_copy(update={"findings": [f.model_copy(update={"cell": None})
+                                                 for f in o.findings]})
+               for o in report.outputs]
+    return report.model_copy(update={"outputs": outputs})
 
 
 def _load(session: Session, job_id: str) -> Job:
