@@ -195,3 +195,30 @@ def test_output_is_capped_and_marked(tmp_path: Path) -> None:
 def test_bubblewrap_inside_path_is_the_target(tmp_path: Path) -> None:
     mount = Mount(tmp_path, "/data")
     assert BubblewrapSandbox("/usr/bin/bwrap", use_cgroup=False).inside_path(mount) == "/data"
+
+
+def test_a_run_ends_when_its_process_does_not_at_the_next_poll(tmp_path: Path) -> None:
+    # The supervisor waits on a pidfd: with limits looked at only every 10 s, a process that
+    # exits at once must still be seen to end well before that.
+    saved = sb.POLL_SECONDS
+    sb.POLL_SECONDS = 10.0
+    try:
+        result = WeakerSandbox().run(spec_for(tmp_path))
+    finally:
+        sb.POLL_SECONDS = saved
+    assert result.returncode == 0
+    assert result.wall_seconds < 5.0
+
+
+def test_importing_ndl_job_does_not_import_the_client() -> None:
+    # What a sandboxed step imports: the HTTP client would cost it ~150 ms for nothing.
+    import subprocess
+
+    code = ("import sys, ndl.job, ndl.jobs.inside; "
+            "print(sorted(m for m in ('httpx', 'ndl.client') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+    import ndl
+
+    assert ndl.Client.__name__ == "Client"  # still there, on first use
