@@ -90,8 +90,10 @@ def test_demo_comes_up_answers_the_tour_and_stops_cleanly(tmp_path: Path) -> Non
         assert verify.returncode == 0, verify.stdout
         # The controlled job went the whole way: reviewed, run, checked, released, fetched.
         assert "released by oscar" in out, out
-        released = (root / "job-outputs" / "fsm_by_sen.csv").read_text()
-        assert "[suppressed]" in released and released.startswith("sen_status,")
+        by_sen = (root / "job-outputs" / "fsm_by_sen.csv").read_text()
+        assert by_sen.startswith("sen_status,fsm_eligible,count")
+        by_sex = (root / "job-outputs" / "fsm_by_sex.csv").read_text()
+        assert by_sex.count("[suppressed]") >= 2  # the small cell, and one that would tell it
         job_id = out.split("job status ", 1)[1].split()[0]
         job = httpx.get(f"http://127.0.0.1:{port}/api/register", params={"limit": 1000}).json()
         kinds = {e["kind"] for e in job["entries"] if e["subject"] == job_id}

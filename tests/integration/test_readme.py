@@ -53,6 +53,11 @@ EXPECT: dict[str, tuple[str, ...]] = {
     "access-times": ("time to access",),
     "datasites": ("online",),
     "verify": ("register OK",),
+    "job status": ("outputs released", "sandbox:"),
+    "job outputs": ("fsm_by_sen.csv", "fsm_by_sex.csv"),
+    "job init": ("wrote",),
+    "run": ("safe log", "fsm_by_sen", "passed the automatic checks"),
+    "submit": ("submitted job", "code SHA-256"),
     "admin create-org": ("created organisation",),
     "admin create-user": ("created user",),
     # Servers: started and checked to come up rather than run to completion.
@@ -62,6 +67,7 @@ EXPECT: dict[str, tuple[str, ...]] = {
 }
 # Shown only in the README's prose, and run by other tests.
 ELSEWHERE: dict[str, str] = {
+    "job": "tests/unit/test_job_cli.py (status, logs, cancel, outputs, review, check, ...)",
     "demo": "tests/integration/test_demo.py (`make demo` runs `ndl demo`)",
     "publish": "tests/integration/test_publish_cli.py",
     "work": "tests/integration/test_work_export.py (list, show, wait, cancel, fetch)",
@@ -78,7 +84,7 @@ class Command:
 
     @property
     def key(self) -> str:
-        grouped = self.argv[0] in ("admin", "project") and len(self.argv) > 1
+        grouped = self.argv[0] in ("admin", "project", "job") and len(self.argv) > 1
         return " ".join(self.argv[:2]) if grouped else self.argv[0]
 
 
@@ -141,6 +147,7 @@ def test_every_readme_command_is_checked() -> None:
 class Demo:
     url: str
     project: str
+    job: str
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +157,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     procs = run_demo(root, port=port, people=1500, block=False)
     try:
         project = (root / "hub" / "demo-project").read_text().strip()
-        yield Demo(f"http://127.0.0.1:{port}", project)
+        job = (root / "hub" / "demo-job").read_text().strip()
+        yield Demo(f"http://127.0.0.1:{port}", project, job)
     finally:
         stop_all(procs)
 
@@ -230,7 +238,8 @@ def _run_mcp(cmd: Command, env: dict[str, str], cwd: Path) -> None:
 
 
 def test_the_demo_tour_runs_as_written(demo: Demo, tmp_path: Path) -> None:
-    values = {"<project id from the tour>": demo.project, "<id>": demo.project}
+    values = {"<project id from the tour>": demo.project, "<id>": demo.project,
+              "<job id from the tour>": demo.job}
 
     def fill(placeholder: str) -> str:
         assert placeholder in values, f"README placeholder {placeholder} has no value here"

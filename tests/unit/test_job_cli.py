@@ -71,7 +71,7 @@ def test_init_then_run_mock_with_data_prints_the_report_and_unpacks_outputs(
     assert (bundle / "ndl-job.toml").is_file() and (bundle / "analysis.py").is_file()
     assert f"ndl run {bundle} --mock" in said(res)
     data = tmp_path / "pupils.parquet"
-    # The example counts by SEN status, FSM eligibility and sex (the demo's pupils columns).
+    # The example counts by SEN status and by sex, each with FSM (the demo pupils' columns).
     rows = pupils()
     pq.write_table(rows.append_column("fsm_eligible", rows["fsm"]).append_column(
         "sex", pa.array(["F"] * rows.num_rows)), data)
@@ -82,12 +82,13 @@ def test_init_then_run_mock_with_data_prints_the_report_and_unpacks_outputs(
     text = said(res)
     assert "safe log" in text and "full log" in text
     # The report table: the small cell, the rule and what was done, and the output's status.
-    assert re.search(r"EHC plan / True / F\W+suppressed \(threshold\): fewer than 10 "
+    assert re.search(r"EHC plan / True\W+suppressed \(threshold\): fewer than 10 "
                      r"contributors", text), text
     assert re.search(r"fsm_by_sen\W+checked", text)
     released = (out / "fsm_by_sen.csv").read_text()
-    assert "EHC plan,True,F,[suppressed]" in released
-    assert {p.name for p in out.iterdir()} == {"fsm_by_sen.csv", "report.json", "log.txt"}
+    assert "EHC plan,True,[suppressed]" in released
+    assert {p.name for p in out.iterdir()} == {"fsm_by_sen.csv", "fsm_by_sex.csv",
+                                               "report.json", "log.txt"}
     # Run again: it starts again from the same bundle, and init refuses to overwrite it.
     again = run("job", "init", str(bundle))
     assert again.exit_code == 6 and "already holds ndl-job.toml" in said(again)

@@ -97,10 +97,10 @@ def _wait(client: Any, job_id: str, timeout: float) -> dict[str, Any]:
 
 def _summary(view: dict[str, Any], out: Path) -> DemoJob:
     report = view.get("report") or {}
-    outputs = report.get("outputs") or [{}]
+    outputs = report.get("outputs") or []
     return DemoJob(id=view["id"], state=view["state"],
-                   suppressed=int(outputs[0].get("suppressed") or 0),
-                   cells=int(outputs[0].get("cells") or 0),
+                   suppressed=sum(int(o.get("suppressed") or 0) for o in outputs),
+                   cells=sum(int(o.get("cells") or 0) for o in outputs),
                    sandbox=str(report.get("sandbox") or "?"),
                    outputs=out if view["state"] == "released" else None,
                    error=str(view.get("error") or ""))
