@@ -63,6 +63,7 @@ import pyarrow.compute as pc
 
 from ndl.catalogue.metadata import DatasetMeta
 from ndl.core.errors import InternalError, InvalidInput
+from ndl.privacy.sdc import round_count
 from ndl.privacy.spec import (
     QUANTILE_CANDIDATES,
     AggPlan,
@@ -553,13 +554,11 @@ def _histogram(ar: AggRelease, table: pa.Table, rows: np.ndarray | None, groups:
     return histograms
 
 
-def _round(x: int, to: int) -> int:
-    return int(math.floor(x / to + 0.5) * to)
-
-
 def _apply_sdc(rels: list[AggRelease], cells: list[np.ndarray], group_size: np.ndarray | None,
                sdc: SdcRules | None) -> int:
-    """Suppress small noisy counts (and other cells of small groups), round counts."""
+    """Suppress small noisy counts (and other cells of small groups), then round the counts
+    that remain: suppression first, as :mod:`ndl.privacy.sdc` does for every tier, so a
+    small count is never rounded up into release."""
     if sdc is None:
         return 0
     suppressed = 0
@@ -579,7 +578,7 @@ def _apply_sdc(rels: list[AggRelease], cells: list[np.ndarray], group_size: np.n
                     c[g, j] = None
                     suppressed += 1
                 elif counts and sdc.round_to is not None:
-                    c[g, j] = _round(int(x), sdc.round_to)
+                    c[g, j] = round_count(int(x), sdc.round_to)
     return suppressed
 
 

@@ -416,12 +416,18 @@ def _size_of(statistic: str) -> Callable[[CellStats], float]:
 # ---------------------------------------------------------------- rounding
 
 
+def round_count(n: int, base: int) -> int:
+    """A count rounded half up to ``base``, for a cell that already passed suppression (every
+    tier rounds through here: the controlled tier's tables and the safeguarded tier's noisy
+    counts). Integer arithmetic: exact, and monotone, so n >= threshold never rounds below the
+    threshold's own rounding."""
+    return (n + base // 2) // base * base
+
+
 def _rounded(cell: CellStats, statistic: str, base: int) -> float:
     """The released value of a cell that passed every rule: rounded half up to ``base``."""
     if statistic == "count":
-        # Integer arithmetic: exact, and monotone, so n >= threshold never rounds below the
-        # threshold's own rounding.
-        return (cell.n + base // 2) // base * base
+        return round_count(cell.n, base)
     if statistic == "sum":
         if base == 1:
             return float(cell.value)
