@@ -50,6 +50,7 @@ ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 _EXC_MODULES = ("builtins", "pandas.errors", "polars.exceptions", "duckdb", "pyarrow",
                 "patsy", "statsmodels.tools.sm_exceptions")
 SUPPRESSED = "[suppressed]"
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a folder name, never a path
 STOP_WORDS = {
     "wall_time": "it ran past its time limit ({wall:g} s)",
     "cpu_time": "it used more than its CPU time ({cpu} s)",
@@ -105,7 +106,9 @@ def _safe_error(out: Path, bundle: Bundle, *, mock: bool) -> str:
     what can be checked against the bundle (the file, the line, the code on it)."""
     raw: dict[str, Any] = {}
     path = out / ".ndl" / "error.json"
-    if path.is_file() and not path.is_symlink() and path.stat().st_size < 8192:
+    # The job owns out/: neither the folder nor the file may be a link out of it.
+    if not path.parent.is_symlink() and path.is_file() and not path.is_symlink() \
+            and path.stat().st_size < 8192:
         try:
             loaded = json.loads(path.read_text("utf-8"))
             raw = loaded if isinstance(loaded, dict) else {}
@@ -204,6 +207,8 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
     log = [f"job {job.job_id}: code {job.bundle.code_sha256[:12]}, environment {env.name}, "
            f"sandbox {sandbox.mode}" + (" (WEAKER: no bubblewrap)" if sandbox.mode != "bubblewrap"
                                         else "")]
+    if not JOB_ID.match(job.job_id):
+        raise ValueError(f"not a job id: {job.job_id[:60]!r}")  # ours, never a researcher's
     root = workdir / job.job_id
     shutil.rmtree(root, ignore_errors=True)  # a re-run after a restart starts clean
     code, out, stats, release = (root / "code", root / "out", root / "stats", root / "release")
