@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ndl.core.errors import InvalidInput, SandboxUnavailable
+from ndl.catalogue.metadata import ColumnMeta
+from ndl.core.errors import InvalidInput, NdlError, SandboxUnavailable
 from ndl.jobs.bundle import read_folder
 from ndl.jobs.runner import JobInput, JobOutcome, Report, run_job
 from ndl.jobs.sandbox import Sandbox, open_sandbox
@@ -119,6 +120,21 @@ def mock_datasets(datasets: list[str], *, data: dict[str, Path] | None, client: 
     return found
 
 
+def _catalogue_columns(datasets: list[str], client: Client | None) -> tuple[ColumnMeta, ...]:
+    """The datasets' columns as the catalogue tags them, so the mock run applies the same
+    group-key rules as the datasite (none without a hub: said in the report's findings)."""
+    if client is None:
+        return ()
+    found: list[ColumnMeta] = []
+    for ds in datasets:
+        try:
+            meta = client.dataset(ds)
+        except NdlError:
+            continue  # a dataset the hub does not know: its mock came from --data
+        found.extend(ColumnMeta.model_validate(c) for c in meta.get("columns", []))
+    return tuple(found)
+
+
 def run_mock(bundle_dir: Path, *, data: dict[str, Path] | None, client: Client | None,
              workdir: Path, sandbox: Sandbox | None = None,
              say: Callable[[str], None] = _say_stderr,
@@ -137,7 +153,8 @@ def run_mock(bundle_dir: Path, *, data: dict[str, Path] | None, client: Client |
                              workdir=workdir, say=say)
     box = sandbox if sandbox is not None else mock_sandbox(say)
     job = JobInput(job_id=f"mock-{secrets.token_hex(4)}", bundle=bundle, datasets=datasets,
-                   project="mock", policy=SdcPolicy(), mock=True)
+                   project="mock", policy=SdcPolicy(), mock=True,
+                   columns=_catalogue_columns(bundle.manifest.datasets, client))
     runs = workdir / "runs"
     try:
         outcome = run_job(job, sandbox=box, ledger=None, workdir=runs, report=report)
