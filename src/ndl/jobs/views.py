@@ -77,6 +77,11 @@ class JobView(BaseModel):
     def final(self) -> bool:
         return self.state in FINAL
 
+    @property
+    def released(self) -> bool:
+        """An output checker released the outputs to the project (agents read only these)."""
+        return self.state == "released"
+
 
 class CodeView(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -186,7 +186,7 @@ def register(server: MCPServer, library: Library, *,
         lib = as_caller(library, ctx)
         view = await lib.job(job_id)
         # Released means an output checker approved them: anything else stays unread here.
-        if view.state != "released":
+        if not view.released:
             raise InvalidInput(f"the outputs of job {view.id} are not released "
                                f"({view.state_words}): an output checker releases them; "
                                "job_status follows the job")
