@@ -12,6 +12,7 @@ these pages show other checkers' decisions only as its view gives them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -107,26 +108,38 @@ def _review_context(request: Request, job_id: str, who: Any, *,
             "reasons": reasons, "status": status}
 
 
-@router.post("/jobs/{job_id}/review", response_class=HTMLResponse)
-async def review_decision(request: Request, job_id: str, who: Who) -> Response:
+async def _decide(request: Request, job_id: str, who: Any, *, page: str, words: str,
+                  act: Callable[[Any, str, str], object],
+                  again: Callable[[Any, str, str], dict[str, Any]], done: str) -> Response:
+    """One decision form (a steward's on code, a checker's on outputs): act through the
+    service, show the form again with the service's words on bad input, else go on."""
     job_id = job_id[:40]
-    got = await posted(request, who, job_href(job_id, "/review"))
+    got = await posted(request, who, job_href(job_id, f"/{page}"))
     if isinstance(got, Response):
         return got
     form, actor = got
-    decision, reasons = value(form, "decision", 10), value(form, "reasons", MAX_FIELD_CHARS)
+    decision, text = value(form, "decision", 10), value(form, words, MAX_FIELD_CHARS)
     try:
-        await run_in_threadpool(lambda: service.review(
-            hub(request), actor, job_id, decision=decision, reasons=reasons))
+        await run_in_threadpool(act, actor, decision, text)
     except NdlError as exc:
         if not isinstance(exc, InvalidInput):
             return error_page(request, exc)
         message = sentence(exc.message)
-        return await apage(request, "jobs/review.html", lambda: _review_context(
-            request, job_id, actor, error=message, reasons=reasons, status=422))
+        return await apage(request, f"jobs/{page}.html", lambda: again(actor, message, text))
     except Exception:
         return crash_page(request)
-    return see_other(f"/code-to-review?done={decision}")
+    return see_other(done.format(decision=decision))
+
+
+@router.post("/jobs/{job_id}/review", response_class=HTMLResponse)
+async def review_decision(request: Request, job_id: str, who: Who) -> Response:
+    return await _decide(
+        request, job_id, who, page="review", words="reasons",
+        act=lambda actor, d, text: service.review(hub(request), actor, job_id[:40],
+                                                  decision=d, reasons=text),
+        again=lambda actor, message, text: _review_context(
+            request, job_id[:40], actor, error=message, reasons=text, status=422),
+        done="/code-to-review?done={decision}")
 
 
 # --- the output checker's pages -------------------------------------------------------------
@@ -166,24 +179,13 @@ async def check_page(request: Request, job_id: str, who: Who) -> Response:
 
 @router.post("/jobs/{job_id}/check", response_class=HTMLResponse)
 async def check_decision(request: Request, job_id: str, who: Who) -> Response:
-    job_id = job_id[:40]
-    got = await posted(request, who, job_href(job_id, "/check"))
-    if isinstance(got, Response):
-        return got
-    form, actor = got
-    decision, comments = value(form, "decision", 10), value(form, "comments", MAX_FIELD_CHARS)
-    try:
-        await run_in_threadpool(lambda: checking.decide(
-            hub(request), actor, job_id, decision=decision, comments=comments))
-    except NdlError as exc:
-        if not isinstance(exc, InvalidInput):
-            return error_page(request, exc)
-        message = sentence(exc.message)
-        return await apage(request, "jobs/check.html", lambda: _check_context(
-            request, job_id, actor, error=message, comments=comments, status=422))
-    except Exception:
-        return crash_page(request)
-    return see_other(f"/outputs-to-check?done=checked-{decision}")
+    return await _decide(
+        request, job_id, who, page="check", words="comments",
+        act=lambda actor, d, text: checking.decide(hub(request), actor, job_id[:40],
+                                                   decision=d, comments=text),
+        again=lambda actor, message, text: _check_context(
+            request, job_id[:40], actor, error=message, comments=text, status=422),
+        done="/outputs-to-check?done=checked-{decision}")
 
 
 @router.get("/jobs/{job_id}/figures/{name}")
