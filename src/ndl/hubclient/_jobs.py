@@ -28,7 +28,7 @@ from ndl.core.errors import (
 from ndl.hubclient import _api as api
 from ndl.hubclient._call import reaching
 from ndl.hubclient._ids import check_dataset_id, dataset_path
-from ndl.hubclient._long import DOWNLOAD_RETRIES, HUB_OUTAGE_SECONDS, _BytesBar, _error_of, _say
+from ndl.hubclient._long import DOWNLOAD_RETRIES, _BytesBar, _error_of, _say, polled
 from ndl.jobs.views import FINAL, JobView
 
 if TYPE_CHECKING:
@@ -178,28 +178,16 @@ class JobWork:
         """
         api.check_job_id(job_id)
         deadline = None if timeout is None else time.monotonic() + timeout
-        down_since: float | None = None
         view: JobView | None = None
         try:
             with _JobBar(progress) as bar:
-                while True:
-                    try:
-                        view = self._send(api.job(job_id))
-                    except (UpstreamUnavailable, UpstreamTimeout):
-                        now = time.monotonic()
-                        down_since = now if down_since is None else down_since
-                        if now - down_since > HUB_OUTAGE_SECONDS or (
-                                deadline is not None and now >= deadline):
-                            raise
-                        time.sleep(JOB_POLL_SECONDS)
-                        continue
-                    down_since = None
+                for view in polled(lambda: self._send(api.job(job_id)), JOB_POLL_SECONDS,
+                                   deadline):
                     bar.update(view)
                     if view.state in STOP_STATES:
                         return view
                     if deadline is not None and time.monotonic() >= deadline:
                         break
-                    time.sleep(JOB_POLL_SECONDS)
         except KeyboardInterrupt:
             _say(_how_to_resume(job_id))
             raise

@@ -104,6 +104,28 @@ def _error_of(resp: httpx.Response) -> NdlError:
     return error_from_json(resp.status_code, data)
 
 
+
+def polled(fetch: Callable[[], T], pause: float, deadline: float | None) -> Iterator[T]:
+    """``fetch()`` every ``pause`` seconds, for ever (the caller stops when it has what it
+    wants). The hub restarting must not end a wait of many minutes: a hub that cannot be
+    reached is asked again for up to HUB_OUTAGE_SECONDS (the work goes on meanwhile), then
+    the error is raised for the caller to say how to resume."""
+    down_since: float | None = None
+    while True:
+        try:
+            got = fetch()
+        except (UpstreamUnavailable, UpstreamTimeout):
+            now = time.monotonic()
+            down_since = now if down_since is None else down_since
+            if now - down_since > HUB_OUTAGE_SECONDS or (
+                    deadline is not None and now >= deadline):
+                raise
+            time.sleep(pause)
+            continue
+        down_since = None
+        yield got
+        time.sleep(pause)
+
 class _WorkBar:
     """A Rich bar for one work item: its fraction, state and the datasite's message."""
 
@@ -195,27 +217,12 @@ class LongWork:
                     return
         except (httpx.TransportError, ValueError, TypeError, KeyError):
             pass  # the stream broke or was not one: poll instead
-        down_since: float | None = None
-        while True:
-            try:
-                view = self._send(api.work(work_id))
-            except (UpstreamUnavailable, UpstreamTimeout):
-                # The hub restarting must not end a wait of many minutes: keep asking for a
-                # while (the work goes on meanwhile), then give up saying how to resume.
-                now = time.monotonic()
-                down_since = now if down_since is None else down_since
-                if now - down_since > HUB_OUTAGE_SECONDS or (
-                        deadline is not None and now >= deadline):
-                    raise
-                time.sleep(POLL_SECONDS)
-                continue
-            down_since = None
+        for view in polled(lambda: self._send(api.work(work_id)), POLL_SECONDS, deadline):
             if changed(view):
                 last = view
                 yield view
             if view.final or (deadline is not None and time.monotonic() >= deadline):
                 return
-            time.sleep(POLL_SECONDS)
 
     def wait_work(self, work_id: str, *, timeout: float | None = None,
                   progress: bool = True) -> Work:
