@@ -25,7 +25,7 @@ from test_web_pages import hub_app
 from ndl.access import accounts
 from ndl.access.models import User
 from ndl.access.project_models import Project
-from ndl.jobs import checking
+from ndl.jobs import checking, service
 from ndl.jobs.models import Job
 from ndl.mcp import HubLibrary, create_server
 
@@ -140,7 +140,8 @@ def test_job_status_and_list_are_the_projects(app: FastAPI) -> None:
     assert got["warning"] and "WITHOUT the bubblewrap sandbox" in got["warning"]
     waits = next(o for o in got["outputs"] if o["name"] == "waits")
     assert waits["findings"][0]["rule"] == "threshold"
-    assert waits["findings"][0]["cell"] == "clinic=eye, count"
+    # Cell labels are values the job chose: hidden from the researcher until release.
+    assert waits["findings"][0]["cell"] == service.HIDDEN_CELL
     assert [j["job_id"] for j in ok(call(app, "alice", "list_jobs", {}))["jobs"]] == [job.id]
     assert ok(call(app, "bob", "list_jobs", {}))["jobs"] == []
     assert "no job" in error_text(call(app, "bob", "job_status", {"job_id": job.id}))

@@ -1,6 +1,7 @@
 """Chores the hub does while it runs, on a timer in its lifespan: remove expired and
 delivered blobs and stale uploads, and expire work items past their deadline (so a datasite
-that never came back does not leave them "queued" for ever)."""
+that never came back does not leave them "queued" for ever), and move on controlled jobs
+whose run has ended (so the register records the run even if nobody looks)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fastapi import FastAPI
 
 from ndl.federation import blob_service, work
 from ndl.hub.state import HubState
+from ndl.jobs import lifecycle
 
 log = logging.getLogger("ndl.hub")
 
@@ -32,8 +34,14 @@ def _expire_work(state: HubState) -> None:
             log.info("%d work items passed their deadline and expired", n)
 
 
+def _move_jobs_on(state: HubState) -> None:
+    if n := lifecycle.sync_all(state):
+        log.info("%d controlled jobs finished running", n)
+
+
 CHORES: list[tuple[str, Callable[[HubState], None]]] = [
-    ("blob sweep", _sweep_blobs), ("work expiry", _expire_work)]
+    ("blob sweep", _sweep_blobs), ("work expiry", _expire_work),
+    ("job progress", _move_jobs_on)]
 
 
 async def _forever(state: HubState, every: float) -> None:

@@ -130,12 +130,12 @@ def _safe_error(out: Path, bundle: Bundle, *, mock: bool) -> str:
     if kind == "JobError":
         return text + " (ndl.job was used wrongly; run it with --mock to see the message)"
     return text + (" (its message is not shown: it could hold a value from the data; "
-                   "run it with --mock to see it, or ask the output checker for the log)")
+                   "run it with --mock to see it)")
 
 
 @cache
 def _known_kinds() -> frozenset[str]:
-    names = {"JobError"}
+    names = {"JobError", *r_jobs.R_CONDITIONS}
     for module in _EXC_MODULES:
         try:
             found = vars(importlib.import_module(module))
@@ -185,8 +185,11 @@ class _Stats:
 
 
 def _findings(check: sdc.TableCheck) -> list[Finding]:
-    return [Finding(cell=list(f.cell) if f.cell is not None else None, rule=f.rule,
-                    action=f.action, detail=f.researcher_detail) for f in check.findings]
+    # The researcher's wording of each finding (sdc's): "zero" reads as "threshold", since
+    # naming it would tell that a group is empty.
+    return [Finding(cell=f["cell"], rule=str(f["rule"]), action=f["action"],
+                    detail=str(f["researcher_detail"]))
+            for f in check.to_json(audience="researcher")["findings"]]
 
 
 def _table_csv(table: sdc.TableStats, check: sdc.TableCheck, stat_name: str) -> str:

@@ -48,6 +48,7 @@ from ndl.jobs.views import STATE_WORDS, CodeReview, CodeView, JobView, OutputDec
 from ndl.ledger import register
 
 OP = WORK_OPERATIONS["job"]
+HIDDEN_CELL = "(a cell: its labels are shown once the outputs are released)"
 # A job is given this long at the datasite (queue wait included) before its item expires.
 JOB_TTL = timedelta(hours=24)
 
@@ -106,9 +107,9 @@ def _report_for(job: Job, who: Principal | None) -> JobReport | None:
     if job.state == "released" or rules.is_output_checker(who) \
             or rules.is_org_official(who, job.org_id):
         return report
-    outputs = [o.model_copy(update={"findings": [f.model_copy(update={"cell": None})
-                                                 for f in o.findings]})
-               for o in report.outputs]
+    outputs = [o.model_copy(update={"findings": [
+        f.model_copy(update={"cell": [HIDDEN_CELL]}) if f.cell is not None else f
+        for f in o.findings]}) for o in report.outputs]
     return report.model_copy(update={"outputs": outputs})
 
 
