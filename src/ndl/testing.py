@@ -215,9 +215,9 @@ class DatasiteProcess(_Process):
 
     def __init__(self, root: Path, hub_url: str, *, org: str, token: str | None = None,
                  datasite_id: str | None = None, poll_wait: float = 5.0,
-                 sandbox: str = "strict") -> None:
+                 sandbox: str = "strict", env: dict[str, str] | None = None) -> None:
         self.root, self.hub_url, self.org = root, hub_url, org
-        self.sandbox = sandbox
+        self.sandbox, self.env = sandbox, dict(env or {})
         self.token, self.id, self.poll_wait = token, datasite_id or org, poll_wait
         self.log_path = root / "datasite.log"
 
@@ -225,7 +225,7 @@ class DatasiteProcess(_Process):
         self._spawn(["datasite", "--dir", str(self.root), "--hub", self.hub_url,
                      "--org", self.org, "--id", self.id, "--poll-wait", str(self.poll_wait),
                      "--sandbox", self.sandbox],
-                    {"NDL_TOKEN": self.token} if self.token else None)
+                    {**self.env, **({"NDL_TOKEN": self.token} if self.token else {})})
         if wait_online:
             self.wait_online()
         return self
