@@ -3,8 +3,8 @@
 A bundle is a folder holding ``ndl-job.toml`` and the code it names::
 
     name = "fsm-by-sen"
-    language = "python"            # or "sql"
-    entry = "analysis.py"          # or "query.sql"
+    language = "python"            # or "sql", or "r" (where the datasite offers r-base)
+    entry = "analysis.py"          # or "query.sql", or "analysis.R"
     environment = "python-data"    # one the datasite offers (ndl.jobs.environments)
     datasets = ["dfe/pupils"]
     context = "Free school meals by SEN status, for the 2024 attainment report."
@@ -40,7 +40,8 @@ MANIFEST = "ndl-job.toml"
 MAX_FILES = 32
 MAX_FILE_BYTES = 256 * 1024
 MAX_BUNDLE_BYTES = 1024 * 1024
-CODE_SUFFIXES = frozenset({".py", ".sql", ".toml", ".md", ".txt", ".json", ".yaml", ".yml"})
+CODE_SUFFIXES = frozenset({".py", ".sql", ".R", ".r", ".toml", ".md", ".txt", ".json", ".yaml",
+                           ".yml"})
 _PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,80}(/[A-Za-z0-9_][A-Za-z0-9_.\-]{0,80}){0,4}$")
 OUTPUT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 OutputKind = Literal["table", "figure", "model_summary", "text"]
@@ -73,7 +74,7 @@ class OutputDecl(BaseModel):
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,62}$")
-    language: Literal["python", "sql"]
+    language: Literal["python", "sql", "r"]
     entry: str
     environment: str = Field(min_length=1, max_length=63)
     datasets: list[str] = Field(min_length=1, max_length=8)
@@ -174,12 +175,16 @@ def from_files(files: Any) -> Bundle:
 def _check_code(m: Manifest, files: dict[str, str]) -> None:
     if m.entry not in files:
         raise InvalidInput(f"the entry {m.entry!r} named in {MANIFEST} is not in the bundle")
-    want = ".py" if m.language == "python" else ".sql"
+    want = {"python": ".py", "sql": ".sql", "r": ".R"}[m.language]
     if not m.entry.endswith(want):
-        raise InvalidInput(f"a {m.language} job's entry is a {want} file, not {m.entry!r}")
+        article = "an R" if m.language == "r" else f"a {m.language}"
+        raise InvalidInput(f"{article} job's entry is a {want} file, not {m.entry!r}")
     names = [o.name for o in m.outputs]
     if len(set(names)) != len(names):
         raise InvalidInput("two outputs have the same name: each output needs its own name")
+    # R files are not parsed here: the hub has no R to parse them with (and R's grammar is
+    # not worth re-implementing). The datasite parses every .R file in the sandbox before
+    # running any, and reports a syntax error with its file and line (ndl/jobs/r/inside.R).
     for path, text in files.items():
         if path.endswith(".py"):
             try:
@@ -196,7 +201,8 @@ def _check_code(m: Manifest, files: dict[str, str]) -> None:
         for o in m.outputs:
             if o.count_column is not None:
                 raise InvalidInput(f"output {o.name!r}: count_column is for SQL jobs; in "
-                                   "Python, ndl.job.table records the counts itself")
+                                   "Python (ndl.job.table) and R (ndl_table) the helper "
+                                   "records the counts itself")
 
 
 def read_folder(folder: Path) -> Bundle:

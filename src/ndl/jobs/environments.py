@@ -8,13 +8,18 @@ records. R is not offered yet (say so rather than pretend).
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
+from pathlib import Path
 
 from ndl.core.errors import InvalidInput
 
 PYTHON_DATA = "python-data"
+R_BASE = "r-base"
 _PACKAGES = ("pandas", "polars", "pyarrow", "duckdb", "numpy", "scipy", "statsmodels",
              "scikit-learn", "matplotlib")
 
@@ -37,10 +42,39 @@ def offered() -> dict[str, Environment]:
             continue
     import platform
     versions = {"python": platform.python_version(), **versions}
-    return {PYTHON_DATA: Environment(
+    envs = {PYTHON_DATA: Environment(
         PYTHON_DATA, "Python with pandas, Polars, pyarrow, DuckDB, NumPy, SciPy, statsmodels, "
         "scikit-learn and matplotlib (fixed versions; nothing installed at run time)",
         ("python", "sql"), versions)}
+    r_version = _r_version()
+    if r_version is not None:
+        envs[R_BASE] = Environment(
+            R_BASE, "R with its base packages only (stats, utils, ...): datasets arrive as "
+            "CSV, tables and text leave through the ndl_* helpers; nothing installed at run "
+            "time", ("r",), {"R": r_version})
+    return envs
+
+
+def rscript() -> str | None:
+    """The datasite's ``Rscript`` (its resolved path), or None when R is not installed."""
+    found = shutil.which("Rscript", path="/usr/bin:/bin:/usr/local/bin")
+    return None if found is None else str(Path(found).resolve())
+
+
+@cache
+def _r_version() -> str | None:
+    """R's version from ``Rscript --version``, asked once; None when R is missing or broken."""
+    path = rscript()
+    if path is None:
+        return None
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, timeout=30,
+                              check=False, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    except (OSError, subprocess.SubprocessError):
+        return None
+    # "Rscript (R) version 4.2.2 Patched (2022-11-10 r83330)": older R says it on stderr.
+    found = re.search(rb"version (\d+\.\d+\.\d+)", done.stdout + done.stderr)
+    return found.group(1).decode() if done.returncode == 0 and found else None
 
 
 def require(name: str, language: str) -> Environment:

@@ -58,23 +58,40 @@ def _records(folder: Path, outputs: dict[str, str], language: str) -> dict[str, 
         # Only ndl's own SQL step may say a table came from SQL; a Python job cannot claim it.
         if bool(rec.get("sql")) != (language == "sql"):
             continue
+        # ndl.R makes no models, so a model record in an R job's folder is not a helper's.
+        if language == "r" and rec.get("kind") == "model_summary":
+            continue
         found[name] = rec
     return found
 
 
-def _read_evidence(folder: Path, rec: dict[str, Any], name: str, max_rows: int) -> Any:
+def _read_evidence(folder: Path, rec: dict[str, Any], name: str, max_rows: int,
+                   language: str) -> Any:
     import pyarrow.parquet as pq
 
+    # R's helpers (ndl/jobs/r/ndl.R) leave CSV, having no Parquet writer; Python's and SQL's
+    # leave Parquet. Each language's evidence is read only where its own helpers write it.
+    suffix = ".csv" if language == "r" else ".parquet"
     rel = rec.get("evidence")
-    if rel != f".ndl/evidence/{name}.parquet":
-        raise Problem(f"output {name!r} has no evidence where ndl.job writes it")
+    if rel != f".ndl/evidence/{name}{suffix}":
+        raise Problem(f"output {name!r} has no evidence where ndl's helpers write it")
     path = folder / rel
     if path.is_symlink() or not path.is_file():
         raise Problem(f"output {name!r}: its evidence is missing")
-    meta = pq.ParquetFile(path).metadata
-    if meta.num_rows > max_rows:
-        raise Problem(f"output {name!r}: its evidence has more rows than the granted data "
-                      "holds, so it cannot have come from it; an output checker must judge")
+    too_many = Problem(f"output {name!r}: its evidence has more rows than the granted data "
+                       "holds, so it cannot have come from it; an output checker must judge")
+    if suffix == ".csv":
+        import pandas as pd
+
+        # Every column as text (the group keys are released as text; a value column is
+        # converted to numbers by table_stats), an empty field as missing, as ndl.R writes.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
+                            encoding="utf-8", nrows=max_rows + 1)
+        if len(frame) > max_rows:
+            raise too_many
+        return frame
+    if pq.ParquetFile(path).metadata.num_rows > max_rows:
+        raise too_many
     return pq.read_table(path).to_pandas()
 
 
@@ -217,7 +234,8 @@ def collect(cfg: dict[str, Any]) -> dict[str, Any]:
         item: dict[str, Any] = {"kind": kind, "made_by": "helper"}
         try:
             if kind in ("table", "model_summary") and rec is not None:
-                frame = _read_evidence(src, rec, name, int(cfg["max_rows"]))
+                frame = _read_evidence(src, rec, name, int(cfg["max_rows"]),
+                                       cfg["language"])
                 if kind == "model_summary":
                     item.update(model_stats(name, frame, rec.get("formula", ""),
                                             str(rec.get("family")), files))

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from ndl.core import tiers
 from ndl.core.csvsafe import csv_text
-from ndl.jobs import environments
+from ndl.jobs import environments, r_jobs
 from ndl.jobs.bundle import Bundle
 from ndl.jobs.report import Finding, JobReport, OutputReport
 from ndl.jobs.sandbox import Limits, Mount, Sandbox, SandboxResult, SandboxSpec, runtime_mounts
@@ -227,8 +227,11 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
     code_mount = Mount(code, "/job/code")
     mounts = [*runtime_mounts(), code_mount]
     data_paths: dict[str, str] = {}
+    r_classes: dict[str, tuple[str, ...]] = {}
     for i, (ds_id, path) in enumerate(sorted(job.datasets.items())):
         mount = Mount(Path(path), f"/job/data/{i}.parquet")
+        if m.language == "r":  # R has no Parquet reader here: it reads a CSV copy (r_jobs)
+            mount, r_classes[ds_id] = r_jobs.data_mount(i, Path(path), root / "csv")
         mounts.append(mount)
         data_paths[ds_id] = sandbox.inside_path(mount)
     out_mount = Mount(out, "/job/out", writable=True)
@@ -239,10 +242,16 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
     report(0.05, "running the job's code in the sandbox")
     log.append(f"running {m.entry} on {', '.join(sorted(job.datasets))}"
                + (" (mock data)" if job.mock else ""))
+    first_argv = [sys.executable, "-I", "-m", "ndl.jobs.inside"]
+    first_env = _env("NDL_JOB", cfg, tmp)
+    if m.language == "r":
+        first_argv, first_env, r_mounts = r_jobs.first_step(cfg, r_classes, first_env)
+        mounts += r_mounts
     started = time.monotonic()
     first = sandbox.run(SandboxSpec(
-        argv=[sys.executable, "-I", "-m", "ndl.jobs.inside"], mounts=[*mounts, out_mount],
-        workdir=cfg["out"], env=_env("NDL_JOB", cfg, tmp), limits=job.limits), cancel=cancel)
+        argv=first_argv, mounts=[*mounts, out_mount],
+        workdir=cfg["out"], env=first_env, limits=job.limits), cancel=cancel)
+    shutil.rmtree(root / "csv", ignore_errors=True)  # an R job's copies of the data
     full_log = (first.stdout + first.stderr)[:MAX_LOG_BYTES].decode("utf-8", "replace")
     if first.stopped is not None:
         error = f"the job was stopped: {_stopped(first, job.limits)}"
