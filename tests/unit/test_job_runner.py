@@ -21,7 +21,7 @@ from ndl.privacy.sdc_ledger import ReleaseLedger
 LIMITS = Limits(cpu_seconds=30, wall_seconds=30.0, memory_bytes=1024**3)
 DATASET = "dfe/pupils"
 HIDDEN = ("(its message is not shown: it could hold a value from the data; run it with "
-          "--mock to see it, or ask the output checker for the log)")
+          "--mock to see it)")
 
 
 def manifest(outputs: list[tuple[str, str]], *, language: str = "python",
