@@ -439,6 +439,7 @@ class Agent:
         self.stop_event.set()
         self.pool.wait_idle(grace)
         self._heartbeat.join(timeout=2)
+        self.controlled.close()
         self.http.close()
         self.store.close()
 

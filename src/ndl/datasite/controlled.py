@@ -26,8 +26,9 @@ from ndl.core import tiers
 from ndl.core.errors import Cancelled, InvalidInput, JobFailed, PermissionDenied
 from ndl.jobs import bundle as bundles
 from ndl.jobs.approval import check_approval
-from ndl.jobs.runner import JobInput, run_job
-from ndl.jobs.sandbox import Limits, Sandbox, open_sandbox
+from ndl.jobs.runner import SANDBOX_TMP, JobInput, run_job, step_env
+from ndl.jobs.sandbox import BubblewrapSandbox, Limits, Sandbox, open_sandbox
+from ndl.jobs.warm import WarmPool
 from ndl.privacy.sdc import SdcPolicy
 from ndl.privacy.sdc_ledger import ReleaseLedger
 
@@ -48,6 +49,8 @@ class Controlled:
         self.workdir = root / "jobs"
         self.ledger = ReleaseLedger(root / "releases.sqlite")
         self._sandbox: Sandbox | None = None
+        self._warm: WarmPool | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def sandbox(self) -> Sandbox:
@@ -59,6 +62,27 @@ class Controlled:
                     log.warning("controlled jobs run in the WEAKER sandbox (no bubblewrap): "
                                 "every job, its page and the register say so")
             return self._sandbox
+
+    def warm(self, limits: Limits) -> WarmPool | None:
+        """The datasite's warm sandboxes (bubblewrap only), made on the first job and readied
+        for ``limits``; None in the weaker mode or once closed."""
+        sandbox = self.sandbox()
+        with self._lock:
+            if self._closed or not isinstance(sandbox, BubblewrapSandbox):
+                return None
+            if self._warm is None:
+                self._warm = WarmPool(sandbox, self.workdir / ".warm",
+                                      env=step_env(SANDBOX_TMP))
+            pool = self._warm
+        pool.prepare(limits)
+        return pool
+
+    def close(self) -> None:
+        """Stop the warm sandboxes; a job after this runs cold."""
+        with self._lock:
+            pool, self._warm, self._closed = self._warm, None, True
+        if pool is not None:
+            pool.close()
 
 
 def policy_for(agent: Agent, datasets: list[Any]) -> SdcPolicy:
@@ -118,14 +142,15 @@ def run(agent: Agent, body: dict[str, Any], report: Report, cancelled: threading
                     member=str(params.get("member")), revoked=agent.store.revoked_grants())
     sandbox = agent.controlled.sandbox()  # SandboxUnavailable: refused, with the fix
     job_id = str(params["job_id"])
+    limits = limits_for(agent)
     outcome = run_job(
         JobInput(job_id=job_id, bundle=b,
                  datasets={i: ds.path for i, ds in zip(ids, datasets, strict=True)},
                  project=str(params.get("project")), policy=policy_for(agent, datasets),
-                 limits=limits_for(agent),
+                 limits=limits,
                  columns=tuple(c for ds in datasets for c in ds.meta.columns)),
         sandbox=sandbox, ledger=agent.controlled.ledger, workdir=agent.controlled.workdir,
-        cancel=cancelled, report=report)
+        cancel=cancelled, report=report, warm=agent.controlled.warm(limits))
     if cancelled.is_set():
         raise Cancelled("the job was cancelled by its author")
     if not outcome.ok or outcome.archive is None:

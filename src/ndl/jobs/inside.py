@@ -74,6 +74,9 @@ def main() -> int:
     code_dir = Path(cfg["code"])
     out = Path(cfg["out"])
     (out / ".ndl").mkdir(parents=True, exist_ok=True)
+    # A process the job forked returns here too; only ours writes the error file, or a child
+    # killed between truncating and writing it leaves it empty (a fork bomb does just that).
+    me = os.getpid()
     try:
         if cfg["language"] == "sql":
             _sql(cfg, code_dir)
@@ -83,13 +86,16 @@ def main() -> int:
             runpy.run_path(str(code_dir / cfg["entry"]), run_name="__main__")
     except SystemExit as exc:
         if exc.code not in (None, 0):
-            (out / ERROR).write_text(json.dumps({"type": "SystemExit",
-                                                 "message": "the job exited with an error"}))
+            if os.getpid() == me:
+                (out / ERROR).write_text(json.dumps({"type": "SystemExit",
+                                                     "message": "the job exited with an "
+                                                                "error"}))
             return 1
     except BaseException as exc:  # the job's failure, reported safely
         traceback.print_exc()
-        (out / ERROR).write_text(json.dumps(_safe_error(exc, code_dir,
-                                                        mock=cfg.get("mock") is True)))
+        if os.getpid() == me:
+            (out / ERROR).write_text(json.dumps(_safe_error(exc, code_dir,
+                                                            mock=cfg.get("mock") is True)))
         return 1
     return 0
 

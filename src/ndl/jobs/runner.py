@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ndl.core import tiers
 from ndl.core.csvsafe import csv_text
@@ -40,6 +40,9 @@ from ndl.jobs.report import Finding, JobReport, OutputReport
 from ndl.jobs.sandbox import Limits, Mount, Sandbox, SandboxResult, SandboxSpec, runtime_mounts
 from ndl.privacy import sdc
 from ndl.privacy.sdc_ledger import ReleaseLedger
+
+if TYPE_CHECKING:
+    from ndl.jobs.warm import WarmPool
 
 Report = Callable[[float, str], None]
 MAX_STATS_BYTES = 32 * 1024 * 1024
@@ -87,12 +90,25 @@ class JobOutcome:
 SANDBOX_TMP = "/tmp"  # noqa: S108 - inside bubblewrap: the run's own private tmpfs
 
 
-def _env(config_var: str, cfg: dict[str, Any], tmp: str) -> dict[str, str]:
-    """The whole environment of a step: its configuration and nothing of the datasite's."""
-    return {config_var: json.dumps(cfg), "HOME": tmp, "TMPDIR": tmp,
+def step_env(tmp: str) -> dict[str, str]:
+    """The fixed environment of every step (a warm sandbox starts with it): nothing of the
+    datasite's."""
+    return {"HOME": tmp, "TMPDIR": tmp,
             "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
             "MPLCONFIGDIR": tmp, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
             "POLARS_MAX_THREADS": "2", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def _env(config_var: str, cfg: dict[str, Any], tmp: str) -> dict[str, str]:
+    """The whole environment of a step: its configuration and the fixed variables."""
+    return {config_var: json.dumps(cfg), **step_env(tmp)}
+
+
+def _run_step(sandbox: Sandbox, warm: WarmPool | None, spec: SandboxSpec,
+              cancel: threading.Event | None) -> SandboxResult:
+    """Run one step in a warm sandbox when one can take it, else in a fresh one."""
+    result = warm.run(spec, cancel=cancel) if warm is not None else None
+    return result if result is not None else sandbox.run(spec, cancel=cancel)
 
 
 def _stopped(res: SandboxResult, limits: Limits) -> str:
@@ -203,8 +219,9 @@ def _table_csv(table: sdc.TableStats, check: sdc.TableCheck, stat_name: str) -> 
 
 def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, workdir: Path,
             cancel: threading.Event | None = None,
-            report: Report = lambda f, m: None) -> JobOutcome:
-    """Run ``job`` to an outcome; never raises for anything the job does."""
+            report: Report = lambda f, m: None, warm: WarmPool | None = None) -> JobOutcome:
+    """Run ``job`` to an outcome; never raises for anything the job does. ``warm``: the
+    datasite's warm sandboxes, used for each step that one can take (never for mock runs)."""
     m = job.bundle.manifest
     env = environments.require(m.environment, m.language)
     log = [f"job {job.job_id}: code {job.bundle.code_sha256[:12]}, environment {env.name}, "
@@ -248,9 +265,9 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
         first_argv, first_env, r_mounts = r_jobs.first_step(cfg, r_classes, first_env)
         mounts += r_mounts
     started = time.monotonic()
-    first = sandbox.run(SandboxSpec(
+    first = _run_step(sandbox, warm, SandboxSpec(
         argv=first_argv, mounts=[*mounts, out_mount],
-        workdir=cfg["out"], env=first_env, limits=job.limits), cancel=cancel)
+        workdir=cfg["out"], env=first_env, limits=job.limits), cancel)
     shutil.rmtree(root / "csv", ignore_errors=True)  # an R job's copies of the data
     full_log = (first.stdout + first.stderr)[:MAX_LOG_BYTES].decode("utf-8", "replace")
     if first.stopped is not None:
@@ -272,10 +289,10 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
         "in": sandbox.inside_path(in_mount), "out": sandbox.inside_path(stats_mount),
               "language": m.language, "outputs": cfg["outputs"], "max_rows": max_rows,
               "count_columns": count_columns}
-    second = sandbox.run(SandboxSpec(
+    second = _run_step(sandbox, warm, SandboxSpec(
         argv=[sys.executable, "-I", "-m", "ndl.jobs.evidence"],
         mounts=[*runtime_mounts(), in_mount, stats_mount], workdir=ev_cfg["out"],
-        env=_env("NDL_EVIDENCE", ev_cfg, tmp), limits=job.limits), cancel=cancel)
+        env=_env("NDL_EVIDENCE", ev_cfg, tmp), limits=job.limits), cancel)
     stats_file = stats / "stats.json"
     if second.stopped == "cancelled":
         return JobOutcome(False, "the job was cancelled", None, None, log, full_log)

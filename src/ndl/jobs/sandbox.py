@@ -50,8 +50,6 @@ FIX = ("install bubblewrap (apt-get install bubblewrap), or start the datasite w
 Stopped = Literal["wall_time", "cpu_time", "memory", "output_size", "cancelled"]
 
 
-
-
 @dataclass(frozen=True)
 class Limits:
     cpu_seconds: int = 300
@@ -273,13 +271,22 @@ class _Run:
     def go(self, cancel: threading.Event | None,
            mode: Literal["bubblewrap", "weaker"]) -> SandboxResult:
         started = time.monotonic()
+        return self.supervise(self.start(subprocess.DEVNULL), started, cancel, mode)
+
+    def start(self, stdin: int) -> subprocess.Popen[bytes]:
+        """Start the process in its cgroup with its rlimits; nothing reads its output yet."""
         procs = self.cgroup.procs_files if self.cgroup else []
-        proc = subprocess.Popen(
-            self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+        return subprocess.Popen(
+            self.argv, env=self.env, cwd=self.cwd, stdin=stdin,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
             pass_fds=self.pass_fds, start_new_session=True,
             preexec_fn=_preexec(procs, self.rlimits),
         )
+
+    def supervise(self, proc: subprocess.Popen[bytes], started: float,
+                  cancel: threading.Event | None,
+                  mode: Literal["bubblewrap", "weaker"]) -> SandboxResult:
+        """Capture, watch the limits (wall time from ``started``) and reap ``proc``."""
         assert proc.stdout is not None and proc.stderr is not None
         out, err = _Capture(proc.stdout), _Capture(proc.stderr)
         out.start()
@@ -338,6 +345,48 @@ class _Run:
             os.killpg(pid, signal.SIGKILL)
         if self.cgroup is not None:
             self.cgroup.kill_all()
+
+    def discard(self, proc: subprocess.Popen[bytes]) -> None:
+        """Kill and reap a process that will never be supervised; remove its cgroup."""
+        self._kill(proc.pid)
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+
+class Started:
+    """A bubblewrap process started ahead of its work (a warm sandbox), not yet supervised.
+
+    It has every isolation and limit of a cold run from its first instruction; what is left
+    for :meth:`supervise` is the watching, whose wall time is counted from that call.
+    """
+
+    def __init__(self, run: _Run, proc: subprocess.Popen[bytes]) -> None:
+        self.run, self.proc = run, proc
+        self.limits = run.limits
+
+    def alive(self) -> bool:
+        """True while the process has not exited (it is not reaped by asking)."""
+        try:
+            info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False
+        return info is None
+
+    def supervise(self, cancel: threading.Event | None = None) -> SandboxResult:
+        """Watch the process to its end exactly as a cold run is watched."""
+        try:
+            return self.run.supervise(self.proc, time.monotonic(), cancel, "bubblewrap")
+        finally:
+            _neutralise_output(self.run.watched)
+
+    def discard(self) -> None:
+        """Kill it unused (idempotent enough: a dead process is just reaped)."""
+        self.run.discard(self.proc)
 
 
 class _ExitWaiter:
@@ -456,6 +505,27 @@ class BubblewrapSandbox:
 
     def run(self, spec: SandboxSpec, *, cancel: threading.Event | None = None) -> SandboxResult:
         """Run ``spec`` inside bubblewrap; the result says whether a limit stopped it."""
+        runner, fd = self._prepare(spec)
+        try:
+            return runner.go(cancel, self.mode)
+        finally:
+            os.close(fd)
+            _neutralise_output(runner.watched)
+
+    def start(self, spec: SandboxSpec) -> Started:
+        """Start ``spec`` now, its stdin a pipe, to be supervised later (a warm sandbox)."""
+        runner, fd = self._prepare(spec)
+        try:
+            return Started(runner, runner.start(subprocess.PIPE))
+        except BaseException:
+            if runner.cgroup is not None:
+                runner.cgroup.remove()
+            raise
+        finally:
+            os.close(fd)
+
+    def _prepare(self, spec: SandboxSpec) -> tuple[_Run, int]:
+        """The supervised run of ``spec`` and its seccomp fd (the caller closes it)."""
         _check_spec(spec)
         writable = [m for m in spec.mounts if m.writable]
         for mount in writable:
@@ -473,17 +543,16 @@ class BubblewrapSandbox:
                     raise SandboxUnavailable(
                         f"cannot create the run's cgroup ({exc}), so processes and memory "
                         f"cannot be limited; {FIX}") from exc
-            runner = _Run(
+            return _Run(
                 self.command(spec, fd),
                 env={},  # bwrap's own init keeps this environment: /proc/1/environ inside
                 cwd="/", limits=spec.limits, watched=[m.source for m in writable],
                 cgroup=cgroup, rlimits=_rlimits(spec.limits, memory_rlimit=cgroup is None),
                 pass_fds=(fd,),
-            )
-            return runner.go(cancel, self.mode)
-        finally:
+            ), fd
+        except BaseException:
             os.close(fd)
-            _neutralise_output([m.source for m in writable])
+            raise
 
 
 class WeakerSandbox:
@@ -566,6 +635,6 @@ def open_sandbox(mode: Literal["strict", "weaker"] = "strict") -> Sandbox:
 
 __all__ = [
     "BubblewrapSandbox", "Limits", "Mount", "Sandbox", "SandboxResult", "SandboxSpec",
-    "SandboxUnavailable", "WeakerSandbox", "open_sandbox", "output_size", "runtime_mounts",
-    "safe_output_files",
+    "SandboxUnavailable", "Started", "WeakerSandbox", "open_sandbox", "output_size",
+    "runtime_mounts", "safe_output_files",
 ]
