@@ -301,3 +301,25 @@ def test_run_job_gives_the_same_outcome_warm_and_cold(sandbox_strict: Sandbox, p
     assert tables["warm"] == tables["cold"]
     assert suppressed["warm"] == suppressed["cold"] and suppressed["warm"][0] >= 1
     assert b"East,[suppressed]" in tables["warm"]
+
+
+def test_a_warm_step_ends_as_an_interpreter_would(pool: WarmPool, tmp_path: Path) -> None:
+    # The warm process skips module teardown at exit: what a job leaves to the exit (a file
+    # left open, a thread still writing, an atexit function) must still happen.
+    code = ("import atexit, json, threading, time\n"
+            "json.kept = open('/job/out/open.txt', 'w')\n"
+            "json.kept.write('left open')\n"
+            "def late():\n"
+            "    time.sleep(0.3)\n"
+            "    open('/job/out/thread.txt', 'w').write('from a thread')\n"
+            "threading.Thread(target=late).start()\n"
+            "atexit.register(lambda: open('/job/out/atexit.txt', 'w').write('at exit'))\n"
+            "print('done')\n")
+    result = warm_run(pool, tmp_path / "a", code)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "a" / "out"
+    assert (out / "open.txt").read_text() == "left open"
+    assert (out / "thread.txt").read_text() == "from a thread"
+    assert (out / "atexit.txt").read_text() == "at exit"
+    assert result.stdout.strip() == b"done"
+    assert b"leaked" not in result.stderr

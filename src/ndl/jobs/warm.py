@@ -24,8 +24,11 @@ Inside the sandbox this module is the program: ``python -I -m ndl.jobs.warm job`
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import importlib
+import io
 import json
 import logging
 import os
@@ -35,6 +38,7 @@ import select
 import shutil
 import sys
 import threading
+import traceback
 from pathlib import Path, PurePosixPath
 
 from ndl.jobs.sandbox import (
@@ -236,15 +240,16 @@ class WarmPool:
             return None
         with self._lock:
             slot = None if self._closed else self._slots.pop(step, None)
+        # The next job's process starts now, so it is ready by the time that job arrives
+        # (jobs back to back come sooner than an interpreter imports pandas).
+        self._ensure(step, spec.limits)
         if slot is None:
             log.info("no warm sandbox for the %s step yet: running it cold", step)
-            self._ensure(step, spec.limits)
             return None
         try:
             return self._serve(slot, spec, extra, cancel)
         finally:
             slot.close()
-            self._ensure(step, spec.limits)
 
     def _serve(self, slot: _Slot, spec: SandboxSpec, extra: dict[str, str],
                cancel: threading.Event | None) -> SandboxResult | None:
@@ -355,6 +360,9 @@ def _serve_inside(step: str) -> int:
     for name in PRELOAD[step]:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    # What was imported lives until exit: the collector need not look at it again, and the
+    # exit below finds the step's own objects quickly.
+    gc.freeze()
     sys.stdout.buffer.write(READY)
     sys.stdout.buffer.flush()
     line = sys.stdin.buffer.readline()
@@ -367,8 +375,37 @@ def _serve_inside(step: str) -> int:
     os.dup2(null, 0)
     os.close(null)
     main = importlib.import_module(MODULES[step]).main
-    code: int = main()
-    return code
+    try:
+        code = main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    _exit(int(code))
+    return int(code)  # pragma: no cover - _exit does not return
+
+
+def _exit(code: int) -> None:
+    """Exit as the interpreter would, less the teardown of every imported module (~60 ms
+    with pandas, pyarrow and duckdb loaded, paid on every step): the step's threads are
+    joined, its atexit functions run, its garbage collected and every file it still has
+    open flushed; then the process ends."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    gc.collect()
+    for generation in (0, 1, 2):
+        for obj in gc.get_objects(generation):
+            if isinstance(obj, io.IOBase):
+                with contextlib.suppress(Exception):
+                    if not obj.closed and obj.writable():
+                        obj.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
