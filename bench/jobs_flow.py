@@ -32,6 +32,10 @@ step 2: the recomputation, then the disclosure checks and the ZIP).
 
     .venv/bin/python bench/jobs_flow.py                          # demo pupils, 10 runs
     .venv/bin/python bench/jobs_flow.py --data pupils.parquet --runs 20 --no-peer
+    .venv/bin/python bench/jobs_flow.py --gap 1      # jobs 1 s apart: warm sandboxes ready
+
+The datasite runs each step in a warm sandbox (``ndl.jobs.warm``) when one is ready; the
+profile times ``run_job`` both cold and warm (``datasite_steps_warm_median_s``).
 """
 
 from __future__ import annotations
@@ -306,20 +310,31 @@ def hub_marks(hub: HubProcess, runs: Sequence[Run]) -> dict[str, list[float]]:
     return out
 
 
-def datasite_steps(data: Path, runs: int) -> dict[str, list[float]]:
+def datasite_steps(data: Path, runs: int, *, warm: bool = False) -> dict[str, list[float]]:
     """``run_job`` in this process on the same bundle and file, strict sandbox, no ledger:
     the seconds between its progress marks (what the datasite does between lease and upload).
+    ``warm``: with a warm pool, as the datasite runs it, each run started once both warm
+    processes are ready (the steady state; the flow above shows back-to-back jobs).
     """
     from ndl.jobs.bundle import from_files
-    from ndl.jobs.runner import JobInput, run_job
-    from ndl.jobs.sandbox import open_sandbox
+    from ndl.jobs.runner import SANDBOX_TMP, JobInput, run_job, step_env
+    from ndl.jobs.sandbox import BubblewrapSandbox, Limits, open_sandbox
+    from ndl.jobs.warm import WarmPool
 
     sandbox = open_sandbox("strict")
     bundle = from_files(BUNDLE)
     out: dict[str, list[float]] = {}
     names = {0.05: "step1_job_code", 0.6: "step2_recompute", 0.85: "checks_and_zip"}
     with tempfile.TemporaryDirectory(prefix="ndl-bench-steps-") as tmp:
+        pool = None
+        if warm:
+            assert isinstance(sandbox, BubblewrapSandbox)
+            pool = WarmPool(sandbox, Path(tmp) / ".warm", env=step_env(SANDBOX_TMP))
         for i in range(runs + 1):
+            if pool is not None:
+                pool.prepare(Limits())
+                if not (pool.ready("job") and pool.ready("evidence")):
+                    raise WrongAnswer("the warm sandboxes did not start")
             marks: list[tuple[float, float]] = []
 
             def mark(fraction: float, _message: str, marks: list[tuple[float, float]] = marks
@@ -331,7 +346,7 @@ def datasite_steps(data: Path, runs: int) -> dict[str, list[float]]:
                 JobInput(job_id=f"job-bench{i}", bundle=bundle, datasets={DATASET: data},
                          project="bench"),
                 sandbox=sandbox, ledger=None, workdir=Path(tmp),
-                report=mark)
+                report=mark, warm=pool)
             end = time.perf_counter()
             if not outcome.ok:
                 raise WrongAnswer(f"run_job in this process failed: {outcome.error}")
@@ -342,6 +357,8 @@ def datasite_steps(data: Path, runs: int) -> dict[str, list[float]]:
                 if f in names:
                     out.setdefault(names[f], []).append(b - a)
             out.setdefault("run_job_total", []).append(end - t0)
+        if pool is not None:
+            pool.close()
     return out
 
 
@@ -362,6 +379,9 @@ def run_ndl(args: argparse.Namespace, data: Path, work: Path) -> dict[str, Any]:
                       base=policy.rounding_base)
         runs: list[Run] = []
         for i in range(args.warmup + args.runs):
+            # Untimed: jobs that arrive --gap s apart find the datasite's warm sandboxes
+            # ready; back to back (0), a job may wait for the one started by the job before.
+            time.sleep(args.gap)
             run = one_run(s, args.client_poll)
             check_release(run.zip_bytes, want, threshold=policy.threshold,
                           base=policy.rounding_base)
@@ -375,7 +395,7 @@ def run_ndl(args: argparse.Namespace, data: Path, work: Path) -> dict[str, Any]:
         "max_s": round(max(totals), 4), "first_with_steward_review_s": round(setup_s, 4),
         "warmup": args.warmup, "rows": pq.ParquetFile(data).metadata.num_rows,
         "groups": len(want), "client_poll_s": args.client_poll,
-        "datasite_poll_wait_s": args.poll_wait, "sandbox": "bubblewrap",
+        "datasite_poll_wait_s": args.poll_wait, "gap_s": args.gap, "sandbox": "bubblewrap",
         "stages_median_s": stages, "samples_s": [round(t, 4) for t in totals],
         # What ndl does in the timed span that syft-rds does not (bench/peers/README.md).
         "includes": ["bubblewrap+seccomp+cgroup sandbox", "two sandboxed steps (job code, "
@@ -387,6 +407,8 @@ def run_ndl(args: argparse.Namespace, data: Path, work: Path) -> dict[str, Any]:
         report["hub_marks_median_s"] = {k: med(v) for k, v in marks.items()}
         report["datasite_steps_median_s"] = {
             k: med(v) for k, v in datasite_steps(data, args.profile_runs).items()}
+        report["datasite_steps_warm_median_s"] = {
+            k: med(v) for k, v in datasite_steps(data, args.profile_runs, warm=True).items()}
     return report
 
 
@@ -434,6 +456,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="seconds between the researcher's status polls (default 0.05)")
     p.add_argument("--poll-wait", type=float, default=20.0,
                    help="the datasite's long-poll, seconds (default 20, the datasite's own)")
+    p.add_argument("--gap", type=float, default=0.0,
+                   help="untimed seconds between ndl's jobs (default 0: back to back)")
     p.add_argument("--no-peer", dest="peer", action="store_false", help="skip syft-rds")
     p.add_argument("--unshare", action="store_true",
                    help="run the peer under 'unshare -n' (no network), as its README does")
