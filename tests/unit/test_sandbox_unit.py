@@ -13,6 +13,7 @@ import pytest
 
 from ndl.core.errors import InvalidInput
 from ndl.jobs import sandbox as sb
+from ndl.jobs import sandbox_types, supervise
 from ndl.jobs.sandbox import (
     BubblewrapSandbox,
     Limits,
@@ -188,7 +189,7 @@ def test_output_is_capped_and_marked(tmp_path: Path) -> None:
     result = WeakerSandbox().run(spec_for(tmp_path, code))
     assert result.returncode == 0
     assert result.stdout.endswith(b"[truncated]\n")
-    assert len(result.stdout) == sb.STREAM_CAP + len(sb.TRUNCATED)
+    assert len(result.stdout) == sandbox_types.STREAM_CAP + len(sandbox_types.TRUNCATED)
     assert result.stderr == b"done"
 
 
@@ -200,12 +201,12 @@ def test_bubblewrap_inside_path_is_the_target(tmp_path: Path) -> None:
 def test_a_run_ends_when_its_process_does_not_at_the_next_poll(tmp_path: Path) -> None:
     # The supervisor waits on a pidfd: with limits looked at only every 10 s, a process that
     # exits at once must still be seen to end well before that.
-    saved = sb.POLL_SECONDS
-    sb.POLL_SECONDS = 10.0
+    saved = supervise.POLL_SECONDS
+    supervise.POLL_SECONDS = 10.0
     try:
         result = WeakerSandbox().run(spec_for(tmp_path))
     finally:
-        sb.POLL_SECONDS = saved
+        supervise.POLL_SECONDS = saved
     assert result.returncode == 0
     assert result.wall_seconds < 5.0
 
