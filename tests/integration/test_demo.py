@@ -22,7 +22,9 @@ def _ndl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           env=env, timeout=60)
 
 
-def _alive_under(root: Path) -> list[int]:
+def _alive_under(root: Path, *, servers: bool = False) -> list[int]:
+    """Processes whose command line names ``root`` (the demo itself aside); ``servers``: only
+    the hub and datasites (not the sandboxes a datasite keeps ready for controlled jobs)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -30,7 +32,8 @@ def _alive_under(root: Path) -> list[int]:
                 cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if str(root) in cmd and " demo " not in cmd:
+            if str(root) in cmd and " demo " not in cmd and (
+                    not servers or " -m ndl " in cmd):
                 pids.append(int(entry.name))
     return pids
 
@@ -99,7 +102,7 @@ def test_demo_comes_up_answers_the_tour_and_stops_cleanly(tmp_path: Path) -> Non
         kinds = {e["kind"] for e in job["entries"] if e["subject"] == job_id}
         assert {"job.submitted", "job.reviewed", "job.ran", "job.released"} <= kinds, kinds
 
-        children = _alive_under(root)
+        children = _alive_under(root, servers=True)
         assert len(children) == 4, children  # hub + three datasites
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=30) == 0
@@ -163,7 +166,7 @@ def test_sigterm_stops_every_child_and_frees_the_port(tmp_path: Path) -> None:
         mine = _ndl(env, "project", "list")
         project = out.split("project show ", 1)[1].split()[0]
         assert mine.returncode == 0 and project in mine.stdout and "1 project" in mine.stdout, mine
-        assert len(_alive_under(root)) == 4
+        assert len(_alive_under(root, servers=True)) == 4
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(timeout=40) == 0
         assert _alive_under(root) == [], "a child outlived the demo"

@@ -546,8 +546,8 @@ ROWS += [
       for path in ("/api/jobs/{job_id}", "/api/jobs/{job_id}/diff", "/api/jobs/{job_id}/logs")],
     Row("POST", "/api/jobs/{job_id}/review", frozenset({"steward_A"}),
         args={"job_id": "$job_to_review"}, json={"decision": "reject", "reasons": "matrix"}),
-    Row("POST", "/api/jobs/{job_id}/cancel", frozenset({"researcher", "admin"}), deny="hidden",
-        args={"job_id": "$job_to_cancel"}),
+    Row("POST", "/api/jobs/{job_id}/cancel", frozenset({"researcher", "admin"}),
+        deny="hidden_signed_in", args={"job_id": "$job_to_cancel"}),
     Row("POST", "/api/jobs/{job_id}/output-check", frozenset({"output_checker"}),
         args={"job_id": "$checked_job"}, json={"decision": "return", "reasons": "context?"}),
     *[Row("GET", path, frozenset({"researcher", "output_checker", "admin"}), deny="hidden",
@@ -631,6 +631,10 @@ def _denied(row: Row, role: str, r: httpx.Response) -> None:
         return
     if row.deny == "csrf":
         assert r.status_code == 403 and "This form has expired" in r.text, where
+        return
+    if row.deny == "hidden_signed_in":  # a write: sign in first, then not found
+        want = 401 if role == "anonymous" else 404
+        assert r.status_code == want, where
         return
     if row.deny == "hidden_page":  # a page about something private: sign in, then not found
         if role == "anonymous":     # (or refused, for one who may see the thing but not act)

@@ -38,7 +38,7 @@ class Decision(BaseModel):
 
 
 @router.get("/environments")
-def list_environments() -> dict[str, Any]:
+def list_environments(_: Public) -> dict[str, Any]:
     """The environments this library's datasites offer jobs (fixed package versions)."""
     return {"environments": [{"name": e.name, "description": e.description,
                               "languages": list(e.languages), "packages": e.packages}
@@ -103,7 +103,7 @@ def review(job_id: str, body: Decision, state: HubDep, who: SignedIn) -> dict[st
 
 
 @router.post("/{job_id}/cancel")
-def cancel(job_id: str, state: HubDep, who: Public) -> dict[str, Any]:
+def cancel(job_id: str, state: HubDep, who: SignedIn) -> dict[str, Any]:
     return service.cancel(state, who, job_id).model_dump(mode="json")
 
 
