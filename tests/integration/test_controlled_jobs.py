@@ -254,3 +254,19 @@ def test_jobs_cannot_be_queued_as_plain_work(lib: Lib) -> None:
     r = lib.call("alice", "POST", "/api/work", json={
         "kind": "job", "dataset": CTRL, "params": {"files": bundle()}})
     assert r.status_code == 422 and "ndl submit" in r.json()["error"]["message"]
+
+
+def test_the_run_is_recorded_when_it_ends_without_anyone_looking(lib: Lib) -> None:
+    code = CODE + "\n# recorded on finish\n"
+    job = lib.ok("alice", "POST", "/api/jobs", json={"project": lib.project,
+                                                     "files": bundle(code=code)})
+    lib.ok("steward", "POST", f"/api/jobs/{job['id']}/review",
+           json={"decision": "approve", "reasons": ""})
+    # Only the public register is read (never the job, which would move it on itself), for
+    # less time than the hub's housekeeping period: the datasite's finish moves the job on.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not [
+            e for e in _register(lib, job["id"]) if e["kind"] == "job.ran"]:
+        time.sleep(0.3)
+    ran = [e for e in _register(lib, job["id"]) if e["kind"] == "job.ran"]
+    assert ran and ran[0]["payload"]["outcome"] == "awaiting_output_check", ran

@@ -25,6 +25,7 @@ from ndl.federation.models import Datasite
 from ndl.hub.deps import hub, public, requires, signed_by_datasite
 from ndl.hub.openapi import ENVELOPE_BODY
 from ndl.hub.state import HubState
+from ndl.jobs import lifecycle as job_lifecycle
 from ndl.ledger import register
 from ndl.work import service as work_service
 
@@ -206,6 +207,8 @@ def finish_work(signed: Signed, state: HubDep) -> dict[str, Any]:
     done = work_service.read_finish(env["body"])
     with state.db.write() as s:
         fresh = work_service.finish(s, state.key, site.id, done)
+    if fresh:
+        job_lifecycle.work_finished(state, done.work_id)
     state.notifier.notify(f"work:{done.work_id}")
     state.work_hints.mark(site.id)  # a work slot is free: its long-poll may fill it
     state.notifier.notify(f"site:{site.id}")

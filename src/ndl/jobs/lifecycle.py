@@ -88,3 +88,14 @@ def sync_all(state: HubState, limit: int = 200) -> int:
             sync(s, state, job)
             moved += job.state != before
     return moved
+
+
+def work_finished(state: HubState, work_id: str) -> None:
+    """A work item just got its final answer: if it ran a job, move the job on now (so its
+    researcher and output checkers see it at once, and the register records the run)."""
+    from sqlalchemy import select
+
+    with state.db.write() as s:
+        job = s.scalars(select(Job).where(Job.work_id == work_id)).first()
+        if job is not None:
+            sync(s, state, job)
