@@ -339,6 +339,14 @@ def job_outputs(
     _print(f"outputs of {job_id} in {folder}: {', '.join(names)}")
 
 
+def _said(view: JobView, as_json: bool) -> None:
+    """A job after an action: as JSON, or its one status line."""
+    if as_json:
+        _dump(view.model_dump(mode="json"))
+    else:
+        _print(_status_line(view))
+
+
 def _one(flags: dict[str, bool], what: str) -> str:
     chosen = [name for name, on in flags.items() if on]
     if len(chosen) != 1:
@@ -366,10 +374,7 @@ def job_review(
     decision = _one({"approve": approve, "reject": reject}, "review the code")
     with _client(ctx, hub, token) as c:
         view = c.review_job(job_id, decision, reasons)
-    if as_json:
-        _dump(view.model_dump(mode="json"))
-    else:
-        _print(_status_line(view))
+    _said(view, as_json)
 
 
 @job_app.command("check")
@@ -393,10 +398,7 @@ def job_check(
                     "decide on the outputs")
     with _client(ctx, hub, token) as c:
         view = c.check_outputs(job_id, decision, comments)
-    if as_json:
-        _dump(view.model_dump(mode="json"))
-    else:
-        _print(_status_line(view))
+    _said(view, as_json)
 
 
 @job_app.command("diff")

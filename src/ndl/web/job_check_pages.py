@@ -72,17 +72,24 @@ def _queue_items(jobs: list[JobView], tail: str) -> list[dict[str, Any]]:
 
 # --- the steward's pages --------------------------------------------------------------------
 
-@router.get("/code-to-review", response_class=HTMLResponse)
-async def code_to_review(request: Request, who: Who, done: str = "") -> Response:
+async def _queue_page(request: Request, who: Any, done: str, *, kind: str, title: str,
+                      jobs: Callable[[Any, Any], list[JobView]], tail: str) -> Response:
+    """A queue of jobs waiting for ``who`` (the service decides who may see which)."""
     if who is None:
         return sign_in_redirect(request)
     state = hub(request)
 
     def build() -> dict[str, Any]:
-        return {"kind": "review", "title": "Code to review", "done": DONE.get(done),
-                "items": _queue_items(service.review_queue(state, who), "/review")}
+        return {"kind": kind, "title": title, "done": DONE.get(done),
+                "items": _queue_items(jobs(state, who), tail)}
 
     return await apage(request, "jobs/queue.html", build)
+
+
+@router.get("/code-to-review", response_class=HTMLResponse)
+async def code_to_review(request: Request, who: Who, done: str = "") -> Response:
+    return await _queue_page(request, who, done, kind="review", title="Code to review",
+                             jobs=service.review_queue, tail="/review")
 
 
 @router.get("/jobs/{job_id}/review", response_class=HTMLResponse)
@@ -146,15 +153,8 @@ async def review_decision(request: Request, job_id: str, who: Who) -> Response:
 
 @router.get("/outputs-to-check", response_class=HTMLResponse)
 async def outputs_to_check(request: Request, who: Who, done: str = "") -> Response:
-    if who is None:
-        return sign_in_redirect(request)
-    state = hub(request)
-
-    def build() -> dict[str, Any]:
-        return {"kind": "check", "title": "Outputs to check", "done": DONE.get(done),
-                "items": _queue_items(checking.queue(state, who), "/check")}
-
-    return await apage(request, "jobs/queue.html", build)
+    return await _queue_page(request, who, done, kind="check", title="Outputs to check",
+                             jobs=checking.queue, tail="/check")
 
 
 def _check_context(request: Request, job_id: str, who: Any, *, error: str = "",
