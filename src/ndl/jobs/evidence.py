@@ -134,8 +134,32 @@ def table_stats(name: str, frame: Any, by: list[str], value: str | None,
                       "total": float(sum(contributions)), "top": contributions[:TOP]})
         if len(cells) > MAX_CELLS:
             raise Problem(f"output {name!r} has more than {MAX_CELLS:,} cells")
+    cells += _empty_cells(name, cells, len(by), "count" if value is None else agg)
     return {"dimensions": by, "statistic": "count" if value is None else agg,
             "value_column": value, "cells": cells}
+
+
+def _empty_cells(name: str, cells: list[dict[str, Any]], dims: int,
+                 statistic: str) -> list[dict[str, Any]]:
+    """The combinations of the table's own values that no row has, as cells of nobody.
+
+    A grouped table lists only the combinations that occur, so a missing one would tell that
+    the group is empty; listed with n = 0 it meets the zeros rule (suppressed, with what would
+    reveal it) like any other cell."""
+    import itertools
+
+    seen = {tuple(c["key"]) for c in cells}
+    values = [sorted({k[i] for k in seen}) for i in range(dims)]
+    size = 1
+    for v in values:
+        size *= len(v)
+    if size > MAX_CELLS:
+        raise Problem(f"output {name!r} would have more than {MAX_CELLS:,} cells once every "
+                      "combination of its groups is listed")
+    empty: dict[str, Any] = {"n": 0, "value": None if statistic == "mean" else 0.0}
+    if statistic != "count":
+        empty.update(total=0.0, top=[])
+    return [{"key": list(k), **empty} for k in itertools.product(*values) if k not in seen]
 
 
 def sql_stats(name: str, frame: Any, count_column: str | None) -> dict[str, Any]:
