@@ -223,3 +223,20 @@ def test_importing_ndl_job_does_not_import_the_client() -> None:
     import ndl
 
     assert ndl.Client.__name__ == "Client"  # still there, on first use
+
+
+def test_stale_empty_run_groups_are_swept_and_fresh_ones_kept() -> None:
+    from ndl.jobs import cgroups
+
+    if cgroups.cgroups_available() is None:
+        pytest.skip("no writable cgroup here (the sweep has nothing to do)")
+    made = cgroups.create_run_cgroup(8, 64 * 1024**2)
+    dirs = list(made.dirs.values())
+    try:
+        assert all(d.is_dir() for d in dirs)
+        cgroups.sweep_stale(min_age_seconds=3600)  # too young to be anybody's leftover
+        assert all(d.is_dir() for d in dirs)
+        assert cgroups.sweep_stale(min_age_seconds=0) >= len(dirs)
+        assert not any(d.exists() for d in dirs)
+    finally:
+        made.remove()

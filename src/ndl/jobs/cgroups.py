@@ -159,6 +159,31 @@ class RunCgroup:
                     time.sleep(0.02)
 
 
+def sweep_stale(min_age_seconds: float = 60.0) -> int:
+    """Remove empty per-run groups older than ``min_age_seconds`` (a datasite killed mid-run,
+    or a run whose thousands of processes outlived :meth:`RunCgroup.remove`'s second). A live
+    run's group holds its process within milliseconds of being made, so an empty one this old
+    belongs to no run. Returns how many were removed; errors leave a group where it is."""
+    bases = list(_v2_bases()) + list((_v1_bases() or {}).values())
+    removed, now = 0, time.time()
+    for base in dict.fromkeys(bases):
+        try:
+            groups = [g for g in base.iterdir() if g.name.startswith("ndl-run-") and g.is_dir()]
+        except OSError:
+            continue
+        for group in groups:
+            try:
+                if now - group.stat().st_mtime < min_age_seconds:
+                    continue
+                if (group / "cgroup.procs").read_text().strip():
+                    continue
+                group.rmdir()
+                removed += 1
+            except OSError:
+                continue
+    return removed
+
+
 def create_run_cgroup(processes: int, memory_bytes: int) -> RunCgroup:
     """Make a fresh group for one run with ``pids.max`` and the memory limit already set.
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from ndl.core.errors import InvalidInput, SandboxUnavailable
-from ndl.jobs.cgroups import cgroups_available, create_run_cgroup
+from ndl.jobs.cgroups import cgroups_available, create_run_cgroup, sweep_stale
 from ndl.jobs.sandbox_types import (
     FIX,
     SANDBOX_UID,
@@ -271,6 +271,8 @@ def open_sandbox(mode: Literal["strict", "weaker"] = "strict") -> Sandbox:
             "(v2 with pids+memory, or v1 pids and memory) exists to limit processes; run the "
             "datasite as a non-root user or give it a cgroup, or start it with --sandbox "
             "weaker, which is logged")
+    if use_cgroup:
+        sweep_stale()  # groups an earlier, killed datasite left behind, empty
     sandbox = BubblewrapSandbox(os.path.realpath(bwrap), use_cgroup=use_cgroup)
     _probe(sandbox)
     return sandbox
