@@ -155,3 +155,14 @@ def may_see_job(who: Principal | None, *, members: set[str], org_id: str, author
         return False
     return (who.username in members or is_org_official(who, org_id)
             or (checking and is_output_checker(who) and who.username != author))
+
+
+def may_read_job_outputs(who: Principal | None, *, member: bool, author: str,
+                         released: bool) -> bool:
+    """A job's outputs are read by its project (and admins) once released, and by output
+    checkers other than its author, to judge them, before and after."""
+    if who is None:
+        return False
+    if released and (member or who.has("admin")):
+        return True
+    return is_output_checker(who) and who.username != author

@@ -105,29 +105,21 @@ def _release(s: Any, state: HubState, job: Job) -> None:
 
 
 def _readable(state: HubState, who: Principal | None, job_id: str) -> Job:
-    """The job whose outputs ``who`` may read: its project after release; an output checker
-    (not its author) while it waits or after; admins."""
+    """The job whose outputs ``who`` may read (:func:`rules.may_read_job_outputs`)."""
     with state.db.write() as s:
         job = visible(s, who, job_id)
         sync(s, state, job)
+        member = who is not None and who.username in members_of(s, job.project_id)
         s.expunge(job)
-    assert who is not None
-    member = who.username in _members(state, job)
     if job.result_sha256 is None:
         raise InvalidInput(f"job {job.id} has no outputs ({job.state})")
-    if job.state == "released" and (member or who.has("admin")):
-        return job
-    if rules.is_output_checker(who) and who.username != job.requester:
+    if rules.may_read_job_outputs(who, member=member, author=job.requester,
+                                  released=job.state == "released"):
         return job
     if member:
         raise InvalidInput(f"the outputs of job {job.id} are not released yet ({job.state}): "
                            "an output checker releases them")
     raise NotFound(f"no job {job_id!r}: 'ndl job list' shows yours")
-
-
-def _members(state: HubState, job: Job) -> set[str]:
-    with state.db.read() as s:
-        return members_of(s, job.project_id)
 
 
 def outputs_response(state: HubState, who: Principal | None, job_id: str,

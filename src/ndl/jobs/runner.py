@@ -235,8 +235,9 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
     for d in (code, out, stats, release):
         d.mkdir(parents=True)
     # The weaker mode has no private /tmp: it gets a folder of this run's instead.
-    tmp = SANDBOX_TMP if sandbox.mode == "bubblewrap" else str(root / "tmp")
+    tmp = SANDBOX_TMP
     if sandbox.mode != "bubblewrap":
+        tmp = str(root / "tmp")
         (root / "tmp").mkdir()
     for rel, text in job.bundle.files.items():
         (code / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -254,8 +255,8 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
     out_mount = Mount(out, "/job/out", writable=True)
     cfg: dict[str, Any] = {
         "language": m.language, "entry": m.entry, "code": sandbox.inside_path(code_mount),
-           "out": sandbox.inside_path(out_mount), "datasets": data_paths,
-           "outputs": {o.name: o.kind for o in m.outputs}, "mock": job.mock}
+        "out": sandbox.inside_path(out_mount), "datasets": data_paths,
+        "outputs": {o.name: o.kind for o in m.outputs}, "mock": job.mock}
     report(0.05, "running the job's code in the sandbox")
     log.append(f"running {m.entry} on {', '.join(sorted(job.datasets))}"
                + (" (mock data)" if job.mock else ""))
@@ -279,16 +280,16 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
     log.append(f"the job finished in {time.monotonic() - started:.1f} s")
 
     report(0.6, "recomputing the outputs from their evidence")
-    max_rows = 0
+    # Evidence with more rows than the granted data holds cannot have come from it. (pyarrow
+    # imported here: the CLI imports this module, and its other commands need no pyarrow.)
     import pyarrow.parquet as pq
-    for path in job.datasets.values():
-        max_rows += pq.ParquetFile(path).metadata.num_rows
+    max_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in job.datasets.values())
     in_mount, stats_mount = Mount(out, "/job/in"), Mount(stats, "/job/stats", writable=True)
     count_columns = {o.name: o.count_column for o in m.outputs if o.count_column}
     ev_cfg: dict[str, Any] = {
         "in": sandbox.inside_path(in_mount), "out": sandbox.inside_path(stats_mount),
-              "language": m.language, "outputs": cfg["outputs"], "max_rows": max_rows,
-              "count_columns": count_columns}
+        "language": m.language, "outputs": cfg["outputs"], "max_rows": max_rows,
+        "count_columns": count_columns}
     second = _run_step(sandbox, warm, SandboxSpec(
         argv=[sys.executable, "-I", "-m", "ndl.jobs.evidence"],
         mounts=[*runtime_mounts(), in_mount, stats_mount], workdir=ev_cfg["out"],
