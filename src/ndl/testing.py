@@ -97,11 +97,14 @@ class _Process:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path
 
-    def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def _spawn(self, args: list[str], env: dict[str, str] | None = None,
+               prefix: list[str] | None = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ndl", *args], stdout=log,
-                                     stderr=subprocess.STDOUT, env=_child_env(env),
+        # A prefix such as ``ip netns exec NS`` execs (no fork), so the pid, signals and the
+        # die-with-parent request still reach the ndl process itself.
+        self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "ndl", *args],
+                                     stdout=log, stderr=subprocess.STDOUT, env=_child_env(env),
                                      preexec_fn=_die_with_parent)
         log.close()
 
@@ -123,11 +126,14 @@ class _Process:
 
 
 class HubProcess(_Process):
-    """An ``ndl hub`` on a free loopback port with its own data folder."""
+    """An ``ndl hub`` on a free loopback port with its own data folder.
+
+    ``host`` is the address it listens on (and its URL names), e.g. a veth address that
+    datasites in network namespaces can reach."""
 
     def __init__(self, data_dir: Path, db_url: str | None = None, *, port: int | None = None,
-                 extra_args: list[str] | None = None) -> None:
-        self.data_dir = data_dir
+                 extra_args: list[str] | None = None, host: str = "127.0.0.1") -> None:
+        self.data_dir, self.host = data_dir, host
         self.db_url = db_url or str(data_dir / "hub.db")
         self.port = port or free_port()
         self.extra_args = extra_args or []
@@ -139,11 +145,12 @@ class HubProcess(_Process):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> HubProcess:
         self._spawn(["hub", "--db", self.db_url, "--data-dir", str(self.data_dir),
-                     "--port", str(self.port), "--log-level", "warning", *self.extra_args])
+                     "--host", self.host, "--port", str(self.port), "--log-level", "warning",
+                     *self.extra_args])
         # Generous: on a loaded 2-core test machine importing the hub alone can take 30 s.
         try:
             wait_http(f"{self.url}/healthz", 120, self.proc)
@@ -211,12 +218,14 @@ def granted_project(hub_url: str, token: str, datasets: list[str], *,
 
 
 class DatasiteProcess(_Process):
-    """An ``ndl datasite`` serving the datasets under ``root/datasets``."""
+    """An ``ndl datasite`` serving the datasets under ``root/datasets``; with ``netns``, run
+    inside that network namespace (``ip netns exec``, needs root)."""
 
     def __init__(self, root: Path, hub_url: str, *, org: str, token: str | None = None,
                  datasite_id: str | None = None, poll_wait: float = 5.0,
-                 sandbox: str = "strict", env: dict[str, str] | None = None) -> None:
-        self.root, self.hub_url, self.org = root, hub_url, org
+                 sandbox: str = "strict", env: dict[str, str] | None = None,
+                 netns: str | None = None) -> None:
+        self.root, self.hub_url, self.org, self.netns = root, hub_url, org, netns
         self.sandbox, self.env = sandbox, dict(env or {})
         self.token, self.id, self.poll_wait = token, datasite_id or org, poll_wait
         self.log_path = root / "datasite.log"
@@ -225,7 +234,8 @@ class DatasiteProcess(_Process):
         self._spawn(["datasite", "--dir", str(self.root), "--hub", self.hub_url,
                      "--org", self.org, "--id", self.id, "--poll-wait", str(self.poll_wait),
                      "--sandbox", self.sandbox],
-                    {**self.env, **({"NDL_TOKEN": self.token} if self.token else {})})
+                    {**self.env, **({"NDL_TOKEN": self.token} if self.token else {})},
+                    ["ip", "netns", "exec", self.netns] if self.netns else None)
         if wait_online:
             self.wait_online()
         return self
