@@ -1,8 +1,9 @@
 """Run a checked private query at the datasite with OpenDP under zCDP, and preview its error.
 
-Rows are filtered, grouped, bounded and clamped with pyarrow / numpy (vectorised: a count and
-sum by region over 10M rows takes ~0.25 s warm on 2 cores); OpenDP then adds the noise to the
-aggregated vectors and states, through each measurement's privacy map, the rho it spends.
+Rows are filtered, grouped, bounded and clamped into exact per-group vectors by a pluggable
+step (:mod:`ndl.privacy.bounded`: pyarrow / numpy by default, or Spark through
+:func:`ndl.privacy.dp_spark.run_spark`); :func:`answer` then has OpenDP add the noise to those
+vectors and state, through each measurement's privacy map, the rho it spends.
 Under zCDP rho composes additively (Bun & Steinke 2016, Lemma 2.3): the query's rho is split
 equally between its aggregates (a mean halves its share between a count and a sum), and the
 maps add up to the query's rho.
@@ -55,21 +56,28 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-import duckdb
 import numpy as np
 import opendp.prelude as dp
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ndl.catalogue.metadata import DatasetMeta
-from ndl.core.errors import InternalError, InvalidInput
+from ndl.core.errors import InternalError
+from ndl.privacy.bounded import (
+    AggStats,
+    QuantileGrid,
+    StatsFn,
+    arrow_stats,
+    check_stats,
+    check_table,
+    quantile_scores,
+)
+from ndl.privacy.bounded import bound_contributions as bound_contributions  # its old home
 from ndl.privacy.sdc import round_count
 from ndl.privacy.spec import (
     QUANTILE_CANDIDATES,
     AggPlan,
     AggregateReport,
     DpResult,
-    Filter,
     Plan,
     PrivateQuery,
     SdcRules,
@@ -133,20 +141,14 @@ class QuantileRelease:
     a: int  # OpenDP's integer score weight of a row above a candidate (D * q)
     b: int  # ... and of a row below it (D * (1 - q))
 
+    @property
+    def grid(self) -> QuantileGrid:
+        """What an engine needs to compute the scores."""
+        return QuantileGrid(tuple(self.candidates), self.a, self.b)
+
     def scores(self, values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
         """OpenDP's quantile scores |b * #below - a * #above| per group and candidate."""
-        c = np.asarray(self.candidates)
-        m = len(c)
-        i = np.searchsorted(c, values, side="left")
-        eq = (i < m) & (c[np.minimum(i, m - 1)] == values)
-        first = np.bincount(groups * (m + 1) + i, minlength=n_groups * (m + 1))
-        first = first.reshape(n_groups, m + 1)[:, :m]
-        ties = np.bincount(groups[eq] * m + i[eq], minlength=n_groups * m).reshape(n_groups, m)
-        n = np.bincount(groups, minlength=n_groups)[:, None]
-        below = np.cumsum(first, axis=1) - ties
-        above = n - below - ties
-        scores: np.ndarray = np.abs(self.b * below - self.a * above).astype(np.int64)
-        return scores
+        return quantile_scores(self.grid, values, groups, n_groups)
 
     def select(self, scores: np.ndarray) -> list[float]:
         """Report-noisy-max (smallest score) in each group's row of scores."""
@@ -294,140 +296,7 @@ def preview(q: PrivateQuery, meta: DatasetMeta, n_estimate: int | None = None, *
     }
 
 
-# --- the data path ---------------------------------------------------------------------------
-
-
-def _plain(arr: pa.ChunkedArray) -> pa.ChunkedArray:
-    return arr.cast(arr.type.value_type) if pa.types.is_dictionary(arr.type) else arr
-
-
-def _numpy_bool(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _typed(v: Any, typ: pa.DataType) -> pa.Scalar:
-    if pa.types.is_date(typ) and isinstance(v, str):
-        v = date.fromisoformat(v)
-    try:
-        return pa.scalar(v).cast(typ)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise InvalidInput(f"{v!r} cannot be compared with a column of type {typ}") from exc
-
-
-_COMPARE = {"=": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
-            ">": pc.greater, ">=": pc.greater_equal}
-
-
-def _filter_mask(table: pa.Table, f: Filter) -> np.ndarray:
-    arr = _plain(table[f.column])
-    if f.op == "in":
-        assert isinstance(f.value, list)
-        values = pa.array([_typed(v, arr.type).as_py() for v in f.value], type=arr.type)
-        return _numpy_bool(pc.is_in(arr, value_set=values))
-    return _numpy_bool(_COMPARE[f.op](arr, _typed(f.value, arr.type)))
-
-
-def _index_in(arr: pa.ChunkedArray, values: list[Any]) -> np.ndarray:
-    arr = _plain(arr)
-    vs = pa.array([_typed(v, arr.type).as_py() for v in values], type=arr.type)
-    idx = pc.fill_null(pc.index_in(arr, value_set=vs), -1)
-    return np.asarray(idx.to_numpy(), dtype=np.intp)
-
-
-def _float_values(arr: pa.ChunkedArray) -> np.ndarray:
-    """Values as float64, nulls as NaN."""
-    return np.asarray(pc.cast(_plain(arr), pa.float64()).to_numpy(zero_copy_only=False),
-                      dtype=np.float64)
-
-
-def _hash64(ids: pa.ChunkedArray) -> np.ndarray:
-    """A 64-bit key per identifier; equal ids give equal keys (collisions only merge people,
-    which bounds them more tightly, never less)."""
-    ids = _plain(ids)
-    if pa.types.is_integer(ids.type):
-        v = np.asarray(pc.fill_null(ids, 0).to_numpy(), dtype=np.int64).view(np.uint64)
-        return v * np.uint64(0x9E3779B97F4A7C15)  # bijective on 64 bits
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("SET enable_external_access = false")
-        con.register("ids", pa.table({"id": ids}))
-        # A projection keeps insertion order in DuckDB (preserve_insertion_order is on).
-        out = con.execute("SELECT hash(id) AS h FROM ids").fetchnumpy()["h"]
-    finally:
-        con.close()
-    return np.asarray(out, dtype=np.uint64)
-
-
-def bound_contributions(ids: pa.ChunkedArray, rows: np.ndarray, k: int,
-                        rng: np.random.Generator) -> np.ndarray:
-    """The subset of ``rows`` that keeps at most ``k`` random rows per person."""
-    if ids.null_count:
-        rows = rows[_numpy_bool(pc.is_valid(ids))[rows]]  # no identifier, no bound: dropped
-    keys = _hash64(ids)[rows]
-    size = 1 << max(10, min(24, (2 * len(rows)).bit_length()))
-    bucket = keys.view(np.int64) & (size - 1)
-    # Most people have few rows: only buckets over k need the exact per-person cut.
-    heavy = np.flatnonzero(np.bincount(bucket, minlength=size)[bucket] > k)
-    if heavy.size == 0:
-        return rows
-    # One sort of (person key, random position) packed into a uint64: the key's top bits,
-    # then the row's place in a random permutation, so each person's rows come out in a
-    # random order. Fewer key bits can only merge people (a tighter bound, never looser).
-    nb = max(1, (len(heavy) - 1).bit_length())
-    perm = rng.permutation(len(heavy))
-    packed = np.sort(((keys[heavy][perm] >> np.uint64(nb)) << np.uint64(nb))
-                     | np.arange(len(heavy), dtype=np.uint64))
-    person = packed >> np.uint64(nb)
-    pos = np.arange(len(packed))
-    starts = np.maximum.accumulate(np.where(np.r_[True, person[1:] != person[:-1]], pos, 0))
-    over = (packed[pos - starts >= k] & np.uint64((1 << nb) - 1)).astype(np.intp)
-    keep = np.ones(len(rows), dtype=bool)
-    keep[heavy[perm[over]]] = False
-    return rows[keep]
-
-
-def _select_rows(table: pa.Table, plan: Plan, rng: np.random.Generator
-                 ) -> tuple[np.ndarray | None, np.ndarray]:
-    """(row indices to use, or None for all; their group index in the product of the public
-    key values). Large arrays are touched as few times as possible: at 10M rows each pass
-    costs tens of milliseconds."""
-    n = table.num_rows
-    keep: np.ndarray | None = None
-    for f in plan.filters:
-        mask = _filter_mask(table, f)
-        keep = mask if keep is None else keep & mask
-    gidx: np.ndarray = np.zeros(n, dtype=np.intp)
-    for i, g in enumerate(plan.groups):
-        idx = _index_in(table[g.name], g.values)
-        valid = idx >= 0
-        if not valid.all():
-            keep = valid if keep is None else keep & valid
-        gidx = idx if i == 0 else gidx * len(g.values) + idx
-    rows = None if keep is None else np.flatnonzero(keep)
-    if plan.person_column is not None:
-        rows = bound_contributions(table[plan.person_column],
-                                   np.arange(n) if rows is None else rows, plan.k, rng)
-    return rows, gidx if rows is None else gidx[rows]
-
-
-def _values(table: pa.Table, name: str, rows: np.ndarray | None, groups: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """A numeric column's non-null values on the selected rows, with their groups."""
-    v = _float_values(table[name])
-    if rows is not None:
-        v = v[rows]
-    nan = np.isnan(v)
-    if nan.any():
-        return v[~nan], groups[~nan]
-    return v, groups
-
-
-def _clamped(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
-    # Skipping the copy when nothing is out of bounds gives the same result, only faster.
-    if values.size and bounds[0] <= values.min() and values.max() <= bounds[1]:
-        return values
-    clipped: np.ndarray = np.clip(values, bounds[0], bounds[1])
-    return clipped
+# --- noise on the exact statistics --------------------------------------------------------
 
 
 def _noisy(rel: Release, vector: np.ndarray, integer: bool) -> np.ndarray:
@@ -445,57 +314,32 @@ def run(q: PrivateQuery, table: pa.Table, meta: DatasetMeta, *, sdc: SdcRules | 
     ``max_rows_per_person`` is the policy's default bound (see :func:`check_query`).
     """
     plan = check_query(q, meta, policy_bounds, max_rows_per_person=max_rows_per_person)
-    missing = [c for c in plan.columns if c not in table.column_names]
-    if missing:
-        raise InternalError(f"the data of {meta.name} lacks columns its metadata lists: "
-                            f"{', '.join(missing)}; republish the dataset")
-    _check_types(table, meta, plan)
+    check_table(table, meta, plan)
+    rng = np.random.default_rng(rng_seed)
+    return answer(plan, lambda p, grids: arrow_stats(table, p, grids, rng), sdc=sdc)
+
+
+def answer(plan: Plan, stats: StatsFn, *, sdc: SdcRules | None = None) -> DpResult:
+    """The plan's releases with OpenDP's noise on the exact statistics ``stats`` computes.
+
+    Every engine's answer goes through here, so the noise, the rho spent and the SDC after it
+    do not depend on where the rows were counted.
+    """
+    q = plan.query
     rels = plan_releases(plan)  # before touching the data: a bad plan spends nothing
     spent = sum(r.report.rho for r in rels)
     if not spent <= q.rho * (1 + 1e-9):
         raise InternalError(f"OpenDP reports rho {spent} above the {q.rho} asked for")
-    rows, groups = _select_rows(table, plan, np.random.default_rng(rng_seed))
+    grids = [None if ar.quantile is None else ar.quantile.grid for ar in rels]
+    exact = stats(plan, grids)
+    check_stats(exact, plan, grids)
     G = plan.n_groups
     cells: list[np.ndarray] = []  # per aggregate: (G, width) released values (object)
     group_size: np.ndarray | None = None  # a noisy count per group, for SDC of other cells
-    for ar in rels:
-        a = ar.plan
-        if a.op == "count":
-            noisy = np.maximum(_noisy(ar.releases[0], np.bincount(groups, minlength=G), True), 0)
-            cells.append(noisy.reshape(G, 1).astype(object))
-            group_size = noisy if group_size is None else group_size
-            continue
-        if a.op == "histogram":
-            cells.append(_histogram(ar, table, rows, groups, G))
-            continue
-        assert a.column is not None
-        v, g = _values(table, a.column, rows, groups)
-        if a.op == "sum":
-            assert a.bounds is not None
-            s = np.bincount(g, weights=_clamped(v, a.bounds), minlength=G)
-            noisy_s = _noisy(ar.releases[0], np.rint(s) if a.integer else s, a.integer)
-            cells.append(noisy_s.reshape(G, 1).astype(object))
-        elif a.op == "mean":
-            assert a.bounds is not None
-            lo, hi = a.bounds
-            mid = (lo + hi) / 2
-            n = _noisy(ar.releases[0], np.bincount(g, minlength=G), True)
-            s = _noisy(ar.releases[1], np.bincount(g, minlength=G,
-                                                   weights=_clamped(v, a.bounds) - mid),
-                       False)
-            means = [None if n_g < 1 else float(min(max(mid + s_g / n_g, lo), hi))
-                     for n_g, s_g in zip(n, s, strict=True)]
-            cells.append(np.array(means, dtype=object).reshape(G, 1))
-            cnt, tot = ar.releases
-            ar.report.half_width_95 = [mean_half_width(cnt, tot, a.bounds, float(n_g))
-                                       for n_g in n]
-            group_size = np.maximum(n, 0) if group_size is None else group_size
-        else:
-            assert ar.quantile is not None
-            qr = ar.quantile
-            picks = qr.select(qr.scores(v, g, G))
-            out = [int(p) if a.integer and float(p).is_integer() else p for p in picks]
-            cells.append(np.array(out, dtype=object).reshape(G, 1))
+    for ar, st in zip(rels, exact.aggregates, strict=True):
+        cell, size = _release(ar, st, G)
+        cells.append(cell)
+        group_size = size if group_size is None else group_size
     suppressed = _apply_sdc(rels, cells, group_size, sdc)
     keys = [list(t) for t in itertools.product(*(g.values for g in plan.groups))] or [[]]
     out_rows = [[_jsonable(x) for x in key] + [_jsonable(x) for c in cells for x in c[i]]
@@ -509,49 +353,34 @@ def run(q: PrivateQuery, table: pa.Table, meta: DatasetMeta, *, sdc: SdcRules | 
                     sdc=sdc)
 
 
-_ARROW_KINDS: dict[str, Callable[[pa.DataType], bool]] = {
-    "integer": pa.types.is_integer,
-    "float": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
-    "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
-    "boolean": pa.types.is_boolean,
-    "date": pa.types.is_date,
-}
-
-
-def _check_types(table: pa.Table, meta: DatasetMeta, plan: Plan) -> None:
-    for name in plan.columns:
-        col = meta.column(name)
-        typ = table.schema.field(name).type
-        if pa.types.is_dictionary(typ):
-            typ = typ.value_type
-        if col is not None and not _ARROW_KINDS[col.type](typ):
-            raise InternalError(f"column {name!r} of {meta.name} holds {typ} but its metadata "
-                                f"says {col.type}; fix the metadata and republish")
-
-
-def _histogram(ar: AggRelease, table: pa.Table, rows: np.ndarray | None, groups: np.ndarray,
-               G: int) -> np.ndarray:
+def _release(ar: AggRelease, st: AggStats, G: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One aggregate's (G, width) released cells, and its noisy group sizes if it has them."""
     a = ar.plan
-    assert a.column is not None
-    if a.categories is not None:
-        idx = _index_in(table[a.column], a.categories)
-        idx = idx if rows is None else idx[rows]
-        width = len(a.categories)
-    else:
-        assert a.edges is not None
-        v = _float_values(table[a.column])
-        v = v if rows is None else v[rows]
-        edges = np.asarray(a.edges)
-        # Cells: below the first edge, the bins (the last one closed), above the last edge.
-        idx = np.searchsorted(edges, v, side="right")
-        idx[v == edges[-1]] = len(edges) - 1
-        idx[np.isnan(v)] = -1
-        width = len(edges) + 1
-    ok = idx >= 0
-    counts = np.bincount(groups[ok] * width + idx[ok], minlength=G * width)
-    noisy = np.maximum(_noisy(ar.releases[0], counts, True), 0)
-    histograms: np.ndarray = noisy.reshape(G, width).astype(object)
-    return histograms
+    if a.op in ("count", "histogram"):
+        assert st.counts is not None
+        noisy = np.maximum(_noisy(ar.releases[0], st.counts, True), 0)
+        width = a.width
+        return noisy.reshape(G, width).astype(object), noisy if a.op == "count" else None
+    if a.op == "sum":
+        assert st.sums is not None
+        noisy_s = _noisy(ar.releases[0], st.sums, a.integer)
+        return noisy_s.reshape(G, 1).astype(object), None
+    if a.op == "mean":
+        assert a.bounds is not None and st.counts is not None and st.sums is not None
+        lo, hi = a.bounds
+        mid = (lo + hi) / 2
+        n = _noisy(ar.releases[0], st.counts, True)
+        s = _noisy(ar.releases[1], st.sums, False)
+        means = [None if n_g < 1 else float(min(max(mid + s_g / n_g, lo), hi))
+                 for n_g, s_g in zip(n, s, strict=True)]
+        cnt, tot = ar.releases
+        ar.report.half_width_95 = [mean_half_width(cnt, tot, a.bounds, float(n_g))
+                                   for n_g in n]
+        return np.array(means, dtype=object).reshape(G, 1), np.maximum(n, 0)
+    assert ar.quantile is not None and st.scores is not None
+    picks = ar.quantile.select(st.scores)
+    out = [int(p) if a.integer and float(p).is_integer() else p for p in picks]
+    return np.array(out, dtype=object).reshape(G, 1), None
 
 
 def _apply_sdc(rels: list[AggRelease], cells: list[np.ndarray], group_size: np.ndarray | None,
