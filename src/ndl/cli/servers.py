@@ -56,9 +56,9 @@ def hub(
              "repeat for several. Without one, X-Forwarded-For is ignored.")] = None,
     blob_store: Annotated[str, typer.Option(
         help="Where finished blobs are kept: empty for DATA_DIR/blobs, a folder, or "
-             "s3://bucket[/prefix]?endpoint=URL&region=R (credentials from the AWS_* "
-             "environment variables). Uploads in progress are staged under DATA_DIR/blobs "
-             "either way.")] = "",
+             "s3://bucket/prefix?endpoint=URL&region=R (the prefix is optional; credentials "
+             "from the AWS_* environment variables). Uploads in progress are staged under "
+             "DATA_DIR/blobs either way.")] = "",
     blob_quota_bytes: Annotated[int, typer.Option(
         min=1, help="Bytes of blobs (finished plus uploads under way) one owner may hold.")
     ] = 64 * 1024**3,
