@@ -101,7 +101,7 @@ class _Process:
                prefix: list[str] | None = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        # A prefix such as ``ip netns exec NS`` execs (no fork), so the pid, signals and the
+        # A prefix such as ``nsenter --net=...`` execs (no fork), so the pid, signals and the
         # die-with-parent request still reach the ndl process itself.
         self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "ndl", *args],
                                      stdout=log, stderr=subprocess.STDOUT, env=_child_env(env),
@@ -218,8 +218,8 @@ def granted_project(hub_url: str, token: str, datasets: list[str], *,
 
 
 class DatasiteProcess(_Process):
-    """An ``ndl datasite`` serving the datasets under ``root/datasets``; with ``netns``, run
-    inside that network namespace (``ip netns exec``, needs root)."""
+    """An ``ndl datasite`` serving the datasets under ``root/datasets``; with ``netns`` (a name
+    from ``ip netns add``; needs root), run inside that network namespace."""
 
     def __init__(self, root: Path, hub_url: str, *, org: str, token: str | None = None,
                  datasite_id: str | None = None, poll_wait: float = 5.0,
@@ -235,7 +235,9 @@ class DatasiteProcess(_Process):
                      "--org", self.org, "--id", self.id, "--poll-wait", str(self.poll_wait),
                      "--sandbox", self.sandbox],
                     {**self.env, **({"NDL_TOKEN": self.token} if self.token else {})},
-                    ["ip", "netns", "exec", self.netns] if self.netns else None)
+                    # nsenter, not ``ip netns exec``: that remounts /sys, hiding the cgroups
+                    # the strict sandbox uses; only the network should differ.
+                    ["nsenter", f"--net=/run/netns/{self.netns}", "--"] if self.netns else None)
         if wait_online:
             self.wait_online()
         return self
