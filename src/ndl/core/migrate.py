@@ -30,6 +30,7 @@ def all_models() -> None:
     import ndl.access.models
     import ndl.access.project_models
     import ndl.catalogue.models
+    import ndl.core.ratelimit
     import ndl.federation.blob_models
     import ndl.federation.models
     import ndl.federation.party_models
