@@ -150,10 +150,35 @@ def _remove(name: str, host_link: str) -> None:
     subprocess.run(["ip", "link", "del", host_link], capture_output=True)
 
 
+_OURS = re.compile(r"ndl-[0-9a-f]{6}-\d+")
+STALE_AFTER = 1800.0  # seconds; a test module keeps its namespaces for well under a minute
+
+
+def sweep_stale() -> list[str]:
+    """Delete namespaces of ours left by a killed test run: old and with no process inside.
+    Young or busy ones may belong to a run going on in parallel, so they stay."""
+    swept = []
+    for line in _sh("ip", "netns", "list").splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if not _OURS.fullmatch(name):
+            continue
+        try:
+            age = time.time() - os.stat(f"/run/netns/{name}").st_mtime
+        except FileNotFoundError:
+            continue
+        busy = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                              text=True).stdout.strip()
+        if age > STALE_AFTER and not busy:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            swept.append(name)
+    return swept
+
+
 @contextmanager
 def namespaces(count: int, *, firewall: bool = True) -> Iterator[list[Namespace]]:
     """``count`` fresh namespaces (named ``ndl-<random>-<i>``), deleted on exit however the
     block ends. Stop processes running inside before leaving, or they keep the namespace."""
+    sweep_stale()
     run = secrets.token_hex(3)
     made: list[tuple[str, str]] = []
     try:
