@@ -1,0 +1,56 @@
+"""A local Spark session (``local[2]``) for tests of code that computes in Spark.
+
+Skips when Java or pyspark is missing, unless ``NDL_REQUIRE_SPARK=1`` makes that a failure.
+The session is stopped at the end of the module that started it, so a later test that wants
+a different master (the standalone cluster of ``spark_cluster.py``) does not get this one
+back from ``getOrCreate``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _require() -> bool:
+    return os.environ.get("NDL_REQUIRE_SPARK", "").lower() in ("1", "true", "yes")
+
+
+def _missing() -> str | None:
+    if shutil.which("java") is None:
+        return "Java is not installed (Spark needs Java 17)"
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "pyspark is not installed (pip install 'ndl[spark]')"
+    return None
+
+
+@contextmanager
+def local_spark(tmp: Path) -> Iterator[Any]:
+    """A ``local[2]`` SparkSession with small shuffles and no UI; stopped on exit."""
+    why = _missing()
+    if why is not None:
+        if _require():
+            pytest.fail(f"NDL_REQUIRE_SPARK is set but {why}")
+        pytest.skip(why)
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local[2]").appName("ndl-tests")
+             .config("spark.ui.enabled", "false")
+             .config("spark.sql.shuffle.partitions", "4")
+             .config("spark.driver.memory", "1g")
+             .config("spark.local.dir", str(tmp))
+             .config("spark.driver.extraJavaOptions", f"-Djava.io.tmpdir={tmp}")
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        yield spark
+    finally:
+        spark.stop()
