@@ -81,7 +81,7 @@ def generate(db: Database, n: int, seed: int) -> float:
                     ":description, :columns)"), docs)
             else:
                 s.execute(sa.text(
-                    "INSERT INTO dataset_search (dataset_id, doc) VALUES (:id, "
+                    "INSERT INTO dataset_search (dataset_id, num, doc) VALUES (:id, :num, "
                     "setweight(to_tsvector('english', :title), 'A') || "
                     "setweight(to_tsvector('english', :keywords), 'A') || "
                     "setweight(to_tsvector('english', :publisher), 'B') || "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from psycopg.errors import QueryCanceled
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,12 @@ from ndl.core.errors import InvalidInput
 
 FACETS = ("publisher", "tier", "theme", "geography", "year", "join_key")
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Ranking cost grows with the words in a query (on PostgreSQL ts_rank_cd's cost per match grows
+# faster than linearly with OR alternatives), so a search takes at most this many words...
+MAX_WORDS = 32
+# ...and PostgreSQL stops one that still ranks too long (e.g. 16 ORed common words, ~4 s at
+# 100,000 datasets) rather than let a request hold a connection and a core.
+PG_SEARCH_TIMEOUT_MS = 2000
 
 
 def index_text(ds: Dataset) -> dict[str, str]:
@@ -51,14 +58,14 @@ def reindex(session: Session, ds: Dataset) -> None:
         session.execute(text("DELETE FROM dataset_search WHERE dataset_id = :id"), {"id": ds.id})
         session.execute(
             text(
-                "INSERT INTO dataset_search (dataset_id, doc) VALUES (:id, "
+                "INSERT INTO dataset_search (dataset_id, num, doc) VALUES (:id, :num, "
                 "setweight(to_tsvector('english', :title), 'A') || "
                 "setweight(to_tsvector('english', :keywords), 'A') || "
                 "setweight(to_tsvector('english', :publisher), 'B') || "
                 "setweight(to_tsvector('english', :columns), 'B') || "
                 "setweight(to_tsvector('english', :description), 'C'))"
             ),
-            {"id": ds.id, **doc},
+            {"id": ds.id, "num": ds.num, **doc},
         )
 
 
@@ -109,32 +116,66 @@ def _matches(session: Session, q: str, *, scored: bool
         cols = f"rowid, {_BM25}" if scored else "rowid"
         rows = _raw_rows(session, f"SELECT {cols} FROM dataset_fts "  # noqa: S608
                          "WHERE dataset_fts MATCH :fq", {"fq": fq})
+        nums = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        if not scored:
+            return nums, None
+        return nums, np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+    if not _WORD.search(q):
+        return None
+    return _pg_matches(session, q, scored=scored)
+
+
+# The tsquery is a FROM item so PostgreSQL parses it once per search, never once per row (in a
+# generic plan of a prepared statement, a call in WHERE or ORDER BY is evaluated per row).
+_PG_MATCH = "FROM dataset_search, websearch_to_tsquery('english', %(q)s) AS q WHERE doc @@ q"
+
+
+def _pg_matches(session: Session, q: str, *, scored: bool
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """PostgreSQL's matches as packed big-endian arrays: one row, not one per match.
+
+    The ~27,000 matches of a common word cost ~8 ms more as Python row tuples than as one
+    ``bytea`` decoded by numpy. Scores are negated ``ts_rank_cd`` (float4, so the float64
+    copy orders exactly as ``ORDER BY ts_rank_cd(...) DESC`` would).
+    """
+    if scored:
+        sql = ("SELECT string_agg(int4send(num) || float4send(ts_rank_cd(doc, q)), ''::bytea) "
+               + _PG_MATCH)
+        layout = np.dtype([("num", ">i4"), ("rank", ">f4")])
     else:
-        if not _WORD.search(q):
-            return None
-        cols = ("d.num, -ts_rank_cd(s.doc, websearch_to_tsquery('english', %(q)s))"
-                if scored else "d.num")
-        rows = _raw_rows(session, f"SELECT {cols} FROM dataset_search s JOIN datasets d "  # noqa: S608
-                         "ON d.id = s.dataset_id "
-                         "WHERE s.doc @@ websearch_to_tsquery('english', %(q)s)", {"q": q})
-    nums = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    if not scored:
-        return nums, None
-    return nums, np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+        sql = "SELECT string_agg(int4send(num), ''::bytea) " + _PG_MATCH
+        layout = np.dtype([("num", ">i4")])
+    dbapi = session.connection().connection.dbapi_connection
+    assert dbapi is not None
+    cur = dbapi.cursor()
+    # The timeout is set inside a savepoint that is always rolled back (the query changes
+    # nothing), so it never outlives this query and a stopped query leaves the caller's
+    # transaction usable.
+    cur.execute("SAVEPOINT ndl_search")
+    try:
+        cur.execute("SELECT set_config('statement_timeout', %s, true)",
+                    (str(PG_SEARCH_TIMEOUT_MS),))
+        cur.execute(sql, {"q": q})
+        row = cur.fetchone()
+    except QueryCanceled as exc:
+        raise InvalidInput(
+            f"the search {q[:60]!r} takes too long to rank; use fewer words or OR "
+            "alternatives, or more specific words") from exc
+    finally:
+        cur.execute("ROLLBACK TO SAVEPOINT ndl_search")
+        cur.execute("RELEASE SAVEPOINT ndl_search")
+        cur.close()
+    packed = row[0] if row else None
+    got = np.frombuffer(bytes(packed or b""), dtype=layout)
+    nums = got["num"].astype(np.int64)
+    return nums, (-got["rank"].astype(np.float64) if scored else None)
 
 
 def _ranked_page(session: Session, q: str, limit: int, offset: int) -> list[int]:
-    """The page of best matches, ranked by the database's own scorer (BM25 / ts_rank_cd)."""
-    if session.get_bind().dialect.name == "sqlite":
-        sql = (f"SELECT rowid FROM dataset_fts WHERE dataset_fts MATCH :fq "  # noqa: S608
-               f"ORDER BY {_BM25}, rowid LIMIT :lim OFFSET :off")
-        params: dict[str, Any] = {"fq": fts5_query(q), "lim": limit, "off": offset}
-    else:
-        sql = ("SELECT d.num FROM dataset_search s JOIN datasets d ON d.id = s.dataset_id "
-               "WHERE s.doc @@ websearch_to_tsquery('english', :q) "
-               "ORDER BY ts_rank_cd(s.doc, websearch_to_tsquery('english', :q)) DESC, d.num "
-               "LIMIT :lim OFFSET :off")
-        params = {"q": q, "lim": limit, "off": offset}
+    """SQLite's page of best matches, ranked by FTS5's BM25 without scoring every match."""
+    sql = (f"SELECT rowid FROM dataset_fts WHERE dataset_fts MATCH :fq "  # noqa: S608
+           f"ORDER BY {_BM25}, rowid LIMIT :lim OFFSET :off")
+    params: dict[str, Any] = {"fq": fts5_query(q), "lim": limit, "off": offset}
     return [r[0] for r in session.execute(text(sql), params)]
 
 
@@ -154,8 +195,16 @@ def search(
         raise InvalidInput(f"unknown filter {unknown[0]!r}; filters are {', '.join(FACETS)}")
     chosen = {k: str(v) for k, v in (filters or {}).items() if v}
     q = (q or "").replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
+    words = len(_WORD.findall(q))
+    if words > MAX_WORDS:
+        raise InvalidInput(f"a search takes at most {MAX_WORDS} words and this one has "
+                           f"{words}; keep the most specific ones")
     idx = get_index(session, str(session.get_bind().engine.url))
-    ranked_here = bool(q) and sort == "relevance" and bool(chosen)
+    # Rank in Python from scores fetched with the matches when filters narrow them, and
+    # always on PostgreSQL: there one pass that finds and scores every match costs less than
+    # a second query that finds them again to rank them (EXPLAIN ANALYZE, bench/RESULTS.md).
+    postgres = session.get_bind().dialect.name != "sqlite"
+    ranked_here = bool(q) and sort == "relevance" and (bool(chosen) or postgres)
     found = _matches(session, q, scored=ranked_here) if q else None
     matched = scores = None
     if found is not None:
@@ -176,10 +225,12 @@ def search(
         facets[facet] = idx.counts(others, facet)
     if matched is not None and sort == "relevance":
         if scores is not None:
-            # Filters narrow the matches: rank the survivors from the scores already fetched.
-            keep = np.isin(matched, members(base, idx.size))
-            order = np.lexsort((matched[keep], scores[keep]))
-            page = [int(n) for n in matched[keep][order][offset:offset + limit]]
+            if chosen:  # filters narrow the matches: rank the survivors
+                keep = np.isin(matched, members(base, idx.size))
+                matched, scores = matched[keep], scores[keep]
+            # Best score first, ties by number: the order of ORDER BY score, num.
+            order = np.lexsort((matched, scores))
+            page = [int(n) for n in matched[order][offset:offset + limit]]
         else:
             page = _ranked_page(session, q, limit, offset)
     else:
