@@ -12,6 +12,9 @@ import pytest
 
 from ndl.testing import write_dataset
 
+# A real Spark standalone cluster (session-scoped; see tests/spark_cluster.py).
+from spark_cluster import spark_cluster, spark_engine  # noqa: F401
+
 PG_BASE = os.environ.get("NDL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

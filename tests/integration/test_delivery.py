@@ -16,7 +16,7 @@ import pytest
 from ndl.client import Client
 from ndl.core.db import utcnow
 from ndl.core.errors import NdlError, UpstreamUnavailable
-from ndl.datasite import agent as agent_module
+from ndl.datasite import engine as duckdb_engine
 from ndl.datasite.agent import Agent
 from ndl.datasite.store import DatasiteStore
 from ndl.federation.models import Message
@@ -31,13 +31,13 @@ def test_an_answer_survives_a_hub_crash_and_is_never_recomputed(
     steward = hub.create_user("sam", ["steward"], org="nhs-trust")
     researcher = hub.create_user("alice", ["researcher"])
     runs: list[Any] = []
-    real = agent_module.engine.count_by
+    real = duckdb_engine.count_by
 
     def counted(*args: Any) -> Any:
         runs.append(args)
         return real(*args)
 
-    monkeypatch.setattr(agent_module.engine, "count_by", counted)
+    monkeypatch.setattr(duckdb_engine, "count_by", counted)
     with hub:
         agent = Agent(DatasiteStore(small_site), hub.url, datasite_id="nhs-trust",
                       org="nhs-trust", token=steward, poll_wait=1)

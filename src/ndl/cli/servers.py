@@ -143,6 +143,11 @@ def datasite(
         help="Sandbox for controlled jobs: 'strict' (bubblewrap + seccomp + limits; jobs are "
              "refused without it) or 'weaker' (no filesystem or network isolation: logged, "
              "shown on every job page and written to the register).")] = "strict",
+    spark_master: Annotated[str | None, typer.Option(
+        envvar="NDL_SPARK_MASTER",
+        help="Compute on Spark: spark://HOST:PORT or local[*] (default: DuckDB in this "
+             "process). Executor settings come from $SPARK_CONF_DIR/spark-defaults.conf.")
+    ] = None,
 ) -> None:
     """Run a datasite: register, publish the catalogue, then answer work from the hub.
 
@@ -151,6 +156,7 @@ def datasite(
     from ndl.cli.config import hub_url as resolve_hub
     from ndl.core.errors import InvalidInput
     from ndl.datasite.agent import Agent
+    from ndl.datasite.engines import make_engine
     from ndl.datasite.store import DatasiteStore
 
     if ctx.invoked_subcommand is not None:
@@ -174,6 +180,7 @@ def datasite(
         store, resolve_hub(env, hub_url or cfg.get("hub_url")), datasite_id=id or cfg.get("id")
         or org_id, org=org_id, name=name or cfg.get("name"), token=token or env.get("NDL_TOKEN"),
         hub_key=hub_key, poll_wait=poll_wait, workers=workers, sandbox=sandbox,
+        engine=make_engine(dir, spark_master),
     )
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

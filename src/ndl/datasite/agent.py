@@ -15,16 +15,14 @@ reason (``ndl datasite status``) and the loop moves on.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import random
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ndl.access.grants import check_grant
 from ndl.core import tiers
@@ -41,8 +39,9 @@ from ndl.core.errors import (
 )
 from ndl.core.sealed import EncryptionKey
 from ndl.core.tiers import ColumnUse, Operation
-from ndl.datasite import engine, jobs
+from ndl.datasite import jobs
 from ndl.datasite.controlled import Controlled
+from ndl.datasite.engines import Engine, make_engine
 from ndl.datasite.store import DatasiteStore, LocalDataset
 from ndl.datasite.work import Job, WorkPool, encode, error_reply, reply_problem
 from ndl.hubclient import Client
@@ -60,31 +59,6 @@ MAX_SEND_FAILURES = 3
 _TRANSIENT = (UpstreamUnavailable, UpstreamTimeout, EnvelopeRejected)
 
 
-class ColumnCache:
-    """The last-read columns of one Parquet file, kept while the file is unchanged.
-
-    Private queries on a large dataset spend most of their time reading the same columns
-    again; one entry, capped in size, keeps memory bounded however many datasets there are.
-    """
-
-    def __init__(self, max_bytes: int = 512 * 1024 * 1024) -> None:
-        self.max_bytes = max_bytes
-        self._key: tuple[str, int, tuple[str, ...]] | None = None
-        self._table: pa.Table | None = None
-        self._lock = threading.Lock()
-
-    def read(self, path: Path, columns: list[str]) -> pa.Table:
-        key = (str(path), path.stat().st_mtime_ns, tuple(sorted(columns)))
-        with self._lock:
-            if key == self._key and self._table is not None:
-                return self._table.select(columns)
-        table = pq.read_table(path, columns=columns)
-        with self._lock:
-            if table.nbytes <= self.max_bytes:
-                self._key, self._table = key, table
-        return table
-
-
 class Agent:
     def __init__(
         self, store: DatasiteStore, hub_url: str, *, datasite_id: str, org: str,
@@ -92,6 +66,7 @@ class Agent:
         poll_wait: float = 20.0, threshold: int = DEFAULT_THRESHOLD,
         workers: int = 4, per_kind: dict[str, int] | None = None,
         max_body_bytes: int = 2_000_000, sandbox: str = "strict",
+        engine: Engine | None = None,
     ) -> None:
         self.store, self.hub_url = store, hub_url.rstrip("/")
         self.id, self.org, self.name = datasite_id, org, name or datasite_id
@@ -101,7 +76,8 @@ class Agent:
                                  read=poll_wait + 15.0))
         self.stop_event = threading.Event()
         self.budget = BudgetLedger(store.root / "budget.sqlite")
-        self.columns = ColumnCache()
+        # What computes on the data (DuckDB here unless given, e.g. Spark).
+        self.engine: Engine = engine or make_engine(store.root)
         self.backoff = 0.5
         self.max_body_bytes = max_body_bytes  # the hub's request limit (HubSettings)
         self.pool = WorkPool(workers, per_kind)
@@ -118,10 +94,9 @@ class Agent:
 
     def prepare(self) -> None:
         """Start what this datasite's tiers will need before it goes online: the open-SQL
-        worker when a dataset's tier serves SQL (its start takes seconds)."""
-        if any(tiers.tier_def(ds.meta.tier).allows(Operation.OPEN_SQL)
-               for ds in self.store.datasets()):
-            engine.prestart_sql_sandbox()
+        worker when a dataset's tier serves SQL, or the Spark session (each takes seconds)."""
+        self.engine.prepare(any(tiers.tier_def(ds.meta.tier).allows(Operation.OPEN_SQL)
+                                for ds in self.store.datasets()))
 
     # -- talking to the hub ---------------------------------------------------------------
     def sign(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +166,9 @@ class Agent:
             if ds.meta.tier == "open":
                 continue
             try:
-                parquet, method = self.store.mock_for(ds)
+                # Rows Spark reads where they are are sampled by the engine.
+                parquet, method = self.store.mock_for(ds, functools.partial(
+                    self.engine.sample, ds))
                 self._post("/api/federation/mock", "mock", {
                     "dataset": ds.meta.name, "method": method,
                     "parquet_b64": base64.b64encode(parquet).decode("ascii")})
@@ -440,6 +417,7 @@ class Agent:
         self.pool.wait_idle(grace)
         self._heartbeat.join(timeout=2)
         self.controlled.close()
+        self.engine.close()
         self.http.close()
         self.store.close()
 
@@ -459,7 +437,7 @@ def _count(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str, An
     spec = CountQuery.model_validate(body.get("spec") or {})
     spec.check_against([c.model_dump() for c in ds.meta.columns])
     tiers.check_column_use(ds.meta.tier, ds.meta.columns, spec.by, ColumnUse.GROUP_KEY)
-    columns, rows = engine.count_by(ds.path, spec.by, [c.name for c in ds.meta.columns])
+    columns, rows = agent.engine.count_by(ds, spec.by)
     suppressed, threshold = 0, None
     if ds.meta.tier != "open":
         threshold = max(agent.threshold, ds.policy.min_cell_count)
@@ -484,9 +462,9 @@ def _open_sql(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str,
         raise InvalidInput("limit must be a whole number of rows and time_budget a number of "
                            "seconds, e.g. {\"limit\": 100}") from exc
     limit = max(1, min(limit, OPEN_SQL_MAX_ROWS))
-    # the engine checks the SQL, runs it in its memory-capped sandbox, returns JSON-safe rows
-    columns, rows, truncated = engine.run_sql(ds.path, sql, limit=limit,
-                                              timeout=max(0.1, min(budget, OPEN_SQL_TIMEOUT)))
+    # the engine checks the SQL, runs it locked to this dataset, returns JSON-safe rows
+    columns, rows, truncated = agent.engine.run_sql(
+        ds, sql, limit=limit, timeout=max(0.1, min(budget, OPEN_SQL_TIMEOUT)))
     return {"columns": columns, "rows": rows, "truncated": truncated, "limit": limit}
 
 
@@ -509,7 +487,7 @@ def _grant_revoked(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict
 
 def _private_query(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict[str, Any]:
     """A differentially private answer: check, spend (atomically, first), then compute."""
-    from ndl.privacy import SdcRules, check_query, from_sql, parse_query, run
+    from ndl.privacy import SdcRules, check_query, from_sql, parse_query
 
     if ds.meta.tier != "safeguarded":
         raise PermissionDenied(
@@ -524,14 +502,16 @@ def _private_query(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict
     else:
         q = parse_query({**(body.get("query") or {}), "dataset": ds.meta.name,
                          "project": project})
-    plan = check_query(q, ds.meta, max_rows_per_person=limits.max_rows_per_person)
+    check_query(q, ds.meta, max_rows_per_person=limits.max_rows_per_person)  # before spending
     left = agent.budget.spend(limits, dataset=ds.meta.name, project=project,
                               researcher=str(body.get("requested_by")), rho=q.rho,
                               message_id=str(body.get("message_id")))
-    table = agent.columns.read(ds.path, list(plan.columns))
     sdc = (SdcRules(round_to=limits.round_to, suppress_below=limits.suppress_below)
            if limits.round_to or limits.suppress_below else None)
-    result = run(q, table, ds.meta, sdc=sdc, max_rows_per_person=limits.max_rows_per_person)
+    # The engine computes the exact statistics where the data is (the plan is checked again
+    # there, against the same metadata), then the noise is added as for every engine.
+    result = agent.engine.private_answer(ds, q, sdc=sdc,
+                                         max_rows_per_person=limits.max_rows_per_person)
     return {**result.model_dump(mode="json"), "budget_remaining": left.to_json(),
             "register_answer": ds.policy.register_dp_answers}
 

@@ -7,6 +7,8 @@ Layout::
     <root>/state.sqlite                  answered messages, unsent replies, seen nonces
     <root>/datasets/<name>/data.parquet  the data (never leaves except as checked aggregates)
     <root>/datasets/<name>/metadata.json what the catalogue shows
+    <root>/datasets/<name>/source.json   instead of data.parquet: rows Spark reads where they
+                                         are (see :mod:`ndl.datasite.engines.source`)
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,6 +34,10 @@ from ndl.core.envelope import CLOCK_SKEW
 from ndl.core.errors import InvalidInput, NotFound
 from ndl.core.keys import SigningKey
 from ndl.core.private import private_dir, private_file
+from ndl.datasite.engines.source import SOURCE_FILE, Source, load_source
+
+if TYPE_CHECKING:
+    from ndl.catalogue.mock import MockResult
 
 MOCK_ROWS = 1000
 MOCK_SAMPLE_ROWS = 1_000_000
@@ -74,8 +81,9 @@ class ParkedMessage:
 @dataclass(frozen=True)
 class LocalDataset:
     meta: DatasetMeta
-    path: Path
+    path: Path  # data.parquet; absent when ``source`` says where Spark reads the rows
     policy: Policy
+    source: Source | None = None
 
 
 class DatasiteStore:
@@ -128,7 +136,7 @@ class DatasiteStore:
         out = []
         for p in sorted((self.root / "datasets").glob("*/*")):
             if p.name in ("metadata.json", "data.parquet", "policy.yaml", "policy.yml",
-                          "policy.json"):
+                          "policy.json", SOURCE_FILE):
                 st = p.stat()
                 out.append((str(p.relative_to(self.root)), st.st_size, st.st_mtime_ns))
         return tuple(out)
@@ -145,27 +153,38 @@ class DatasiteStore:
         except (ValidationError, ValueError) as exc:
             raise InvalidInput(f"{meta_path} is not valid dataset metadata: {exc}") from exc
         data = meta_path.parent / "data.parquet"
-        if not data.exists():
+        source = load_source(meta_path.parent)
+        if source is None and not data.exists():
             raise InvalidInput(f"{meta_path.parent} has metadata but no data.parquet")
-        return LocalDataset(meta, data, load_policy(meta_path.parent, meta.tier))
+        return LocalDataset(meta, data, load_policy(meta_path.parent, meta.tier), source)
 
     # -- mock data ----------------------------------------------------------------------
-    def mock_for(self, ds: LocalDataset) -> tuple[bytes, str]:
+    def mock_for(self, ds: LocalDataset, sample: Callable[[int], pa.Table] | None = None
+                 ) -> tuple[bytes, str]:
         """The dataset's mock as Parquet bytes and its method, synthesised if stale.
 
         Cached beside the data as mock.parquet with mock.json naming the metadata it was made
-        for, so restarts do not spend privacy budget again.
+        for, so restarts do not spend privacy budget again. A dataset with a Spark ``source``
+        is learned from ``sample(rows)`` (the engine's), and its cache is kept until its
+        metadata or source.json change.
         """
         from ndl.catalogue.mock import synthesise_mock
 
         folder = ds.path.parent
         stamp, cache = folder / "mock.json", folder / "mock.parquet"
         digest = ds.meta.content_hash()
-        data_mtime = ds.path.stat().st_mtime_ns
+        data_mtime = (folder / SOURCE_FILE if ds.source else ds.path).stat().st_mtime_ns
         if stamp.exists() and cache.exists():
             info = json.loads(stamp.read_text("utf-8"))
             if info.get("metadata_hash") == digest and info.get("data_mtime") == data_mtime:
                 return cache.read_bytes(), str(info["method"])
+        if ds.source is not None:
+            if sample is None:
+                raise InvalidInput(f"{ds.meta.name} is read by Spark ({ds.source.describe()}):"
+                                   " start the datasite with --spark-master to make its mock")
+            result = synthesise_mock(sample(MOCK_SAMPLE_ROWS), ds.meta, rows=MOCK_ROWS,
+                                     seed=int(digest[:8], 16))
+            return self._cache_mock(result, cache, stamp, digest, data_mtime)
         pf = pq.ParquetFile(ds.path)
         # Learning marginals needs no more than a large sample; bounded memory matters more.
         batches, rows = [], 0
@@ -179,6 +198,10 @@ class DatasiteStore:
         # The rest of the file is streamed past the no-real-row check, never held in memory.
         result = synthesise_mock(table, ds.meta, rows=MOCK_ROWS, seed=int(digest[:8], 16),
                                  more_real_rows=stream)
+        return self._cache_mock(result, cache, stamp, digest, data_mtime)
+
+    def _cache_mock(self, result: MockResult, cache: Path, stamp: Path, digest: str,
+                    data_mtime: int) -> tuple[bytes, str]:
         buf = io.BytesIO()
         pq.write_table(result.table, buf)
         tmp = cache.with_suffix(".tmp")
