@@ -129,11 +129,13 @@ class HubProcess(_Process):
     """An ``ndl hub`` on a free loopback port with its own data folder.
 
     ``host`` is the address it listens on (and its URL names), e.g. a veth address that
-    datasites in network namespaces can reach."""
+    datasites in network namespaces can reach. ``workers`` > 1 runs ``ndl hub --workers N``
+    (PostgreSQL only); ``start`` then waits for every worker to be up."""
 
     def __init__(self, data_dir: Path, db_url: str | None = None, *, port: int | None = None,
-                 extra_args: list[str] | None = None, host: str = "127.0.0.1") -> None:
-        self.data_dir, self.host = data_dir, host
+                 extra_args: list[str] | None = None, host: str = "127.0.0.1",
+                 workers: int = 1) -> None:
+        self.data_dir, self.host, self.workers = data_dir, host, workers
         self.db_url = db_url or str(data_dir / "hub.db")
         self.port = port or free_port()
         self.extra_args = extra_args or []
@@ -148,12 +150,31 @@ class HubProcess(_Process):
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> HubProcess:
+        return self.spawn().wait_ready()
+
+    def spawn(self) -> HubProcess:
+        """Start the process without waiting (start several, then ``wait_ready`` each: from
+        this thread, as a child dies with the thread that spawned it)."""
         self._spawn(["hub", "--db", self.db_url, "--data-dir", str(self.data_dir),
-                     "--host", self.host, "--port", str(self.port), "--log-level", "warning",
+                     "--host", self.host, "--port", str(self.port),
+                     # Each worker logs its start-up at info: how start() knows all are up.
+                     "--log-level", "info" if self.workers > 1 else "warning",
+                     *(["--workers", str(self.workers)] if self.workers > 1 else []),
                      *self.extra_args])
+        return self
+
+    def wait_ready(self) -> HubProcess:
         # Generous: on a loaded 2-core test machine importing the hub alone can take 30 s.
         try:
             wait_http(f"{self.url}/healthz", 120, self.proc)
+            deadline = time.monotonic() + 120
+            while self.workers > 1 and \
+                    self.log().count("Application startup complete") < self.workers:
+                if time.monotonic() > deadline or self.proc is None or \
+                        self.proc.poll() is not None:
+                    raise UpstreamUnavailable(f"not all {self.workers} hub workers started:"
+                                              f"\n{self.log()[-2000:]}")
+                time.sleep(0.1)
         except BaseException:
             self.stop()  # a hub that never came up must not outlive its test
             raise

@@ -78,14 +78,20 @@ def hub(
     blob_max_sealed_bytes: Annotated[int, typer.Option(
         min=1, help="Largest end-to-end encrypted blob relayed between parties.")
     ] = 16 * 1024**3,
+    workers: Annotated[int, typer.Option(
+        min=1, max=64,
+        help="Hub processes to run, sharing one port (PostgreSQL only: SQLite runs one).")
+    ] = 1,
+    wake_recheck: Annotated[float | None, typer.Option(
+        min=0.05, help="Seconds between a waiting request's database re-checks behind the "
+                       "wake-ups (default 0.25 on SQLite; 2 on PostgreSQL, where LISTEN/NOTIFY "
+                       "wakes requests in every process).")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the library hub: catalogue, accounts, mailbox, register and web pages."""
-    import uvicorn
-
-    from ndl.hub.app import create_app
     from ndl.hub.login_limits import parse_proxies
     from ndl.hub.state import HubSettings
+    from ndl.hub.workers import check_workers, serve
 
     parse_proxies(trusted_proxy or [])  # a typo fails here, not at the first sign-in
     settings = HubSettings(
@@ -97,18 +103,19 @@ def hub(
         blob_ttl_seconds=blob_ttl_seconds, blob_chunk_bytes=blob_chunk_bytes,
         blob_max_result_bytes=blob_max_result_bytes, blob_max_bundle_bytes=blob_max_bundle_bytes,
         blob_max_records_bytes=blob_max_records_bytes,
-        blob_max_sealed_bytes=blob_max_sealed_bytes,
+        blob_max_sealed_bytes=blob_max_sealed_bytes, wake_recheck=wake_recheck,
     )
+    check_workers(settings.db_url, workers)  # before anything is created
     # The bind address is a name clients use, unless it is the any-interface address.
     bound = [] if host in ("0.0.0.0", "::", "") else [host]  # noqa: S104 - a comparison
     settings.mcp_allowed_hosts = [*bound, *(mcp_allowed_host or [])]
-    application = create_app(settings)
-    safe_url = application.state.hub.db.safe_url
-    console.print(f"ndl hub on http://{host}:{port}  (database {safe_url})")
-    # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from loopback;
-    # the hub reads it itself, only from --trusted-proxy (ndl.hub.login_limits).
-    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False,
-                proxy_headers=False)
+
+    def announce(safe_url: str, n: int) -> None:
+        procs = f", {n} processes" if n > 1 else ""
+        console.print(f"ndl hub on http://{host}:{port}  (database {safe_url}{procs})")
+
+    serve(settings, host=host, port=port, workers=workers, log_level=log_level,
+          announce=announce)
 
 
 datasite_app = typer.Typer(help="Run a datasite (ndl datasite --dir ...), or look at one.")

@@ -40,6 +40,7 @@ from ndl.hub import (
 from ndl.hub.deps import public
 from ndl.hub.housekeeping import run_housekeeping
 from ndl.hub.state import HubSettings, HubState
+from ndl.hub.wakeups import run_wakeups
 from ndl.mcp.server import mount_mcp
 
 log = logging.getLogger("ndl.hub")
@@ -232,6 +233,7 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     # MCP for AI agents at /mcp, with the caller's own token; only at the hub's own names.
     mount_mcp(app, allowed_hosts=settings.mcp_allowed_hosts)
     run_housekeeping(app)
+    run_wakeups(app)  # outermost: the bus is up before housekeeping or requests start
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, raw=(
         ("PUT", blob_api.UPLOADS_PREFIX, settings.blob_chunk_bytes),))
     app.add_middleware(NoSniff)  # outermost, so even a refused body's 413 carries it

@@ -240,9 +240,8 @@ async def reply(signed: Signed, state: HubDep) -> dict[str, Any]:
             if fresh:
                 register.append(s, state.key, kind="query.answered",
                                 actor=f"datasite:{site.id}", subject=message_id, payload=summary)
+                # The waiting caller, in whichever hub process, wakes once this commits.
+                state.notifier.notify_on_commit(s, f"msg:{message_id}")
             return fresh
 
-    fresh = await run_in_threadpool(store)
-    # Wake the waiting request from the event loop thread: asyncio events are not thread-safe.
-    state.notifier.notify(f"msg:{message_id}")
-    return {"accepted": fresh}
+    return {"accepted": await run_in_threadpool(store)}

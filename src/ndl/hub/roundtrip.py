@@ -52,10 +52,11 @@ async def ask_datasite(
             register.append(s, state.key, kind=record, actor=actor or official_actor(who),
                             subject=dataset_id,
                             payload={"message_id": msg.id, **(payload or {})})
+            # The datasite's long-poll, in whichever hub process, wakes once this commits.
+            state.notifier.notify_on_commit(s, f"site:{ds.datasite_id}")
             return msg.id, ds.datasite_id
 
     message_id, site = await run_in_threadpool(submit)
-    state.notifier.notify(f"site:{site}")
     reply = await wait_for_reply(state, message_id, site)
     if not reply.get("ok"):
         raise error_from_json(400, {"error": reply.get("error", {})})
@@ -81,7 +82,8 @@ async def wait_for_reply(state: HubState, message_id: str, site: str) -> dict[st
             if remaining <= 0:
                 return await run_in_threadpool(_give_up, state, message_id, site)
             try:
-                await asyncio.wait_for(ev.wait(), timeout=min(0.5, remaining))
+                await asyncio.wait_for(ev.wait(),
+                                       timeout=min(state.notifier.every(0.5), remaining))
             except TimeoutError:
                 pass
     finally:

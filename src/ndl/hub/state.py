@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
-
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
 
 from ndl.core.db import Database
 from ndl.core.keys import SigningKey
-from ndl.core.ratelimit import TokenBucket
+from ndl.core.ratelimit import SharedTokenBucket
 from ndl.federation.blob_service import BlobContext
 from ndl.federation.service import SqlReplayGuard
-from ndl.hub.login_limits import LoginLimiter
+from ndl.hub.login_limits import SharedLoginLimiter
+from ndl.hub.wakeups import Notifier, PgWakeBus
 
-T = TypeVar("T")
+__all__ = ["HubSettings", "HubState", "Notifier", "WorkHints"]
+
+# Between a waiter's looks at the database when PostgreSQL NOTIFY wakes it: only a safety
+# net for a wake-up lost while a listener reconnected.
+PG_RECHECK_SECONDS = 2.0
 
 
 @dataclass
@@ -62,6 +62,9 @@ class HubSettings:
     blob_max_bundle_bytes: int = 256 * 1024**2
     blob_max_records_bytes: int = 16 * 1024**3
     blob_max_sealed_bytes: int = 16 * 1024**3
+    # Seconds between a waiter's database re-checks behind the wake-ups; None: each waiter's
+    # own short timer on SQLite, PG_RECHECK_SECONDS on PostgreSQL (LISTEN/NOTIFY wakes them).
+    wake_recheck: float | None = None
 
     @property
     def lease(self) -> float:
@@ -70,67 +73,34 @@ class HubSettings:
         return max(0.5, min(self.lease_seconds, self.query_timeout / 2))
 
 
-class Notifier:
-    """Wake-ups between requests in this process (a new message, an answer arrived).
-
-    Waiters also re-check the database on a short timer, so several hub processes behind one
-    database still work, only with a little more latency.
-    """
-
-    def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
-
-    def event(self, key: str) -> asyncio.Event:
-        ev = self._events.get(key)
-        if ev is None:
-            ev = self._events[key] = asyncio.Event()
-        return ev
-
-    def notify(self, key: str) -> None:
-        ev = self._events.get(key)
-        if ev is not None:
-            ev.set()
-
-    def forget(self, key: str) -> None:
-        self._events.pop(key, None)
-
-    async def long_poll(self, request: Request, key: str, wait: float,
-                        take: Callable[[], list[T]]) -> list[T]:
-        """What ``take`` finds, as soon as it finds something, or nothing after ``wait`` s.
-
-        Woken by ``notify(key)`` in this process; the short timer covers other processes. A
-        caller that went away ends the wait (and lets the hub shut down promptly).
-        """
-        deadline = time.monotonic() + wait
-        ev = self.event(key)
-        while True:
-            ev.clear()  # before looking, so something queued after our look still wakes us
-            found = await run_in_threadpool(take)
-            remaining = deadline - time.monotonic()
-            if found or remaining <= 0 or await request.is_disconnected():
-                return found
-            try:
-                await asyncio.wait_for(ev.wait(), timeout=min(0.25, remaining))
-            except TimeoutError:
-                pass
-
-
 class WorkHints:
     """Which datasites may have work items waiting, so their polls look only then.
 
-    Marked when this process queues work for a site or one of its work slots frees; a site
-    is also looked at every ``every`` seconds whatever the marks say (work queued by another
-    hub process, a lease that lapsed). Looking on every poll made each short query's round
-    trip about 5% slower.
+    Marked when any hub process queues work for a site or one of its work slots frees (a
+    mark is shared as a ``hint:SITE`` wake-up); a site is also looked at every ``every``
+    seconds whatever the marks say (a lease that lapsed, a hint lost). Looking on every poll
+    made each short query's round trip about 5% slower.
     """
 
-    def __init__(self, every: float = 2.0) -> None:
+    def __init__(self, every: float = 2.0,
+                 share: Callable[[str], None] | None = None) -> None:
         self.every = every
+        self.share = share
         self._marked: set[str] = set()
         self._looked: dict[str, float] = {}
 
     def mark(self, site: str) -> None:
         self._marked.add(site)
+        if self.share is not None:
+            self.share(site)
+
+    def mark_here(self, site: str) -> None:
+        """A mark another process shared: not shared again."""
+        self._marked.add(site)
+
+    def look_at_all(self) -> None:
+        """Every site is due (hints may have been lost while the listener reconnected)."""
+        self._looked.clear()
 
     def due(self, site: str) -> bool:
         now = time.monotonic()
@@ -146,20 +116,33 @@ class HubState:
     settings: HubSettings
     db: Database
     key: SigningKey
-    notifier: Notifier = field(default_factory=Notifier)
+    notifier: Notifier = field(init=False)
     work_hints: WorkHints = field(default_factory=WorkHints)
-    limiter: LoginLimiter = field(init=False)
+    # Sign-in backoff and the anonymous SQL budget live in the database, so they hold
+    # whichever hub process a request reaches.
+    limiter: SharedLoginLimiter = field(init=False)
     guard: SqlReplayGuard = field(init=False)
     # Open SQL makes a datasite work: anonymous callers get a per-address budget
     # (see ndl.query.service).
-    sql_limiter: TokenBucket = field(init=False)
+    sql_limiter: SharedTokenBucket = field(init=False)
     blobs: BlobContext = field(init=False)
 
     def __post_init__(self) -> None:
-        self.limiter = LoginLimiter(
-            self.settings.login_failures_allowed, self.settings.login_window_seconds
+        self.limiter = SharedLoginLimiter(
+            self.db, self.settings.login_failures_allowed, self.settings.login_window_seconds
         )
         self.guard = SqlReplayGuard(self.db)
         self.blobs = BlobContext.from_settings(self.settings, self.db)
-        self.sql_limiter = TokenBucket(self.settings.anonymous_sql_per_minute / 60.0,
-                                       self.settings.anonymous_sql_burst)
+        self.sql_limiter = SharedTokenBucket(self.db, self.settings.anonymous_sql_per_minute
+                                             / 60.0, self.settings.anonymous_sql_burst)
+        recheck = self.settings.wake_recheck
+        if recheck is None and self.db.backend == "postgresql":
+            recheck = PG_RECHECK_SECONDS
+        self.notifier = Notifier(recheck)
+        self.work_hints.share = lambda site: self.notifier.notify(f"hint:{site}")
+        self.notifier.on_remote("hint:", self.work_hints.mark_here)
+        self.notifier.on_reconnect(self.work_hints.look_at_all)
+
+    def wake_bus(self) -> PgWakeBus | None:
+        """The cross-process bus this hub needs: PostgreSQL only (SQLite is one process)."""
+        return PgWakeBus(self.db.url) if self.db.backend == "postgresql" else None

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from ndl.access import rules
 from ndl.access.accounts import Principal
@@ -105,7 +106,9 @@ async def open_sql(state: HubState, who: Principal | None, dataset_id: str, sql:
     datasite busy for everyone.
     """
     if who is None:
-        state.sql_limiter.take(f"sql:{source}", what="anonymous SQL queries")
+        # The budget is in the database (shared by hub processes): not on the event loop.
+        await run_in_threadpool(state.sql_limiter.take, f"sql:{source}",
+                                what="anonymous SQL queries")
     result = await ask_datasite(
         state, who or ANONYMOUS, dataset_id, kind="open_sql",
         body={"sql": sql, "limit": limit}, check=_operation_check(who, Operation.OPEN_SQL),
@@ -118,7 +121,8 @@ async def download(state: HubState, who: Principal | None, dataset_id: str, *, l
                    source: str) -> RowsAnswer:
     """An open dataset's rows, read at the datasite through the same path as SQL."""
     if who is None:
-        state.sql_limiter.take(f"sql:{source}", what="anonymous downloads and SQL queries")
+        await run_in_threadpool(state.sql_limiter.take, f"sql:{source}",
+                                what="anonymous downloads and SQL queries")
     result = await ask_datasite(
         state, who or ANONYMOUS, dataset_id, kind="open_sql",
         body={"sql": "SELECT * FROM data", "limit": limit},

@@ -358,7 +358,8 @@ async def sign_in(request: Request, _: Public) -> Response:
                              status=400)
     source = request_source(request, state.settings.trusted_proxies)
     try:
-        state.limiter.check(username, source)
+        # The counts are in the database (shared by hub processes): not on the event loop.
+        await run_in_threadpool(state.limiter.check, username, source)
     except RateLimited as exc:
         paused = pages_of(request).error(
             request, 429, "Too many sign-in attempts",
@@ -378,11 +379,11 @@ async def sign_in(request: Request, _: Public) -> Response:
     try:
         token = await run_in_threadpool(check)
     except AuthenticationRequired:
-        state.limiter.failed(username, source)
+        await run_in_threadpool(state.limiter.failed, username, source)
         return _sign_in_page(request, next_url=next_url, username=username, status=401,
                              errors={"username": "Enter a correct username and password",
                                      "password": ""})
-    state.limiter.succeeded(username, source)
+    await run_in_threadpool(state.limiter.succeeded, username, source)
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(COOKIE, token, max_age=int(SESSION_TTL.total_seconds()),
                         **_cookie_flags(state))

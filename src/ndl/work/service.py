@@ -93,7 +93,8 @@ async def submit(state: HubState, who: Principal | None, *, kind: str, dataset_i
     checked = read_params(kind, params)
     if who is None or who.user_id == 0:
         # Anonymous callers share the open-data budget per address (as SQL and /rows do).
-        state.sql_limiter.take(f"sql:{source}", what="anonymous downloads and SQL queries")
+        await run_in_threadpool(state.sql_limiter.take, f"sql:{source}",
+                                what="anonymous downloads and SQL queries")
 
     def do() -> tuple[Work, str]:
         with state.db.write() as s:
@@ -169,8 +170,8 @@ async def follow(state: HubState, who: Principal | None, work_id: str, *,
         while not view.final and time.monotonic() < deadline:
             ev.clear()
             try:
-                # Woken by this process's heartbeat route; the timer covers other processes.
-                await asyncio.wait_for(ev.wait(), timeout=1.0)
+                # Woken by a heartbeat in any hub process; the timer is the safety net.
+                await asyncio.wait_for(ev.wait(), timeout=state.notifier.every(1.0))
             except TimeoutError:
                 pass
             view = await run_in_threadpool(get, state, who, work_id)
