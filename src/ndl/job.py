@@ -4,7 +4,8 @@ Inside a job (at the datasite, or locally with ``ndl run BUNDLE --mock``)::
 
     from ndl import job
 
-    pupils = job.dataset("dfe/pupils", as_="pandas")      # or "arrow" (default), "polars"
+    pupils = job.dataset("dfe/pupils", as_="pandas")      # or "arrow" (default), "polars",
+                                                           # "spark" (python-spark only)
     job.table("fsm_by_sen", pupils, by=["sen_status", "fsm"])          # counts per cell
     job.table("mean_score", pupils, by=["fsm"], value="ks2_score", agg="mean")
     job.model("attainment", "ks2_score ~ fsm + C(sen_status)", pupils)  # OLS (or "logit")
@@ -77,12 +78,23 @@ def _record(entry: dict[str, Any]) -> None:
         f.write(json.dumps(entry) + "\n")
 
 
-def _frame(data: Any) -> pd.DataFrame:
+def _frame(data: Any, columns: list[str] | None = None) -> pd.DataFrame:
     import pandas as pd
     import pyarrow as pa
 
     if isinstance(data, pd.DataFrame):
         return data
+    if type(data).__module__.startswith("pyspark.") and callable(getattr(data, "toArrow", None)):
+        # A Spark DataFrame: only the columns the helper uses leave the JVM.
+        if columns is not None:
+            missing = [c for c in columns if c not in data.columns]
+            if missing:
+                raise JobError(f"no column {missing[0]!r} in the data given (its columns: "
+                               f"{', '.join(map(str, data.columns))})")
+            data = data.select(*columns)
+        frame = data.toArrow().to_pandas()
+        assert isinstance(frame, pd.DataFrame)
+        return frame
     if isinstance(data, pa.Table):
         frame = data.to_pandas()
         assert isinstance(frame, pd.DataFrame)
@@ -92,7 +104,7 @@ def _frame(data: Any) -> pd.DataFrame:
         frame = to_pandas()
         if isinstance(frame, pd.DataFrame):
             return frame
-    raise JobError("pass a pandas or Polars DataFrame or an Arrow table")
+    raise JobError("pass a pandas, Polars or Spark DataFrame or an Arrow table")
 
 
 def _evidence(name: str, frame: pd.DataFrame, columns: list[str]) -> str:
@@ -112,10 +124,13 @@ def datasets() -> list[str]:
     return sorted(_config()["datasets"])
 
 
-def dataset(name: str, *, as_: Literal["arrow", "pandas", "polars"] = "arrow") -> Any:
-    """A granted dataset, read-only, as an Arrow table, a pandas or a Polars DataFrame.
+def dataset(name: str, *,
+            as_: Literal["arrow", "pandas", "polars", "spark"] = "arrow") -> Any:
+    """A granted dataset, read-only, as an Arrow table, a pandas, Polars or Spark DataFrame.
 
-    ``name`` is the dataset's id (``dfe/pupils``) or its short name (``pupils``).
+    ``name`` is the dataset's id (``dfe/pupils``) or its short name (``pupils``). ``"spark"``
+    (environment ``python-spark``) is a DataFrame of a local Spark started in the job's own
+    sandbox on first use (seconds: a JVM starts); it reads the same read-only rows.
     """
     found: dict[str, str] = _config()["datasets"]
     path = found.get(name) or next((p for d, p in found.items()
@@ -123,9 +138,19 @@ def dataset(name: str, *, as_: Literal["arrow", "pandas", "polars"] = "arrow") -
     if path is None:
         raise JobError(f"dataset {name!r} is not granted to this job; it may read "
                        f"{', '.join(sorted(found))}")
+    if as_ == "spark":
+        memory = _config().get("spark_memory")
+        if not isinstance(memory, str):  # set by the runner for python-spark alone
+            raise JobError("as_='spark' needs environment = \"python-spark\" in ndl-job.toml "
+                           "('ndl job environments' lists what this datasite offers)")
+        from ndl.jobs.spark_jobs import job_session
+
+        return job_session(memory).read.parquet(path)
+    # A dataset Spark wrote for the job is a folder of part files.
+    is_dir = os.path.isdir(path)
     if as_ == "polars":
         import polars as pl
-        return pl.read_parquet(path)
+        return pl.read_parquet(f"{path}/*.parquet" if is_dir else path)
     import pyarrow.parquet as pq
     table = pq.read_table(path)
     if as_ == "pandas":
@@ -150,7 +175,7 @@ def table(name: str, data: Any, *, by: list[str] | str, value: str | None = None
         raise JobError(f"output {name!r}: agg is one of {', '.join(AGGS)}")
     if (agg == "count") != (value is None):
         raise JobError(f"output {name!r}: a count takes no value column; a {agg} needs one")
-    frame = _frame(data)
+    frame = _frame(data, keys + ([value] if value else []))
     rel = _evidence(name, frame, keys + ([value] if value else []))
     _record({"name": name, "kind": "table", "by": keys, "value": value, "agg": agg,
              "evidence": rel})
@@ -173,8 +198,8 @@ def model(name: str, formula: str, data: Any, *,
     if not isinstance(formula, str) or not FORMULA.match(formula):
         raise JobError(f"output {name!r}: the formula may use column names, +, :, *, and "
                        "C(column) only, e.g. 'score ~ fsm + C(sen_status)'")
-    frame = _frame(data)
     columns = sorted(set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", formula)) - {"C"})
+    frame = _frame(data, columns)
     rel = _evidence(name, frame, columns)
     _record({"name": name, "kind": "model_summary", "formula": formula, "family": family,
              "evidence": rel})

@@ -33,8 +33,11 @@ from ndl.privacy.sdc import SdcPolicy
 from ndl.privacy.sdc_ledger import ReleaseLedger
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ndl.datasite.agent import Agent
     from ndl.datasite.jobs import Produced, Report
+    from ndl.datasite.store import LocalDataset
 
 log = logging.getLogger("ndl.datasite")
 
@@ -114,6 +117,28 @@ def limits_for(agent: Agent) -> Limits:
     return replace(Limits(), **chosen)
 
 
+def spark_rows(agent: Agent, datasets: dict[str, LocalDataset]
+               ) -> dict[str, Callable[[Path], None]]:
+    """For each granted dataset Spark reads where it lives: how the datasite's own Spark (its
+    engine, holding the cluster's address) writes the granted rows into the job's run folder.
+    The job gets those rows and nothing of the cluster's."""
+    from ndl.jobs.spark_jobs import write_rows
+
+    def writer(ds: LocalDataset) -> Callable[[Path], None]:
+        def write(folder: Path) -> None:
+            try:
+                write_rows(agent.engine, ds, folder)
+            except Exception as exc:
+                scrub = getattr(agent.engine, "scrub", None)
+                why = scrub(str(exc), ds) if callable(scrub) else type(exc).__name__
+                log.warning("Spark could not write %s for a job: %s", ds.meta.name, exc)
+                raise JobFailed(f"the datasite could not read {ds.meta.name} through Spark "
+                                f"({why})") from exc
+        return write
+
+    return {i: writer(ds) for i, ds in datasets.items() if ds.source is not None}
+
+
 def run(agent: Agent, body: dict[str, Any], report: Report, cancelled: threading.Event,
         out: Path) -> Produced:
     from ndl.datasite.jobs import Produced
@@ -148,7 +173,8 @@ def run(agent: Agent, body: dict[str, Any], report: Report, cancelled: threading
                  datasets={i: ds.path for i, ds in zip(ids, datasets, strict=True)},
                  project=str(params.get("project")), policy=policy_for(agent, datasets),
                  limits=limits,
-                 columns=tuple(c for ds in datasets for c in ds.meta.columns)),
+                 columns=tuple(c for ds in datasets for c in ds.meta.columns),
+                 spark_rows=spark_rows(agent, dict(zip(ids, datasets, strict=True)))),
         sandbox=sandbox, ledger=agent.controlled.ledger, workdir=agent.controlled.workdir,
         cancel=cancelled, report=report, warm=agent.controlled.warm(limits))
     if cancelled.is_set():

@@ -19,6 +19,7 @@ from pathlib import Path
 from ndl.core.errors import InvalidInput
 
 PYTHON_DATA = "python-data"
+PYTHON_SPARK = "python-spark"
 R_BASE = "r-base"
 _PACKAGES = ("pandas", "polars", "pyarrow", "duckdb", "numpy", "scipy", "statsmodels",
              "scikit-learn", "matplotlib")
@@ -46,6 +47,12 @@ def offered() -> dict[str, Environment]:
         PYTHON_DATA, "Python with pandas, Polars, pyarrow, DuckDB, NumPy, SciPy, statsmodels, "
         "scikit-learn and matplotlib (fixed versions; nothing installed at run time)",
         ("python", "sql"), versions)}
+    spark = _spark_versions()
+    if spark is not None:
+        envs[PYTHON_SPARK] = Environment(
+            PYTHON_SPARK, "python-data plus PySpark: ndl.job.dataset(name, as_=\"spark\") is a "
+            "DataFrame of a local Spark inside the sandbox (no cluster, no network)",
+            ("python",), {**versions, **spark})
     r_version = _r_version()
     if r_version is not None:
         envs[R_BASE] = Environment(
@@ -75,6 +82,29 @@ def _r_version() -> str | None:
     # "Rscript (R) version 4.2.2 Patched (2022-11-10 r83330)": older R says it on stderr.
     found = re.search(rb"version (\d+\.\d+\.\d+)", done.stdout + done.stderr)
     return found.group(1).decode() if done.returncode == 0 and found else None
+
+
+def java_home() -> Path | None:
+    """The JDK that ``java`` on the system PATH belongs to, or None without Java."""
+    found = shutil.which("java", path="/usr/bin:/bin:/usr/local/bin")
+    if found is None:
+        return None
+    home = Path(found).resolve().parent.parent  # <home>/bin/java
+    return home if (home / "release").is_file() else None
+
+
+@cache
+def _spark_versions() -> dict[str, str] | None:
+    """pyspark's and Java's versions where both exist (python-spark is offered), else None."""
+    home = java_home()
+    try:
+        spark = metadata.version("pyspark")
+    except metadata.PackageNotFoundError:
+        return None
+    if home is None:
+        return None
+    found = re.search(r'^JAVA_VERSION="([^"]+)"', (home / "release").read_text("utf-8"), re.M)
+    return {"pyspark": spark, "java": found.group(1) if found else "unknown"}
 
 
 def require(name: str, language: str) -> Environment:

@@ -75,6 +75,10 @@ class JobInput:
     # The granted datasets' columns (with their sensitivity tags): an identifier is never a
     # group key of a released table, whatever the job does (core.tiers).
     columns: tuple[tiers.ColumnLike, ...] = ()
+    # Datasets whose rows Spark reads where they live: dataset id → writes its granted rows as
+    # Parquet part files into the (new) folder given, inside this run's folder; that folder
+    # replaces the id's entry in ``datasets`` (spark_jobs.write_rows).
+    spark_rows: dict[str, Callable[[Path], None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -246,7 +250,12 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
     mounts = [*runtime_mounts(), code_mount]
     data_paths: dict[str, str] = {}
     r_classes: dict[str, tuple[str, ...]] = {}
-    for i, (ds_id, path) in enumerate(sorted(job.datasets.items())):
+    granted = dict(job.datasets)
+    for i, ds_id in enumerate(sorted(job.spark_rows)):
+        granted[ds_id] = root / "data" / str(i)
+        report(0.02, "having Spark write the granted rows for the job")
+        job.spark_rows[ds_id](granted[ds_id])
+    for i, (ds_id, path) in enumerate(sorted(granted.items())):
         mount = Mount(Path(path), f"/job/data/{i}.parquet")
         if m.language == "r":  # R has no Parquet reader here: it reads a CSV copy (r_jobs)
             mount, r_classes[ds_id] = r_jobs.data_mount(i, Path(path), root / "csv")
@@ -257,18 +266,27 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
         "language": m.language, "entry": m.entry, "code": sandbox.inside_path(code_mount),
         "out": sandbox.inside_path(out_mount), "datasets": data_paths,
         "outputs": {o.name: o.kind for o in m.outputs}, "mock": job.mock}
+    first_limits, spark = job.limits, env.name == environments.PYTHON_SPARK
+    if spark:  # what the JVM needs (spark_jobs): not a warm sandbox's settings
+        from ndl.jobs import spark_jobs
+
+        needs = spark_jobs.sandbox_needs(root, job.limits)
+        mounts += needs.mounts
+        first_limits, cfg["spark_memory"] = needs.limits, spark_jobs.driver_memory(job.limits)
     report(0.05, "running the job's code in the sandbox")
     log.append(f"running {m.entry} on {', '.join(sorted(job.datasets))}"
                + (" (mock data)" if job.mock else ""))
     first_argv = [sys.executable, "-I", "-m", "ndl.jobs.inside"]
     first_env = _env("NDL_JOB", cfg, tmp)
+    if spark:
+        first_env.update(needs.env)
     if m.language == "r":
         first_argv, first_env, r_mounts = r_jobs.first_step(cfg, r_classes, first_env)
         mounts += r_mounts
     started = time.monotonic()
-    first = _run_step(sandbox, warm, SandboxSpec(
+    first = _run_step(sandbox, None if spark or job.spark_rows else warm, SandboxSpec(
         argv=first_argv, mounts=[*mounts, out_mount],
-        workdir=cfg["out"], env=first_env, limits=job.limits), cancel)
+        workdir=cfg["out"], env=first_env, limits=first_limits, inet=spark), cancel)
     shutil.rmtree(root / "csv", ignore_errors=True)  # an R job's copies of the data
     full_log = (first.stdout + first.stderr)[:MAX_LOG_BYTES].decode("utf-8", "replace")
     if first.stopped is not None:
@@ -283,7 +301,8 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
     # Evidence with more rows than the granted data holds cannot have come from it. (pyarrow
     # imported here: the CLI imports this module, and its other commands need no pyarrow.)
     import pyarrow.parquet as pq
-    max_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in job.datasets.values())
+    max_rows = sum(pq.ParquetFile(f).metadata.num_rows for p in granted.values()
+                   for f in _parquet_files(Path(p)))
     in_mount, stats_mount = Mount(out, "/job/in"), Mount(stats, "/job/stats", writable=True)
     count_columns = {o.name: o.count_column for o in m.outputs if o.count_column}
     ev_cfg: dict[str, Any] = {
@@ -423,6 +442,14 @@ def _group_keys(columns: tuple[tiers.ColumnLike, ...],
                                  detail=f"grouped by the quasi-identifier {dim!r}: an output "
                                         "checker judges whether its groups are safe"))
     return None, judge
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    """A Parquet file, or a folder's part files (Spark's: its _SUCCESS and .crc files are not
+    data)."""
+    if not path.is_dir():
+        return [path]
+    return sorted(f for f in path.rglob("*.parquet") if not f.name.startswith(("_", ".")))
 
 
 def _value_name(raw: dict[str, Any]) -> str:

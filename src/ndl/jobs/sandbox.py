@@ -174,7 +174,7 @@ class BubblewrapSandbox:
         for mount in writable:
             _prepare_output(mount)
         try:
-            fd = seccomp_filter_fd()
+            fd = seccomp_filter_fd(inet=spec.inet)
         except SeccompUnavailable as exc:
             raise SandboxUnavailable(f"{exc}; {FIX}") from exc
         cgroup = None

@@ -54,6 +54,9 @@ class SandboxSpec:
     workdir: str
     env: dict[str, str]
     limits: Limits = field(default_factory=Limits)
+    # AF_INET sockets allowed too (a Spark step: pyspark reaches its JVM over 127.0.0.1). In
+    # bubblewrap the network namespace still has only its own loopback.
+    inet: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,11 @@ sandbox (namespaces, mounts, chroot), reading other processes (ptrace, process_v
 socket but AF_UNIX (Python needs socketpair; the network namespace has only loopback anyway,
 so this is the second wall). Calls of any other ABI (i386, x32) are killed: libseccomp's default
 bad-architecture action, since only the native architecture is added to the filter.
+
+A Spark step (``inet=True``) may also make AF_INET sockets: pyspark talks to its JVM over TCP
+on 127.0.0.1 (py4j has no AF_UNIX transport). The network namespace is then the only wall,
+and it holds nothing but the sandbox's own ``lo``; AF_INET6, netlink, packet and every other
+family stay refused.
 """
 
 from __future__ import annotations
@@ -53,10 +58,11 @@ def _filter_module() -> Any:
     return seccomp
 
 
-def seccomp_filter_fd() -> int:
+def seccomp_filter_fd(*, inet: bool = False) -> int:
     """Compile the filter to BPF and return a readable fd positioned at its start.
 
     The fd is a memfd (no file on disk); the caller passes it to bwrap and closes it.
+    ``inet``: allow AF_INET sockets besides AF_UNIX (see the module docstring).
     """
     seccomp = _filter_module()
     try:
@@ -73,8 +79,14 @@ def seccomp_filter_fd() -> int:
         # clone3 passes its flags in a struct seccomp cannot read: say "not implemented" so
         # glibc falls back to clone, whose flags the rules above do inspect.
         flt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
-        flt.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket",
-                     seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
+        if inet:  # AF_UNIX (1) and AF_INET (2) only: one rule per side of that range
+            flt.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket",
+                         seccomp.Arg(0, seccomp.LT, socket.AF_UNIX))
+            flt.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket",
+                         seccomp.Arg(0, seccomp.GT, socket.AF_INET))
+        else:
+            flt.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket",
+                         seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
         fd = os.memfd_create("ndl-seccomp", os.MFD_CLOEXEC)
         with os.fdopen(os.dup(fd), "wb") as out:
             flt.export_bpf(out)
