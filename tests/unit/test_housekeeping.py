@@ -63,3 +63,24 @@ def test_a_failing_chore_does_not_stop_the_next(state: HubState,
     asyncio.run(asyncio.wait_for(one_round(), 10))
     assert ran == ["next"]
     state.db.dispose()
+
+
+def test_one_process_at_a_time_does_the_chores_on_postgresql(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two hub processes over one database: while one does a round, the other skips its."""
+    settings = HubSettings(db_url=pg_url, data_dir=tmp_path)
+    first: HubState = create_app(settings).state.hub
+    second: HubState = create_app(settings, migrate=False).state.hub
+    ran: list[str] = []
+    monkeypatch.setattr(housekeeping, "CHORES", [("note", lambda st: ran.append(
+        "first" if st is first else "second"))])
+    try:
+        with housekeeping._only_one_process(first) as mine:
+            assert mine
+            assert housekeeping._round(second, 60) is False   # the first holds the lock
+        assert housekeeping._round(second, 60) is True        # released: the second may
+        assert housekeeping._round(first, 60) is True
+        assert ran == ["second", "first"]
+    finally:
+        first.db.dispose()
+        second.db.dispose()

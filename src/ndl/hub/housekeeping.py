@@ -1,17 +1,21 @@
 """Chores the hub does while it runs, on a timer in its lifespan: remove expired and
 delivered blobs and stale uploads, and expire work items past their deadline (so a datasite
 that never came back does not leave them "queued" for ever), and move on controlled jobs
-whose run has ended (so the register records the run even if nobody looks)."""
+whose run has ended (so the register records the run even if nobody looks).
+
+With several hub processes over one PostgreSQL database, one process at a time does a round
+(an advisory lock): the same sweep in every process at once would only race itself."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from ndl.federation import blob_service, work
 from ndl.hub.state import HubState
@@ -44,13 +48,47 @@ CHORES: list[tuple[str, Callable[[HubState], None]]] = [
     ("job progress", _move_jobs_on)]
 
 
-async def _forever(state: HubState, every: float) -> None:
-    while True:
+# The advisory lock's key ("ndlh"): any process of this hub holding it is doing a round.
+CHORES_LOCK = 0x6E646C68
+
+
+@contextmanager
+def _only_one_process(state: HubState) -> Iterator[bool]:
+    """True if this process should do the chores now (always, on SQLite: one process)."""
+    if state.db.backend != "postgresql":
+        yield True
+        return
+    with state.db.write_engine.connect() as conn:
+        mine = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                 {"k": CHORES_LOCK}).scalar())
+        conn.commit()
+        try:
+            yield mine
+        finally:
+            if mine:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": CHORES_LOCK})
+                conn.commit()
+
+
+def _round(state: HubState, every: float) -> bool:
+    """Do every chore, unless another process is doing them; whether this one did."""
+    with _only_one_process(state) as mine:
+        if not mine:
+            return False
         for name, chore in CHORES:
             try:
-                await asyncio.to_thread(chore, state)
+                chore(state)
             except Exception:  # a failed chore is tried again next time, never the hub's end
                 log.exception("%s failed; trying again in %g s", name, every)
+    return True
+
+
+async def _forever(state: HubState, every: float) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(_round, state, every)
+        except Exception:  # e.g. the database unreachable: try again next time
+            log.exception("housekeeping failed; trying again in %g s", every)
         await asyncio.sleep(every)
 
 
