@@ -46,13 +46,20 @@ def _sql(cfg: dict[str, Any], code_dir: Path) -> None:
 
     con = duckdb.connect(":memory:", config={"threads": 1})
     paths = dict(cfg["datasets"])
+    # A dataset Spark wrote for the job is a folder of part files: its files, and that folder
+    # alone, are what may be read.
+    folders = [p.rstrip("/") + "/" for p in paths.values() if os.path.isdir(p)]
     for ds_id, path in paths.items():
         view = ds_id.split("/", 1)[-1]
+        if os.path.isdir(path):
+            path = path.rstrip("/") + "/*.parquet"
         # Both parts are ours: the view is a checked dataset id, the path the sandbox's own.
         con.execute(f'CREATE VIEW "{view}" AS SELECT * FROM read_parquet(\'{path}\')')  # noqa: S608
     # Locked down in the order DuckDB needs: only the granted files, then nothing external,
     # then the configuration frozen so the query cannot undo it.
-    con.execute("SET allowed_paths = ?", [list(paths.values())])
+    con.execute("SET allowed_paths = ?", [[p for p in paths.values() if not os.path.isdir(p)]])
+    if folders:
+        con.execute("SET allowed_directories = ?", [folders])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     sql = (code_dir / cfg["entry"]).read_text("utf-8")
