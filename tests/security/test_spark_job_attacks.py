@@ -71,6 +71,7 @@ for path in (SECRET_PART, SECRET_DIR, WAREHOUSE):
         reads["spark " + path] = "error " + type(e).__name__
 got["reads"] = reads
 got["data_dir"] = sorted(os.listdir("/job/data"))
+got["granted_files"] = sorted(os.listdir("/job/data/0.parquet"))
 got["granted_rows"] = [list(r) for r in ae.collect()]
 try:
     open("/job/data/0.parquet/extra.parquet", "wb").close()
@@ -161,6 +162,8 @@ def test_the_job_cannot_read_a_dataset_it_was_not_granted(attack: Any) -> None:
     assert len(got["granted_rows"]) == sum(1 for _ in got["granted_rows"]) > 0
     assert all(SECRET_MARKER not in json.dumps(r) for r in got["granted_rows"])
     assert got["write_data"] in ("OSError", "PermissionError")
-    # The run folder holds the granted rows alone.
-    assert sorted(p.name for p in (site.root / "jobs" / "spark-attack" / "data").iterdir()) \
-        == ["0"]
+    # The one folder it was given holds Spark's files of the granted rows, and is gone after.
+    assert got["granted_files"] and all(
+        n == "_SUCCESS" or n.startswith(("part-", ".part-", "._SUCCESS"))
+        for n in got["granted_files"])
+    assert not (site.root / "jobs" / "spark-attack" / "data").exists()

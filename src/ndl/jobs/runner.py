@@ -254,7 +254,11 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
     for i, ds_id in enumerate(sorted(job.spark_rows)):
         granted[ds_id] = root / "data" / str(i)
         report(0.02, "having Spark write the granted rows for the job")
-        job.spark_rows[ds_id](granted[ds_id])
+        try:
+            job.spark_rows[ds_id](granted[ds_id])
+        except BaseException:
+            shutil.rmtree(root / "data", ignore_errors=True)
+            raise
     for i, (ds_id, path) in enumerate(sorted(granted.items())):
         mount = Mount(Path(path), f"/job/data/{i}.parquet")
         if m.language == "r":  # R has no Parquet reader here: it reads a CSV copy (r_jobs)
@@ -288,6 +292,10 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
         argv=first_argv, mounts=[*mounts, out_mount],
         workdir=cfg["out"], env=first_env, limits=first_limits, inet=spark), cancel)
     shutil.rmtree(root / "csv", ignore_errors=True)  # an R job's copies of the data
+    # Evidence with more rows than the granted data holds cannot have come from it; counted
+    # now, since the copy Spark wrote of the granted rows goes with the step that read it.
+    max_rows = _rows(granted) if first.returncode == 0 and first.stopped is None else 0
+    shutil.rmtree(root / "data", ignore_errors=True)
     full_log = (first.stdout + first.stderr)[:MAX_LOG_BYTES].decode("utf-8", "replace")
     if first.stopped is not None:
         error = f"the job was stopped: {_stopped(first, job.limits)}"
@@ -298,11 +306,6 @@ def run_job(job: JobInput, *, sandbox: Sandbox, ledger: ReleaseLedger | None, wo
     log.append(f"the job finished in {time.monotonic() - started:.1f} s")
 
     report(0.6, "recomputing the outputs from their evidence")
-    # Evidence with more rows than the granted data holds cannot have come from it. (pyarrow
-    # imported here: the CLI imports this module, and its other commands need no pyarrow.)
-    import pyarrow.parquet as pq
-    max_rows = sum(pq.ParquetFile(f).metadata.num_rows for p in granted.values()
-                   for f in _parquet_files(Path(p)))
     in_mount, stats_mount = Mount(out, "/job/in"), Mount(stats, "/job/stats", writable=True)
     count_columns = {o.name: o.count_column for o in m.outputs if o.count_column}
     ev_cfg: dict[str, Any] = {
@@ -442,6 +445,15 @@ def _group_keys(columns: tuple[tiers.ColumnLike, ...],
                                  detail=f"grouped by the quasi-identifier {dim!r}: an output "
                                         "checker judges whether its groups are safe"))
     return None, judge
+
+
+def _rows(datasets: dict[str, Path]) -> int:
+    """The granted datasets' rows, from the Parquet footers. (pyarrow imported here: the CLI
+    imports this module, and its other commands need no pyarrow.)"""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for p in datasets.values()
+               for f in _parquet_files(Path(p)))
 
 
 def _parquet_files(path: Path) -> list[Path]:
