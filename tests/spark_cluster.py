@@ -190,6 +190,7 @@ def spark_engine(spark_cluster: SparkCluster, tmp_path_factory: pytest.TempPathF
                          conf=EXECUTOR_CONF)
     engine.session()  # the driver starts while the workers register
     spark_cluster.wait_for_workers()
+    engine.prepare(True)  # one tiny job: the executors are up before the first test
     try:
         yield engine
     finally:

@@ -196,14 +196,56 @@ def _register(store: DatasiteStore, name: str, source: dict[str, str], like: str
     return store.dataset(name)
 
 
-def test_a_parquet_folder_is_read_in_place(spark_engine: Any, store: DatasiteStore,
-                                           tmp_path: Path) -> None:
-    folder = tmp_path / "warehouse" / "wards"
+def ndl(*args: str | Path) -> tuple[int, str]:
+    """Run an ``ndl`` command in this process: (exit code, what it printed)."""
+    from typer.testing import CliRunner
+
+    from ndl.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    return result.exit_code, result.output
+
+
+def _warehouse(root: Path) -> Path:
+    """The open table as a Parquet folder of two files, as Spark or a lake would keep it."""
+    folder = root / "warehouse" / "wards"
     folder.mkdir(parents=True)
     table = _open_table()
     pq.write_table(table.slice(0, 150), folder / "part-0.parquet")
     pq.write_table(table.slice(150), folder / "part-1.parquet")
-    ds = _register(store, "wards-folder", parquet_source(folder).to_json(), "open-wards")
+    return folder
+
+
+def test_publish_source_registers_a_folder_without_copying(store: DatasiteStore,
+                                                           tmp_path: Path) -> None:
+    folder = _warehouse(tmp_path)
+    done = ndl("publish-source", "--dir", store.root, "--dataset", "wards-folder",
+               "--parquet", folder, "--tier", "open", "--publisher", "Test Trust")
+    assert done[0] == 0, done[1]
+    assert "400 rows" in done[1] and "no data copied" in done[1]
+    ds = store.dataset("wards-folder")
+    assert ds.source == parquet_source(folder) and not ds.path.exists()
+    assert [(c.name, c.type) for c in ds.meta.columns] == [
+        ("id", "integer"), ("region", "string"), ("age", "integer"), ("score", "float"),
+        ("flag", "boolean")]
+    assert ds.meta.row_count == 400
+    again = ndl("publish-source", "--dir", store.root, "--dataset", "wards-folder",
+                "--parquet", folder)
+    assert again[0] != 0 and "--new-version" in again[1]
+    no_spark = ndl("publish-source", "--dir", store.root, "--dataset", "wards-tbl",
+                   "--table", "warehouse.wards")
+    assert no_spark[0] != 0 and "--spark-master" in no_spark[1]
+    direct = ndl("publish-source", "--dir", store.root, "--dataset", "wards-direct",
+                 "--parquet", folder, "--tier", "open", "--sensitivity",
+                 "id=direct_identifier")
+    assert direct[0] != 0 and "direct identifiers" in direct[1]
+    assert not (store.root / "datasets" / "wards-direct").exists()
+
+
+def test_a_parquet_folder_is_read_in_place(spark_engine: Any, store: DatasiteStore,
+                                           tmp_path: Path) -> None:
+    ds = _register(store, "wards-in-place", parquet_source(_warehouse(tmp_path)).to_json(),
+                   "open-wards")
     assert ds.source is not None and not ds.path.exists()
     assert spark_engine.count_by(ds, ["region"]) == DuckDBEngine().count_by(
         store.dataset("open-wards"), ["region"])
@@ -239,6 +281,8 @@ def test_a_spark_datasite_answers_through_the_hub(spark_cluster: Any,
     site = tmp_path / "demo" / "nhs-trust"
     shutil.rmtree(site / "datasets" / "patients")  # one safeguarded dataset is enough here
     write_dataset(site, "open-wards", _open_table(), tier="open")
+    assert ndl("publish-source", "--dir", site, "--dataset", "wards-lake", "--parquet",
+               _warehouse(tmp_path), "--tier", "open", "--publisher", "NHS")[0] == 0
     hub = HubProcess(tmp_path / "hub")
     hub.create_org("nhs-trust", "NHS", "nhs")
     steward = hub.create_user("sam", ["steward"], org="nhs-trust")
@@ -252,12 +296,14 @@ def test_a_spark_datasite_answers_through_the_hub(spark_cluster: Any,
             started = time.monotonic()
             ans = c.query("nhs-trust/open-wards", count_by="region")
             count_seconds = time.monotonic() - started
+            lake = c.query("nhs-trust/wards-lake", count_by="region")
             sql = c.sql("nhs-trust/open-wards", "SELECT count(*) AS n FROM data WHERE flag")
             private = c.private_query("nhs-trust/ae-attendances", project=project,
                                       sql="SELECT COUNT(*) AS n FROM data GROUP BY region",
                                       rho=0.25)
         log = datasite.log()
     assert ans.rows == _truth_counts(DatasiteStore(site).dataset("open-wards"), ["region"])
+    assert lake.rows == ans.rows  # the same rows, read in place from the Parquet folder
     assert sql.rows == [[sum(1 for i in range(400) if i % 3 == 0)]]
     truth = Counter(pq.read_table(site / "datasets/ae-attendances/data.parquet",
                                   columns=["region"])["region"].to_pylist())

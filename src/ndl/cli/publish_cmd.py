@@ -277,3 +277,72 @@ def metadata_set(
     meta = apply_metadata_changes(dir, dataset, parsed)
     console.print(f"updated {len(parsed)} field(s) of {meta.name}: {', '.join(parsed)}")
     console.print("a running datasite republishes the catalogue entry to the hub by itself")
+
+
+@app.command("publish-source")
+@handle_errors
+def publish_source(
+    dir: DirOpt,
+    dataset: DatasetOpt,
+    parquet: Annotated[str | None, typer.Option(
+        help="A Parquet file or folder Spark reads in place (a path every Spark worker sees, "
+             "or hdfs://...).")] = None,
+    table: Annotated[str | None, typer.Option(
+        help="A table in the Spark catalogue (table, db.table or catalog.db.table).")] = None,
+    spark_master: Annotated[str | None, typer.Option(
+        envvar="NDL_SPARK_MASTER",
+        help="Read the schema with Spark (needed for --table and hdfs:// paths): "
+             "spark://HOST:PORT or local[*].")] = None,
+    title: Annotated[str | None, typer.Option(help="Title (default: from the name).")] = None,
+    tier: Annotated[str | None, typer.Option(
+        help="open, safeguarded or controlled (default: safeguarded).")] = None,
+    description: Annotated[str | None, typer.Option(help="What the data is.")] = None,
+    publisher: Annotated[str | None, typer.Option(
+        help="Who publishes it (default: the datasite's name).")] = None,
+    sensitivity: Annotated[list[str] | None, typer.Option(
+        help="COLUMN=LEVEL: direct_identifier, quasi_identifier, sensitive or none.")] = None,
+    join_key: Annotated[list[str] | None, typer.Option(
+        "--join-key", help="COLUMN=KEY: nhs_number, upn, postcode, date_of_birth, name, "
+                           "local_id, or none.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="FIELD=VALUE for any metadata field.")] = None,
+    metadata_file: Annotated[Path | None, typer.Option(
+        "--metadata", help="A JSON file of metadata fields (--set and options win).")] = None,
+    new_version: Annotated[bool, typer.Option(
+        "--new-version", help="Replace an existing source's metadata and location.")] = False,
+) -> None:
+    """Publish data Spark reads where it is (no copy): a Parquet folder or a catalogue table.
+
+    Only a datasite started with --spark-master serves it. Delta tables are not supported
+    (they need jars from Maven at run time).
+    """
+    from ndl.datasite.engines import make_engine
+    from ndl.datasite.engines.source import parquet_source, table_source
+    from ndl.datasite.engines.spark_engine import SparkEngine
+    from ndl.datasite.publish_source import arrow_columns, publish_source, spark_columns
+
+    if (parquet is None) == (table is None):
+        raise InvalidInput("give one of --parquet PATH or --table NAME")
+    source = parquet_source(parquet) if parquet is not None else table_source(str(table))
+    if source.kind == "parquet" and "://" not in source.location:
+        columns, rows = arrow_columns(source.location)
+    elif not spark_master:
+        raise InvalidInput(f"reading the schema of {source.describe()} needs Spark: give "
+                           "--spark-master spark://HOST:PORT (or local[*])")
+    else:
+        engine = make_engine(dir, spark_master)
+        assert isinstance(engine, SparkEngine)
+        try:
+            columns, rows = spark_columns(engine, source)
+        finally:
+            engine.close()
+    meta = publish_source(
+        dir, dataset, source, columns, rows, tier=tier, title=title, description=description,
+        publisher=publisher, sensitivity=_pairs(sensitivity, "--sensitivity",
+                                                "postcode=quasi_identifier"),
+        join_keys=_pairs(join_key, "--join-key", "nhs_no=nhs_number"),
+        extras=_metadata_extras(metadata_file, set_, None, None, None),
+        new_version=new_version)
+    console.print(f"published {escape(meta.name)} ({meta.tier}, {rows:,} rows, "
+                  f"{len(meta.columns)} columns) from {escape(source.describe())}; no data "
+                  "copied. Serve it with: ndl datasite --spark-master ...")

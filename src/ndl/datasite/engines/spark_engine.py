@@ -121,6 +121,7 @@ class SparkEngine:
         # pyspark logs every failed query with its plan and stack: a researcher's typo is
         # not the operator's error (the scrubbed message goes back to the researcher).
         logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
+        logging.getLogger("py4j").setLevel(logging.WARNING)  # a line per closed connection
         log.info("Spark session on %s (Spark %s)", self.master, spark.version)
         return spark
 
