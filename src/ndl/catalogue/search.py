@@ -103,11 +103,13 @@ def _raw_rows(session: Session, sql: str, params: dict[str, Any]) -> list[tuple[
         cur.close()
 
 
-def _matches(session: Session, q: str, *, scored: bool
+def _matches(session: Session, q: str, *, scored: bool, rank_only: bytes | None = None
              ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """Dataset numbers matching ``q`` and, if ``scored``, their scores (lower is better).
 
     None when ``q`` has no words. Unscored matching skips the ranking function: much cheaper.
+    ``rank_only`` (a bitmap, as ``FacetIndex`` packs them) lets PostgreSQL score just the
+    datasets the filters keep; the others' scores are 0 and must not be used.
     """
     if session.get_bind().dialect.name == "sqlite":
         fq = fts5_query(q)
@@ -122,7 +124,7 @@ def _matches(session: Session, q: str, *, scored: bool
         return nums, np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
     if not _WORD.search(q):
         return None
-    return _pg_matches(session, q, scored=scored)
+    return _pg_matches(session, q, scored=scored, rank_only=rank_only)
 
 
 # The tsquery is a FROM item so PostgreSQL parses it once per search, never once per row (in a
@@ -130,16 +132,24 @@ def _matches(session: Session, q: str, *, scored: bool
 _PG_MATCH = "FROM dataset_search, websearch_to_tsquery('english', %(q)s) AS q WHERE doc @@ q"
 
 
-def _pg_matches(session: Session, q: str, *, scored: bool
+def _pg_matches(session: Session, q: str, *, scored: bool, rank_only: bytes | None
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """PostgreSQL's matches as packed big-endian arrays: one row, not one per match.
 
     The ~27,000 matches of a common word cost ~8 ms more as Python row tuples than as one
     ``bytea`` decoded by numpy. Scores are negated ``ts_rank_cd`` (float4, so the float64
-    copy orders exactly as ``ORDER BY ts_rank_cd(...) DESC`` would).
+    copy orders exactly as ``ORDER BY ts_rank_cd(...) DESC`` would). ts_rank_cd is most of
+    the cost (~16 us a match for two words), so with filters only the datasets they keep are
+    scored (``get_bit``; CASE tests the range first, as a number past the bitmap is an error).
     """
+    params: dict[str, Any] = {"q": q}
     if scored:
-        sql = ("SELECT string_agg(int4send(num) || float4send(ts_rank_cd(doc, q)), ''::bytea) "
+        rank = "ts_rank_cd(doc, q)"
+        if rank_only is not None:
+            rank = ("CASE WHEN num >= %(bits)s THEN 0 WHEN get_bit(%(only)s, num) = 1 "
+                    f"THEN {rank} ELSE 0 END")
+            params |= {"bits": len(rank_only) * 8, "only": rank_only}
+        sql = (f"SELECT string_agg(int4send(num) || float4send({rank}), ''::bytea) "
                + _PG_MATCH)
         layout = np.dtype([("num", ">i4"), ("rank", ">f4")])
     else:
@@ -155,7 +165,7 @@ def _pg_matches(session: Session, q: str, *, scored: bool
     try:
         cur.execute("SELECT set_config('statement_timeout', %s, true)",
                     (str(PG_SEARCH_TIMEOUT_MS),))
-        cur.execute(sql, {"q": q})
+        cur.execute(sql, params)
         row = cur.fetchone()
     except QueryCanceled as exc:
         raise InvalidInput(
@@ -169,6 +179,12 @@ def _pg_matches(session: Session, q: str, *, scored: bool
     got = np.frombuffer(bytes(packed or b""), dtype=layout)
     nums = got["num"].astype(np.int64)
     return nums, (-got["rank"].astype(np.float64) if scored else None)
+
+
+def _flags(mask: int, size: int) -> np.ndarray:
+    """A bitmap as one bool per dataset number: membership of many numbers in one lookup."""
+    raw = np.frombuffer(mask.to_bytes((size + 7) // 8, "little"), dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little")[:size].astype(bool)
 
 
 def _ranked_page(session: Session, q: str, limit: int, offset: int) -> list[int]:
@@ -200,22 +216,24 @@ def search(
         raise InvalidInput(f"a search takes at most {MAX_WORDS} words and this one has "
                            f"{words}; keep the most specific ones")
     idx = get_index(session, str(session.get_bind().engine.url))
+    masks = {k: idx.mask({k: v}) for k, v in chosen.items()}
+    wanted = idx.everything
+    for m in masks.values():
+        wanted &= m
     # Rank in Python from scores fetched with the matches when filters narrow them, and
     # always on PostgreSQL: there one pass that finds and scores every match costs less than
     # a second query that finds them again to rank them (EXPLAIN ANALYZE, bench/RESULTS.md).
     postgres = session.get_bind().dialect.name != "sqlite"
     ranked_here = bool(q) and sort == "relevance" and (bool(chosen) or postgres)
-    found = _matches(session, q, scored=ranked_here) if q else None
+    only = wanted.to_bytes((idx.size + 7) // 8, "little") if chosen else None
+    found = _matches(session, q, scored=ranked_here, rank_only=only) if q else None
     matched = scores = None
     if found is not None:
         matched, scores = found
         fresh = matched < idx.size  # anything published after the index was built waits
         matched, scores = matched[fresh], (scores[fresh] if scores is not None else None)
     match_mask = bitset(matched, idx.size) if matched is not None else idx.everything
-    masks = {k: idx.mask({k: v}) for k, v in chosen.items()}
-    base = match_mask
-    for m in masks.values():
-        base &= m
+    base = match_mask & wanted
     facets = {}
     for facet in FACETS:
         others = match_mask
@@ -226,7 +244,7 @@ def search(
     if matched is not None and sort == "relevance":
         if scores is not None:
             if chosen:  # filters narrow the matches: rank the survivors
-                keep = np.isin(matched, members(base, idx.size))
+                keep = _flags(base, idx.size)[matched]
                 matched, scores = matched[keep], scores[keep]
             # Best score first, ties by number: the order of ORDER BY score, num.
             order = np.lexsort((matched, scores))
