@@ -71,3 +71,38 @@ def test_the_job_cannot_read_a_dataset_it_was_not_granted(run: SharedRun) -> Non
         n == "_SUCCESS" or n.startswith(("part-", ".part-", "._SUCCESS"))
         for n in got["granted_files"])
     assert not (run.site.root / "jobs" / JOB_ID / "data").exists()
+
+
+FAMILIES = """
+import errno, socket
+out = []
+for name in ("AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"):
+    try:
+        socket.socket(getattr(socket, name), socket.SOCK_RAW if name == "AF_PACKET"
+                      else socket.SOCK_DGRAM).close()
+        out.append(name + " ok")
+    except OSError as e:
+        out.append(name + " " + errno.errorcode[e.errno])
+lines = open("/proc/net/dev").read().splitlines()[2:]  # this network namespace's
+out.append("interfaces " + ",".join(sorted(x.split(":")[0].strip() for x in lines)))
+print("; ".join(out))
+"""
+
+
+@pytest.mark.parametrize("inet", [True, False])
+def test_a_spark_step_may_open_inet_sockets_alone_on_its_own_loopback(
+        sandbox_strict: Sandbox, inet: bool) -> None:
+    """No JVM needed: the seccomp rule a python-spark step gets (``inet=True``) lets AF_INET
+    through and nothing more, and its network namespace has only ``lo``."""
+    import sys
+
+    from ndl.jobs.sandbox import Limits, SandboxSpec
+
+    r = sandbox_strict.run(SandboxSpec(
+        argv=[sys.executable, "-I", "-c", FAMILIES], mounts=[], workdir="/", env={},
+        limits=Limits(cpu_seconds=20, wall_seconds=30.0, memory_bytes=512 * 1024**2),
+        inet=inet))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.decode().strip() == (
+        f"AF_INET {'ok' if inet else 'EAFNOSUPPORT'}; AF_INET6 EAFNOSUPPORT; "
+        "AF_NETLINK EAFNOSUPPORT; AF_PACKET EAFNOSUPPORT; interfaces lo")
