@@ -58,7 +58,8 @@ from ndl.privacy.dp import answer
 from ndl.privacy.spec import AggPlan, DpResult, Filter, Plan, PrivateQuery, SdcRules, check_query
 
 # Internal column names; a dataset's own columns are selected away before these are added.
-_G, _ROW, _AGG, _CELL = "__ndl_group", "__ndl_row", "__ndl_agg", "__ndl_cell"
+_G, _PERSON, _ROW = "__ndl_group", "__ndl_person", "__ndl_row"
+_AGG, _CELL = "__ndl_agg", "__ndl_cell"
 
 
 def run_spark(q: PrivateQuery, df: DataFrame, meta: DatasetMeta, *,
@@ -134,16 +135,16 @@ def bounded_frame(df: DataFrame, plan: Plan, *, seed: int) -> DataFrame:
     measured = list(dict.fromkeys(a.column for a in plan.aggregates if a.column))
     keep = [_col(c) for c in measured]
     if plan.person_column is not None:
-        keep.append(_col(plan.person_column).alias(_ROW))
+        keep.append(_col(plan.person_column).alias(_PERSON))
     out = out.select(group.alias(_G), *keep).where(F.col(_G).isNotNull())
     if plan.person_column is None:
         return out
-    person = F.col(_ROW)
+    person = F.col(_PERSON)
     order = Window.partitionBy(person).orderBy(F.rand(seed))
     return (out.where(person.isNotNull())
             .withColumn(_ROW, F.row_number().over(order))
             .where(F.col(_ROW) <= F.lit(plan.k))
-            .drop(_ROW))
+            .drop(_ROW, _PERSON))
 
 
 def check_frame(df: DataFrame, meta: DatasetMeta, plan: Plan) -> None:
