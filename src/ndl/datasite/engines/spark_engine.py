@@ -255,6 +255,8 @@ class SparkEngine:
                     raise UpstreamTimeout(f"the query ran longer than {timeout:g} s and was "
                                           "stopped; add filters or aggregate") from exc
                 raise
+            finally:
+                spark.catalog.dropTempView("data")  # the session goes; so does its view
         raise AssertionError("unreachable")  # pragma: no cover - mypy's view of `with`
 
     @contextmanager
