@@ -197,3 +197,23 @@ def test_totals_and_facet_counts_agree_between_sqlite_and_postgresql(
         everything = search(s, q, limit=1)
     expected = sum(everything.facets["tier"].values())
     assert everything.total == expected  # one tier per dataset: the tier counts sum to the total
+
+
+
+@pytest.mark.parametrize("sort", ["relevance", "title", "updated", "rows"])
+def test_pages_of_a_sorted_listing_add_up_to_the_whole_listing(db: Database, sort: str) -> None:
+    with db.read() as s:
+        titles = {i: t for i, t in s.execute(sa.text("SELECT id, lower(title) FROM datasets"))}
+    for q, filters in ((None, {}), (None, {"tier": "open"}), ("cancer", {})):
+        with db.read() as s:
+            whole = [d.id for d in search(s, q, filters=dict(filters), sort=sort,
+                                          limit=N).items]
+            paged: list[str] = []
+            while len(paged) < len(whole):
+                res = search(s, q, filters=dict(filters), sort=sort, limit=7,
+                             offset=len(paged))
+                assert res.items, (q, filters, sort)
+                paged += [d.id for d in res.items]
+        assert whole and paged == whole and len(set(whole)) == len(whole)
+        if sort == "title" or (sort == "relevance" and q is None):
+            assert [titles[i] for i in whole] == sorted(titles[i] for i in whole)

@@ -254,7 +254,11 @@ def search(
     else:
         nums = members(base, idx.size)
         rank = idx.order["title" if sort == "relevance" else sort][nums]
-        page = nums[np.argsort(rank, kind="stable")][offset:offset + limit].tolist()
+        # Ranks are distinct positions, so only the first offset + limit need sorting: a full
+        # argsort of 100,000 ranks was ~10 ms of every search without words.
+        top = offset + limit
+        first = np.argpartition(rank, top)[:top] if top < len(rank) else np.arange(len(rank))
+        page = nums[first[np.argsort(rank[first])]][offset:top].tolist()
     by_num = ({d.num: d for d in session.query(Dataset).filter(Dataset.num.in_(page))}
               if page else {})
     return SearchResult(base.bit_count(), [by_num[n] for n in page if n in by_num], facets)
