@@ -108,10 +108,14 @@ class SparkEngine:
             private_dir(d)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = SparkSession.builder.master(self.master).appName("ndl-datasite")
+        # The driver JVM's own temporary files go in our folder too. Through the launcher's
+        # environment, so spark-defaults.conf's spark.driver.extraJavaOptions still apply.
+        opts = os.environ.get("SPARK_SUBMIT_OPTS", "")
+        if "-Djava.io.tmpdir=" not in opts:
+            os.environ["SPARK_SUBMIT_OPTS"] = f"{opts} -Djava.io.tmpdir={tmp}".strip()
         settings = {
             "spark.local.dir": str(tmp),
             "spark.sql.warehouse.dir": str(warehouse),
-            "spark.driver.extraJavaOptions": f"-Djava.io.tmpdir={tmp}",
             **self.conf, **LOCKED,
         }
         for key, value in settings.items():
