@@ -132,7 +132,9 @@ def job_session(memory: str | None = None) -> SparkSession:
     from pyspark.sql import SparkSession
 
     tmp = os.environ.get("TMPDIR") or "/tmp"  # noqa: S108 - the sandbox's private tmpfs
-    java_opts = f"-Djava.io.tmpdir={tmp} -Duser.home={tmp} -XX:-UsePerfData"
+    # Serial GC: one small heap in one sandbox needs no parallel collector threads (each a
+    # process against pids.max).
+    java_opts = f"-Djava.io.tmpdir={tmp} -Duser.home={tmp} -XX:-UsePerfData -XX:+UseSerialGC"
     settings: dict[str, Any] = {
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
