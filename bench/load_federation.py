@@ -37,10 +37,10 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from query_roundtrip import _pct, hub_database, machine  # noqa: E402
+from query_roundtrip import _pct, hub_database, machine
 
-from ndl.demo.synth import generate_demo_data  # noqa: E402
-from ndl.testing import DatasiteProcess, HubProcess, granted_project, stop_all  # noqa: E402
+from ndl.demo.synth import generate_demo_data
+from ndl.testing import DatasiteProcess, HubProcess, granted_project, stop_all
 
 OPEN, SAFE = "ward-population", "ae-attendances"
 POLICY = ("auto_approve: {}\nbudget:\n  per_query: 1.0\n  per_researcher: 100\n"
