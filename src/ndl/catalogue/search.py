@@ -163,8 +163,11 @@ def _pg_matches(session: Session, q: str, *, scored: bool, rank_only: bytes | No
     # transaction usable.
     cur.execute("SAVEPOINT ndl_search")
     try:
-        cur.execute("SELECT set_config('statement_timeout', %s, true)",
-                    (str(PG_SEARCH_TIMEOUT_MS),))
+        # The lower of ours and any the operator set (0 = none): never loosen theirs.
+        cur.execute("SELECT set_config('statement_timeout', CASE WHEN s::interval > '0'::interval "
+                    "AND s::interval < make_interval(secs => %(ms)s / 1000.0) THEN s "
+                    "ELSE %(text)s END, true) FROM current_setting('statement_timeout') AS s",
+                    {"ms": PG_SEARCH_TIMEOUT_MS, "text": str(PG_SEARCH_TIMEOUT_MS)})
         cur.execute(sql, params)
         row = cur.fetchone()
     except QueryCanceled as exc:
