@@ -115,6 +115,47 @@ def test_a_long_query_is_stopped_and_the_engine_carries_on(engine: Engine,
     assert time.monotonic() - started < 15
 
 
+def _executor_cpu(app_id: str) -> dict[int, float]:
+    """CPU seconds so far of each executor process of one Spark application."""
+    import psutil
+
+    out = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in cmd and app_id in cmd:
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            out[proc.pid] = t.user + t.system
+    return out
+
+
+def test_a_stopped_query_stops_burning_the_cluster(spark_engine: Any,
+                                                   store: DatasiteStore) -> None:
+    """A query stopped at its deadline does not go on running on the executors: its job group
+    is cancelled with interruption, and the task reaper (spark_engine.LOCKED) kills an
+    executor whose task ignores that."""
+    ds = store.dataset("open-wards")
+    app_id = spark_engine.session().sparkContext.applicationId
+    sql = ("SELECT count(*) AS n FROM data a, data b, data c, data d, data e, data f, data g "
+           "WHERE hash(a.population + b.population + c.population + d.population "
+           "+ e.population + f.population + g.population) = 7")
+    with pytest.raises(UpstreamTimeout):
+        spark_engine.run_sql(ds, sql, limit=10, timeout=2)
+    assert _executor_cpu(app_id), "no executor of this application found to watch"
+    deadline, busy = time.monotonic() + 45, None
+    while time.monotonic() < deadline:
+        before = _executor_cpu(app_id)
+        time.sleep(2)
+        after = _executor_cpu(app_id)
+        busy = sum(after[p] - before[p] for p in after if p in before)
+        if busy < 0.6:  # under 30% of one core over the two seconds: nothing runs on
+            break
+    assert busy is not None and busy < 0.6, f"executors still busy: {busy:.1f} CPU s in 2 s"
+    assert spark_engine.count_by(ds, [])[1] == [[40]]
+
+
 def test_errors_are_scrubbed(engine: Engine, store: DatasiteStore) -> None:
     ds = store.dataset("open-wards")
     for sql in ["SELECT nosuch FROM data", "SELECT CAST(ward AS INTEGER) AS x FROM data"]:
