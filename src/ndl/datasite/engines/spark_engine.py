@@ -68,9 +68,9 @@ LOCKED: dict[str, str] = {
     "spark.sql.ansi.doubleQuotedIdentifiers": "true",  # "col" names a column, as in DuckDB
     "spark.sql.runSQLOnFiles": "false",
     # A query stopped at its deadline must stop burning the cluster: cancelling the job group
-    # only asks its tasks to stop, and generated code in a tight loop (a cross join) never
-    # looks. The reaper kills an executor whose killed task is still running after 10 s;
-    # the worker starts a fresh one.
+    # interrupts its tasks, but a task that ignores the interruption runs on (an executor was
+    # seen busy for 20 minutes). The reaper kills an executor whose killed task is still
+    # running after 10 s; the worker starts a fresh one.
     "spark.task.reaper.enabled": "true",
     "spark.task.reaper.pollingInterval": "1s",
     "spark.task.reaper.killTimeout": "10s",
