@@ -76,7 +76,7 @@ class DatasetMock(Base):
     version: Mapped[int] = mapped_column(Integer)
     rows: Mapped[int] = mapped_column(Integer)
     parquet: Mapped[bytes] = mapped_column(LargeBinary)
-    method: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(Text)  # 0011: any length (it names every column)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -42,6 +42,11 @@ def publish(
 
     org = session.get(Org, datasite.org_id)
     publisher = org.name if org is not None else datasite.org_id
+    # One publication at a time: a new dataset's number is the largest so far plus one, which
+    # two concurrent transactions on PostgreSQL would both take (20 datasites publishing at
+    # once hit uq_datasets_num). The catalogue's one state row is the lock; SQLite's write
+    # transactions are serial already.
+    session.execute(select(CatalogueState.id).where(CatalogueState.id == 1).with_for_update())
     out = []
     for meta in metas:
         if meta.publisher != publisher:
