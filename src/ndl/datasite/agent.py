@@ -361,7 +361,11 @@ class Agent:
                     # Remember what we publish *before* publishing: a change made meanwhile
                     # is then seen on the next turn instead of being absorbed and lost.
                     seen = now
-                    self.publish()
+                    try:
+                        self.publish()
+                    except Exception:
+                        seen = None  # not published: try again on the next turn
+                        raise
                     self._mocks_wanted = True
                 self._start_mocks()
                 self.poll_once()
