@@ -147,7 +147,11 @@ def run_size(args: argparse.Namespace, tmp: Path, workers: int) -> dict[str, Any
                            if httpx.get(hub.url + w, timeout=30).status_code != 200]
                 time.sleep(0.5)
             if waiting:
-                raise RuntimeError(f"not published after 120 s: {waiting}")
+                Path("/tmp/ndl-load-hub.log").write_text(hub.log(), "utf-8")
+                stuck = next(p for p in procs if f"/{p.id}/" in waiting[0])
+                raise RuntimeError(f"not published after 120 s: {waiting}\n"
+                                   f"{stuck.id}'s log ends:\n{stuck.log()[-3000:]}\n"
+                                   f"the hub's log ends:\n{hub.log()[-20000:]}")
             projects = [granted_project(hub.url, tok, [f"{n}/{SAFE}" for n in names])
                         for tok in tokens]
             tally = Tally()
