@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/ndl demo
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 # mypy runs strict, as [tool.mypy] in pyproject.toml says: any new type error fails lint.
 lint: install
