@@ -3,7 +3,8 @@
 Skips when Java or pyspark is missing, unless ``NDL_REQUIRE_SPARK=1`` makes that a failure.
 The session is stopped at the end of the module that started it, so a later test that wants
 a different master (the standalone cluster of ``spark_cluster.py``) does not get this one
-back from ``getOrCreate``.
+back from ``getOrCreate``; where that cluster's session is already running in this process,
+it is used instead, and left running.
 """
 
 from __future__ import annotations
@@ -40,8 +41,15 @@ def local_spark(tmp: Path) -> Iterator[Any]:
         if _require():
             pytest.fail(f"NDL_REQUIRE_SPARK is set but {why}")
         pytest.skip(why)
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
+    # One SparkContext per process: where the cluster engine's session is already running
+    # in this test process, getOrCreate would hand it back and stopping it here would kill
+    # the engine for every later test. Use it as it is, and leave it running.
+    if SparkContext._active_spark_context is not None:
+        yield SparkSession.builder.getOrCreate()
+        return
     spark = (SparkSession.builder.master("local[2]").appName("ndl-tests")
              .config("spark.ui.enabled", "false")
              .config("spark.sql.shuffle.partitions", "4")
