@@ -11,15 +11,12 @@ import pyarrow as pa
 import pytest
 
 from ndl.testing import write_dataset
+from needs import required
 
 # A real Spark standalone cluster (session-scoped; see tests/spark_cluster.py).
 from spark_cluster import spark_cluster, spark_engine  # noqa: F401
 
 PG_BASE = os.environ.get("NDL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _require(var: str) -> bool:
-    return os.environ.get(var, "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +34,7 @@ def pg_server() -> Iterator[str]:
             c.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except sa.exc.OperationalError as exc:
         admin.dispose()
-        if _require("NDL_REQUIRE_PG"):
+        if required("NDL_REQUIRE_PG"):
             pytest.fail(f"NDL_REQUIRE_PG is set but PostgreSQL is unreachable: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {PG_BASE}")
     url = PG_BASE.rsplit("/", 1)[0] + "/" + name
@@ -97,6 +94,6 @@ def sandbox_strict() -> object:
     try:
         return open_sandbox("strict")
     except SandboxUnavailable as exc:
-        if _require("NDL_REQUIRE_SANDBOX"):
+        if required("NDL_REQUIRE_SANDBOX"):
             pytest.fail(f"NDL_REQUIRE_SANDBOX is set but the strict sandbox is unavailable: {exc}")
         pytest.skip(f"strict sandbox unavailable: {exc.message}")

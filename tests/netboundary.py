@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from needs import required
+
 POOL = ipaddress.IPv4Network("10.231.0.0/16")
 
 # Policy drop on input: only loopback and the replies to connections made from inside pass.
@@ -40,10 +42,6 @@ FIREWALL = """table inet ndl_boundary {
   }
 }
 """
-
-
-def _require(var: str) -> bool:  # as tests/conftest.py: CI sets these to turn skips into failures
-    return os.environ.get(var, "").lower() in ("1", "true", "yes")
 
 
 def netns_unavailable() -> str | None:
@@ -68,7 +66,7 @@ def require_netns() -> None:
     why = netns_unavailable()
     if why is None:
         return
-    if _require("NDL_REQUIRE_NETNS"):
+    if required("NDL_REQUIRE_NETNS"):
         pytest.fail(f"NDL_REQUIRE_NETNS is set but network namespaces are unavailable: {why}")
     pytest.skip(why)
 

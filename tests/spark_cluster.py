@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from ndl.testing import free_port
+from needs import required
 
 WORKERS = 2
 _FAST_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
@@ -163,17 +164,13 @@ class SparkCluster:
 # -- fixtures (tests/conftest.py makes them available everywhere) ------------------------------
 
 
-def _require_spark() -> bool:
-    return os.environ.get("NDL_REQUIRE_SPARK", "").lower() in ("1", "true", "yes")
-
-
 @pytest.fixture(scope="session")
 def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
     """A master and two workers for the whole session. Skips without Java or pyspark, unless
     NDL_REQUIRE_SPARK=1 (CI sets it) makes that a failure."""
     why = missing()
     if why:
-        if _require_spark():
+        if required("NDL_REQUIRE_SPARK"):
             pytest.fail(f"NDL_REQUIRE_SPARK is set but {why}")
         pytest.skip(why)
     cluster = SparkCluster(tmp_path_factory.mktemp("spark-cluster"))

@@ -37,6 +37,7 @@ from ndl.jobs.runner import JobInput, JobOutcome, run_job
 from ndl.jobs.sandbox import Limits, Sandbox
 from ndl.privacy.sdc_ledger import ReleaseLedger
 from ndl.testing import write_dataset
+from needs import required
 
 ORG = "nhs"
 GRANTED, SECRET = f"{ORG}/ae", f"{ORG}/secret"
@@ -53,7 +54,7 @@ def require_spark_and_sandbox() -> None:
     from ndl.jobs import environments
 
     if "python-spark" not in environments.offered():
-        if os.environ.get("NDL_REQUIRE_SPARK", "").lower() in ("1", "true", "yes"):
+        if required("NDL_REQUIRE_SPARK"):
             pytest.fail("NDL_REQUIRE_SPARK is set but the python-spark environment is not "
                         "offered (it needs Java and pyspark)")
         pytest.skip("python-spark needs Java and pyspark")

@@ -9,8 +9,6 @@ it is used instead, and left running.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,27 +16,16 @@ from typing import Any
 
 import pytest
 
-
-def _require() -> bool:
-    return os.environ.get("NDL_REQUIRE_SPARK", "").lower() in ("1", "true", "yes")
-
-
-def _missing() -> str | None:
-    if shutil.which("java") is None:
-        return "Java is not installed (Spark needs Java 17)"
-    try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        return "pyspark is not installed (pip install 'ndl[spark]')"
-    return None
+from needs import required
+from spark_cluster import missing
 
 
 @contextmanager
 def local_spark(tmp: Path) -> Iterator[Any]:
     """A ``local[2]`` SparkSession with small shuffles and no UI; stopped on exit."""
-    why = _missing()
+    why = missing()
     if why is not None:
-        if _require():
+        if required("NDL_REQUIRE_SPARK"):
             pytest.fail(f"NDL_REQUIRE_SPARK is set but {why}")
         pytest.skip(why)
     from pyspark import SparkContext
