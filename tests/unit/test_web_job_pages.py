@@ -33,7 +33,7 @@ from ndl.core.db import utcnow
 from ndl.federation.blob_models import Blob
 from ndl.federation.work_models import WorkItem
 from ndl.hub.app import create_app
-from ndl.hub.state import HubSettings
+from ndl.hub.state import HubSettings, HubState
 from ndl.jobs.models import Job, JobCode, OutputReview
 
 OUTPATIENT = "nhs-trust/outpatient-appointments"  # controlled, held by nhs-trust
@@ -48,7 +48,13 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     controlled outpatient data (hashed once per module)."""
     folder = tmp_path_factory.mktemp("jobs-hub")
     template = create_app(HubSettings(db_url=str(folder / "hub.db"), data_dir=folder))
-    state = template.state.hub
+    seed_jobs_hub(template.state.hub)
+    template.state.hub.db.dispose()
+    return folder
+
+
+def seed_jobs_hub(state: HubState) -> None:
+    """Seed a hub's database (SQLite or PostgreSQL) as ``seeded`` holds it."""
     seed_catalogue(state.db, state.key)
     with state.db.write() as s:
         for name, roles, org in (
@@ -70,8 +76,6 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if item.state == "pending":
             access.decide_item(s, state.key, nina, item.id, approve=True, reason="fine")
         assert project.id
-    state.db.dispose()
-    return folder
 
 
 Login = Callable[[str], Any]

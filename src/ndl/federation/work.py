@@ -100,6 +100,7 @@ def lease(
         .where(or_(WorkItem.state == "queued",
                    WorkItem.state.in_(("leased", "running")) & (WorkItem.lease_until < now)))
         .order_by(WorkItem.created_at).limit(take)
+        .with_for_update(skip_locked=True)  # one being finished or cancelled waits its turn
     ).all()
     out = []
     for item in items:
@@ -158,8 +159,12 @@ def heartbeat(
         return [], []
     now = utcnow()
     renewed, stop = [], []
+    # Locked (in id order, so two heartbeats cannot deadlock): without the lock a heartbeat
+    # that read 'leased' just before the item's result committed wrote 'running' back over
+    # 'succeeded' on PostgreSQL, and the result could no longer be fetched.
     for item in session.scalars(select(WorkItem).where(
-            WorkItem.id.in_(list(updates)), WorkItem.datasite_id == datasite_id)):
+            WorkItem.id.in_(list(updates)), WorkItem.datasite_id == datasite_id)
+            .order_by(WorkItem.id).with_for_update()):
         if item.state in FINAL or item.deadline <= now:
             stop.append(item.id)
             continue
@@ -191,7 +196,7 @@ def finish(
     result: WorkResult | None, error: dict[str, str] | None,
 ) -> bool:
     """Record the one final answer of an item; False if it already had one (not re-applied)."""
-    item = session.get(WorkItem, work_id)
+    item = session.get(WorkItem, work_id, with_for_update=True)
     if item is None or item.datasite_id != datasite_id:
         raise NotFound(f"work item {work_id!r} was not sent to datasite {datasite_id!r}")
     if item.state in FINAL:
@@ -239,7 +244,8 @@ def cancel_for(session: Session, key: SigningKey, *, coordination_id: str, reaso
     """Cancel every unfinished item of one coordinated piece of work (a party withdrew)."""
     done = []
     for item in session.scalars(select(WorkItem).where(
-            WorkItem.coordination_id == coordination_id, WorkItem.state.not_in(FINAL))):
+            WorkItem.coordination_id == coordination_id, WorkItem.state.not_in(FINAL))
+            .order_by(WorkItem.id).with_for_update()):
         if cancel(session, key, item, actor=actor, reason=reason):
             done.append(item.id)
     return done
@@ -248,7 +254,8 @@ def cancel_for(session: Session, key: SigningKey, *, coordination_id: str, reaso
 def expire_due(session: Session, key: SigningKey, limit: int = 500) -> int:
     """Move items past their deadline to ``expired`` (a sweep; also done on read)."""
     items = session.scalars(select(WorkItem).where(
-        WorkItem.deadline <= utcnow(), WorkItem.state.not_in(FINAL)).limit(limit)).all()
+        WorkItem.deadline <= utcnow(), WorkItem.state.not_in(FINAL)).limit(limit)
+        .with_for_update(skip_locked=True)).all()
     for item in items:
         item.progress_message = "expired before it finished"
         _final(session, key, item, "expired", actor=HUB_ID, kind="work.cancelled",
@@ -267,8 +274,11 @@ def released(session: Session, key: SigningKey, item: WorkItem, *, actor: str) -
     return True
 
 
-def get(session: Session, work_id: str) -> WorkItem:
-    item = session.get(WorkItem, work_id) if len(work_id) <= 36 else None
+def get(session: Session, work_id: str, *, lock: bool = False) -> WorkItem:
+    """The item; ``lock=True`` in a write session that will change it (PostgreSQL holds the
+    row until commit, so a concurrent heartbeat or result cannot be overwritten)."""
+    item = session.get(WorkItem, work_id, with_for_update=lock) if len(work_id) <= 36 \
+        else None
     if item is None:
         raise NotFound(f"no work item {work_id!r}: check the id ('ndl work list' shows yours)")
     return item

@@ -67,7 +67,7 @@ def decide(state: HubState, who: Principal | None, job_id: str, *, decision: str
         raise InvalidInput("comments are at most 4,000 characters")
     rules.require_role(who, "output_checker", doing="check a job's outputs")
     with state.db.write() as s:
-        job = visible(s, who, job_id)
+        job = visible(s, who, job_id, lock=True)
         checker = rules.require_output_checker(who, job.requester)
         sync(s, state, job)
         if job.state != "awaiting_output_check":

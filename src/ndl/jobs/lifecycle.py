@@ -48,6 +48,11 @@ def sync(session: Session, state: HubState, job: Job) -> None:
     """Move ``job`` on if its work item has ended (idempotent)."""
     if job.state != "approved" or not job.work_id:
         return
+    # Re-read under a row lock: two requests syncing one job at once on PostgreSQL would
+    # otherwise both move it on and record job.ran twice.
+    session.refresh(job, with_for_update=True)
+    if job.state != "approved":
+        return
     item = session.get(WorkItem, job.work_id)
     if item is None or item.state not in ("succeeded", "failed", "cancelled", "expired"):
         return

@@ -113,16 +113,20 @@ def _report_for(job: Job, who: Principal | None) -> JobReport | None:
     return report.model_copy(update={"outputs": outputs})
 
 
-def _load(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id) if isinstance(job_id, str) and len(job_id) <= 40 else None
+def _load(session: Session, job_id: str, *, lock: bool = False) -> Job:
+    # lock=True where the job is about to change: PostgreSQL then holds the row until commit,
+    # so two output checkers deciding at once are counted one after the other.
+    job = session.get(Job, job_id, with_for_update=lock) \
+        if isinstance(job_id, str) and len(job_id) <= 40 else None
     if job is None:
         raise NotFound(f"no job {job_id!r}: 'ndl job list' shows yours")
     return job
 
 
-def visible(session: Session, who: Principal | None, job_id: str) -> Job:
+def visible(session: Session, who: Principal | None, job_id: str, *,
+            lock: bool = False) -> Job:
     """The job if ``who`` may see it; otherwise NotFound (a job's existence is private)."""
-    job = _load(session, job_id)
+    job = _load(session, job_id, lock=lock)
     if not rules.may_see_job(who, members=members_of(session, job.project_id), org_id=job.org_id,
                              author=job.requester,
                              checking=job.state in ("awaiting_output_check", "released",
@@ -241,7 +245,7 @@ def review(state: HubState, who: Principal | None, job_id: str, *, decision: str
     if len(reasons) > 4000:
         raise InvalidInput("reasons are at most 4,000 characters")
     with state.db.write() as s:
-        job = _load(s, job_id)
+        job = _load(s, job_id, lock=True)
         steward = rules.require_code_reviewer(who, job.org_id, job.requester)
         if job.state != "awaiting_review":
             raise Conflict(f"job {job.id} is {job.state}, not waiting for a code review")
@@ -323,7 +327,7 @@ def review_queue(state: HubState, who: Principal | None) -> list[JobView]:
 def cancel(state: HubState, who: Principal | None, job_id: str) -> JobView:
     """The author (or an admin) stops a job that has not finished."""
     with state.db.write() as s:
-        job = visible(s, who, job_id)
+        job = visible(s, who, job_id, lock=True)
         assert who is not None
         if who.username != job.requester and not who.has("admin"):
             raise NotFound(f"no job {job_id!r} of yours: only its author can cancel it")
@@ -332,7 +336,8 @@ def cancel(state: HubState, who: Principal | None, job_id: str) -> JobView:
             raise Conflict(f"job {job.id} is {job.state}: only a job waiting for review or "
                            "running can be cancelled")
         if job.work_id:
-            work.cancel(s, state.key, work.get(s, job.work_id), actor=official_actor(who),
+            item = work.get(s, job.work_id, lock=True)
+            work.cancel(s, state.key, item, actor=official_actor(who),
                         reason="the job was cancelled by its author")
         job.state, job.updated_at = "cancelled", utcnow()
         register.append(s, state.key, kind="job.cancelled", actor=official_actor(who),

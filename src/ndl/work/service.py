@@ -143,7 +143,7 @@ def cancel(state: HubState, who: Principal | None, work_id: str) -> Work:
     """Stop an item: final at once here; the datasite stops on its next heartbeat."""
     _mine(state, who, work_id)
     with state.db.write() as s:
-        item = work.get(s, work_id)
+        item = work.get(s, work_id, lock=True)
         if work.cancel(s, state.key, item, actor=_actor(who),
                        reason="cancelled by its requester"):
             site = item.datasite_id
@@ -210,7 +210,7 @@ def result_of(state: HubState, who: Principal | None, work_id: str) -> WorkItem:
 def delivered(state: HubState, who: Principal | None, item: WorkItem) -> None:
     """The whole result reached its requester: record ``work.released`` once."""
     with state.db.write() as s:
-        fresh = work.get(s, item.id)
+        fresh = work.get(s, item.id, lock=True)
         sha = str((fresh.result or {}).get("sha256"))
         if work.released(s, state.key, fresh, actor=_actor(who)):
             # Identical results share one blob: it goes once no other item still needs it.
@@ -266,7 +266,7 @@ def read_finish(body: dict[str, Any]) -> Finish:
 def finish(session: Session, key: SigningKey, datasite_id: str, done: Finish) -> bool:
     """Record a datasite's answer. A result must be a complete blob this datasite uploaded;
     its requester is then allowed to read it."""
-    item = work.get(session, done.work_id)
+    item = work.get(session, done.work_id, lock=True)
     if done.ok and done.result is not None and item.state not in work.FINAL:
         # The datasite must hold the blob (it uploaded it, proving it has every byte): a
         # hash alone, read off the public register, must not hand another's result over.
