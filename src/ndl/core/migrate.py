@@ -32,9 +32,11 @@ def all_models() -> None:
     import ndl.catalogue.models
     import ndl.core.ratelimit
     import ndl.federation.blob_models
+    import ndl.federation.incident_models
     import ndl.federation.models
     import ndl.federation.party_models
     import ndl.federation.work_models
     import ndl.jobs.models
     import ndl.ledger.models
+    import ndl.ledger.security_models
     import ndl.wishlist.models  # noqa: F401
