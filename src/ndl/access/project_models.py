@@ -22,9 +22,15 @@ class Project(Base):
     legal_basis: Mapped[str] = mapped_column(String(60))
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     end_date: Mapped[date] = mapped_column(Date)
+    # Days after the end date before the hub's housekeeping closes the project (None: the
+    # hub's default); closure keeps outputs read-only for as long again (ndl.access.closure).
+    retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     members: Mapped[list[ProjectMember]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="ProjectMember.id")
+    # Ethics approval, DPIA, data-sharing agreement (ndl.access.references).
+    references: Mapped[list[ProjectReference]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="ProjectReference.id")
 
 
 class ProjectMember(Base):
@@ -38,6 +44,28 @@ class ProjectMember(Base):
     username: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(40), default="researcher")
     accredited: Mapped[bool] = mapped_column(default=False)
+
+
+class ProjectReference(Base):
+    """A document a project holds (ethics approval, DPIA, data-sharing agreement): its
+    reference, who issued it and when it lapses. Rows are revoked, never deleted."""
+
+    __tablename__ = "project_references"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    issuer: Mapped[str] = mapped_column(String(200))
+    reference: Mapped[str] = mapped_column(String(200))
+    expires_on: Mapped[date] = mapped_column(Date)
+    recorded_by: Mapped[str] = mapped_column(String(100))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    def valid_on(self, day: date) -> bool:
+        return self.revoked_at is None and self.expires_on >= day
 
 
 class AccessRequest(Base):

@@ -36,6 +36,11 @@ class Dataset(Base):
     policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Withdrawn (ndl.catalogue.lifecycle): out of search and listings, metadata kept with a
+    # notice; deleted_at once the datasite reported the data gone (a signed deletion record).
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    withdrawn_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class DatasetFacet(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ndl.core.db import Base, UTCDateTime, utcnow
@@ -20,6 +20,13 @@ class Datasite(Base):
     public_key: Mapped[str] = mapped_column(String(64), unique=True)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Joining and leaving (ndl.federation.membership): ``pending`` until a data steward of
+    # its organisation (or an admin) approves it, ``approved``, then ``retired`` for good.
+    state: Mapped[str] = mapped_column(String(16), default="approved", server_default="approved")
+    approved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    retired_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Message(Base):
