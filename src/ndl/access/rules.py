@@ -166,3 +166,78 @@ def may_read_job_outputs(who: Principal | None, *, member: bool, author: str,
     if released and (member or who.has("admin")):
         return True
     return is_output_checker(who) and who.username != author
+
+
+# -- evidence on people and references on projects (ndl.access.evidence, .references) -------
+
+def require_evidence_recorder(who: Principal | None, username: str) -> Principal:
+    """An admin, about someone else: nobody vouches for their own accreditation."""
+    who = require_admin(who, doing=f"record or revoke evidence about {username!r}")
+    if who.username == username:
+        raise PermissionDenied("nobody records evidence about themselves: another admin "
+                               "must record or revoke yours")
+    return who
+
+
+def may_see_evidence_of(who: Principal | None, username: str) -> bool:
+    """People see their own evidence; admins and data stewards see anyone's (a steward
+    judging a request needs to know the team is accredited: SATRE 5.2.01 asks that training
+    status be readable by every member TRE)."""
+    return who is not None and who.user_id != 0 and (
+        who.username == username or who.has("admin", "steward"))
+
+
+def require_reference_recorder(who: Principal | None, *, lead: bool, project: str) -> Principal:
+    """A project's lead, or an admin, records and revokes its references."""
+    who = require_signed_in(who, doing=f"record references for project {project}")
+    if not (lead or who.has("admin")):
+        raise PermissionDenied(f"only the lead of project {project} or an admin can record "
+                               "or revoke its references")
+    return who
+
+
+def may_see_references(who: Principal | None, *, member: bool) -> bool:
+    """A project's references are seen by its members, by data stewards and by admins."""
+    return who is not None and (member or who.has("admin", "steward"))
+
+
+def require_requirements_met(shortfalls: list[str], *, doing: str) -> None:
+    """The policy's required evidence and references are all valid today: the one check made
+    when access is requested and again every time granted data are used."""
+    if shortfalls:
+        raise PermissionDenied(f"cannot {doing}: " + "; ".join(shortfalls))
+
+
+# -- incidents and the security log ---------------------------------------------------------
+
+def require_incident_responder(who: Principal | None, *, doing: str) -> Principal:
+    """Acting on an incident (recording a response, containing, closing) is an admin's."""
+    return require_admin(who, doing=doing)
+
+
+def may_see_incident(who: Principal | None, *, raised_by: str, affected: set[str]) -> bool:
+    """An incident is seen by admins, by whoever raised it, and by the people it touches
+    (``affected``: usernames told about it)."""
+    if who is None or who.user_id == 0:
+        return False
+    return who.has("admin") or who.username == raised_by or who.username in affected
+
+
+def may_read_incident_detail(who: Principal | None, *, raised_by: str) -> bool:
+    """Its confidential description: admins and the person who raised it only. The people
+    it touches see its title, severity, state and what it touches."""
+    return who is not None and who.user_id != 0 and (
+        who.has("admin") or who.username == raised_by)
+
+
+def require_security_log_share(who: Principal | None, policy: str) -> Principal:
+    """A data steward fetches their own organisation's security events, and only from a hub
+    that shares them (``--share-security-log org``); admins export the whole log instead."""
+    who = require_role(who, "steward", doing="fetch your organisation's security log")
+    if not who.org_id:
+        raise PermissionDenied("your account belongs to no organisation, so no security "
+                               "events are yours to fetch")
+    if policy != "org":
+        raise PermissionDenied("this hub does not share its security log with the "
+                               "federation; its admin can start with --share-security-log org")
+    return who
