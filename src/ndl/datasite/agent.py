@@ -39,7 +39,7 @@ from ndl.core.errors import (
 )
 from ndl.core.sealed import EncryptionKey
 from ndl.core.tiers import ColumnUse, Operation
-from ndl.datasite import jobs
+from ndl.datasite import jobs, notices
 from ndl.datasite.controlled import Controlled
 from ndl.datasite.engines import Engine, make_engine
 from ndl.datasite.store import DatasiteStore, LocalDataset
@@ -241,7 +241,7 @@ class Agent:
         try:
             return open_envelope(env, public_key_for=lambda s: hub_key if s == HUB_ID else None,
                                  recipient=self.id, guard=self.store,
-                                 kinds=(*HANDLERS, "work"))
+                                 kinds=(*HANDLERS, "work", notices.KIND))
         except EnvelopeRejected as exc:
             log.warning("refused a message: %s", exc)
             return None
@@ -291,6 +291,9 @@ class Agent:
                 log.error("parked message %s: %s", message_id, reason)
             else:
                 reply = (jobs.run(self, opened["body"]) if opened["kind"] == "work"
+                         # an incident notice: its own hub signature checked, then kept
+                         else notices.receive(self.store.root, self.store.config().get(
+                             "hub_key"), opened["body"]) if opened["kind"] == notices.KIND
                          else self.answer(opened["kind"], opened["body"]))
                 # An answer that could never be signed or sent is replaced before it is
                 # stored, so it cannot jam the datasite (now or after a restart).
