@@ -22,6 +22,7 @@ from ndl.core.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    Suspended,
 )
 
 ROLES = ("researcher", "steward", "output_checker", "admin")
@@ -204,6 +205,7 @@ def authenticate(session: Session, token: str) -> tuple[Principal, bool]:
     user = session.get(User, row.user_id)
     if user is None or user.disabled:
         raise AuthenticationRequired("the account for this token is disabled")
+    require_user_standing(user)
     due = row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY
     return Principal(user.id, user.username, frozenset(user.role_names), user.org_id,
                      scope=row.scope or "full", token_id=row.id), due
@@ -231,7 +233,25 @@ def login(session: Session, username: str, password: str) -> tuple[User, str]:
         _hasher.verify(user.password_hash, password)
     except VerificationError:
         raise fail from None
+    # Only after the password is right: nobody learns who is suspended by guessing.
+    require_user_standing(user)
     return user, issue_token(session, user, name="login")
+
+
+def user_refusal(user: User) -> str | None:
+    """Why ``user`` may not act now, or None. The one standing check for people: tokens, web
+    sessions, sign-in and grant use all come through :func:`require_user_standing`."""
+    if user.suspended_at is not None:
+        return (f"the account {user.username!r} is suspended by the hub's admin (since "
+                f"{user.suspended_at:%Y-%m-%d %H:%M} UTC): its tokens, sessions and grants do "
+                "not work until an admin reinstates it; ask your library administrator")
+    return None
+
+
+def require_user_standing(user: User) -> None:
+    reason = user_refusal(user)
+    if reason is not None:
+        raise Suspended(reason)
 
 
 def revoke_token(session: Session, token: str) -> None:

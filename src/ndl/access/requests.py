@@ -15,8 +15,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ndl.access.accounts import Principal, official_actor
+from ndl.access import evidence, rules
+from ndl.access.accounts import Principal, official_actor, require_user_standing
 from ndl.access.grants import sign_grant
+from ndl.access.models import User
 from ndl.access.policy import Policy, ProjectFacts, decide, default_policy
 from ndl.access.project_models import AccessRequest, Approval, Grant, Project, RequestItem
 from ndl.access.projects import get_project, member_of, require_member
@@ -33,9 +35,10 @@ def policy_of(ds: Dataset) -> Policy:
     return Policy.model_validate(ds.policy) if ds.policy else default_policy(ds.tier)
 
 
-def _facts(project: Project) -> ProjectFacts:
+def _facts(session: Session, project: Project) -> ProjectFacts:
+    # Accreditation as it stands today (evidence lapses), not as it was when a member joined.
     return ProjectFacts(project.purpose, project.purpose_category, project.legal_basis,
-                        [m.accredited for m in project.members])
+                        [evidence.accredited(session, m.user_id) for m in project.members])
 
 
 def _project_live(project: Project) -> None:
@@ -64,6 +67,10 @@ def submit_request(session: Session, key: SigningKey, who: Principal, project_id
                                                                                   busy)):
             raise Conflict(f"project {project.id} already has a {busy.state} request for "
                            f"{ds.id}")
+        # The whole team is on the grant, so every member must hold the evidence it needs.
+        rules.require_requirements_met(
+            evidence.shortfalls(session, project, [m.user_id for m in project.members],
+                                policy_of(ds).requires), doing=f"ask for {ds.id}")
     req = AccessRequest(project_id=project.id, requested_by=who.user_id)
     session.add(req)
     for ds in datasets:
@@ -74,7 +81,7 @@ def submit_request(session: Session, key: SigningKey, who: Principal, project_id
                     subject=f"request:{req.id}",
                     payload={"project": project.id, "datasets": dataset_ids})
     for item, ds in zip(req.items, datasets, strict=True):
-        decision = decide(policy_of(ds), _facts(project))
+        decision = decide(policy_of(ds), _facts(session, project))
         if decision.refuse:
             _close(session, key, item, "rejected", "; ".join(decision.reasons), "policy")
         elif decision.grant_now:
@@ -193,6 +200,14 @@ def _grant_active(session: Session, item: RequestItem) -> bool:
 
 
 def active_grant(session: Session, who: Principal, project_id: str, dataset_id: str) -> Grant:
+    """The project's active grant for ``dataset_id``, checked at every use (queries, job
+    submission, a job's approval to run): with it, that ``who`` and the project still hold
+    the evidence and references the dataset's policy requires."""
+    # A suspended member's grants are unusable, however the request reached here (a job
+    # approved later runs on its author's grant).
+    member = session.get(User, who.user_id)
+    if member is not None:
+        require_user_standing(member)
     project = get_project(session, project_id)
     require_member(project, who)
     grants = session.scalars(select(Grant).where(
@@ -206,6 +221,10 @@ def active_grant(session: Session, who: Principal, project_id: str, dataset_id: 
         raise PermissionDenied(
             f"project {project_id} has no active grant for {dataset_id}: ask for access with "
             f"'ndl request {project_id} {dataset_id}' (grants expire and can be revoked)")
+    rules.require_requirements_met(
+        evidence.shortfalls(session, project, [who.user_id],
+                            policy_of(get_dataset(session, dataset_id)).requires),
+        doing=f"use {dataset_id}")
     return best
 
 

@@ -15,6 +15,7 @@ Tree::
     │   ├── InvalidInput             HTTP 422, exit 2
     │   ├── AuthenticationRequired   HTTP 401, exit 3
     │   ├── PermissionDenied         HTTP 403, exit 4
+    │   │   └── Suspended            HTTP 403, exit 4  (an admin suspended the user or datasite)
     │   ├── NotFound                 HTTP 404, exit 5
     │   ├── Conflict                 HTTP 409, exit 6
     │   │   └── Cancelled            HTTP 409, exit 6  (the work was cancelled)
@@ -77,6 +78,13 @@ class PermissionDenied(UserError):
     code = "permission_denied"
 
 
+class Suspended(PermissionDenied):
+    """The user or datasite making the request is suspended by an admin; nothing it asks is
+    done until an admin reinstates it."""
+
+    code = "suspended"
+
+
 class NotFound(UserError):
     http_status = 404
     exit_code = 5
@@ -118,6 +126,19 @@ class EnvelopeRejected(UserError):
     code = "envelope_rejected"
 
 
+class KeyLocked(UserError):
+    """A key or secret at rest is encrypted and the passphrase is missing or wrong."""
+
+    exit_code = 3
+    code = "key_locked"
+
+
+class InsecureTransport(UserError):
+    """A hub URL over plain http:// that is not an allowed loopback demo."""
+
+    code = "insecure_transport"
+
+
 class JobFailed(UserError):
     """A controlled job's code failed or was stopped; the message is researcher-safe (it never
     repeats the job's own error text, which could hold a value read from the data)."""
@@ -152,7 +173,8 @@ class UpstreamTimeout(InternalError):
 ERRORS_BY_CODE: dict[str, type[NdlError]] = {
     cls.code: cls
     for cls in (
-        NdlError, UserError, InvalidInput, AuthenticationRequired, PermissionDenied, NotFound,
+        NdlError, UserError, InvalidInput, AuthenticationRequired, PermissionDenied, Suspended,
+        NotFound,
         Conflict, Cancelled, PayloadTooLarge, RateLimited, BudgetExhausted, EnvelopeRejected,
         JobFailed, InternalError, UpstreamUnavailable, SandboxUnavailable, UpstreamTimeout,
     )

@@ -20,6 +20,10 @@ class Datasite(Base):
     public_key: Mapped[str] = mapped_column(String(64), unique=True)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Suspended by an admin (ndl.federation.standing): its signed requests are refused and
+    # its datasets answer nothing until reinstated. The reason stays out of the register.
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    suspended_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Joining and leaving (ndl.federation.membership): ``pending`` until a data steward of
     # its organisation (or an admin) approves it, ``approved``, then ``retired`` for good.
     state: Mapped[str] = mapped_column(String(16), default="approved", server_default="approved")

@@ -25,6 +25,7 @@ from ndl.core.db import utcnow
 from ndl.core.envelope import seal
 from ndl.core.errors import InvalidInput, NotFound
 from ndl.core.keys import SigningKey
+from ndl.federation import standing
 from ndl.federation.work_models import WorkItem
 from ndl.ledger import register
 from ndl.work.views import FINAL_STATES, Work, WorkResult
@@ -66,6 +67,7 @@ def submit(
     coordination_id: str | None = None,
 ) -> WorkItem:
     """Queue one item and record ``work.submitted`` (with the parameters' hash only)."""
+    standing.require_site(session, datasite_id)  # a suspended site is given no work
     digest = params_hash(params)
     item = WorkItem(
         id=str(uuid.uuid4()), kind=kind, requester=requester, datasite_id=datasite_id,
@@ -260,6 +262,19 @@ def expire_due(session: Session, key: SigningKey, limit: int = 500) -> int:
         item.progress_message = "expired before it finished"
         _final(session, key, item, "expired", actor=HUB_ID, kind="work.cancelled",
                payload={"reason": "deadline passed"})
+    return len(items)
+
+
+def cancel_all_for(session: Session, key: SigningKey, datasite_id: str, *, actor: str,
+                   reason: str) -> int:
+    """Cancel every unfinished item for a datasite (it left the federation); how many."""
+    items = session.scalars(select(WorkItem).where(
+        WorkItem.datasite_id == datasite_id, WorkItem.state.not_in(FINAL))
+        .with_for_update()).all()
+    for item in items:
+        item.progress_message = reason
+        _final(session, key, item, "cancelled", actor=actor, kind="work.cancelled",
+               payload={"reason": reason})
     return len(items)
 
 

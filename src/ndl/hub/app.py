@@ -20,16 +20,20 @@ from ndl import __version__
 from ndl.access.accounts import Principal
 from ndl.core.db import MAX_DB_INT, Database
 from ndl.core.errors import InternalError, InvalidInput, NdlError, NotFound, PayloadTooLarge
-from ndl.core.keys import SigningKey
+from ndl.core.keys import FileSigningKey
 from ndl.core.private import private_dir
+from ndl.federation import key_service
 from ndl.hub import (
     access_api,
+    admin_api,
     api,
     auth_api,
     blob_api,
     coordination_api,
+    evidence_api,
     federation_api,
     jobs_api,
+    key_api,
     open_api,
     openapi,
     party_api,
@@ -167,7 +171,10 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     db = Database(settings.db_url)
     if migrate:
         db.migrate()
-    key = SigningKey.load_or_create(settings.data_dir / "hub-key.pem")
+    # Re-read when 'ndl admin rotate-hub-key' replaces the file: no restart needed.
+    key = FileSigningKey(settings.data_dir / "hub-key.pem")
+    with db.write() as s:
+        key_service.ensure_hub_key(s, key)
     app = FastAPI(title="ndl library hub", version=__version__, docs_url=None,
                   openapi_url="/api/openapi.json", redoc_url=None)
     app.state.hub = HubState(settings=settings, db=db, key=key)
@@ -218,7 +225,10 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     app.include_router(auth_api.router)
     app.include_router(api.router)
     app.include_router(federation_api.router)
+    app.include_router(key_api.router)
     app.include_router(access_api.router)
+    app.include_router(admin_api.router)
+    app.include_router(evidence_api.router)
     app.include_router(wishlist_api.router)
     app.include_router(privacy_api.router)
     app.include_router(work_api.router)

@@ -23,7 +23,7 @@ from ndl.core.errors import (
     InvalidInput,
     PermissionDenied,
 )
-from ndl.federation import parties
+from ndl.federation import parties, standing
 from ndl.federation.blobs import ENVELOPE_HEADER, REQUEST_KIND
 from ndl.federation.models import Datasite
 from ndl.federation.parties import PartyIdentity
@@ -156,6 +156,10 @@ async def _signed_by_datasite(request: Request) -> tuple[Datasite, dict[str, Any
             )
             if site is None:  # open_envelope already refused; keeps type-checkers honest
                 raise AuthenticationRequired("unknown datasite")
+            # Signed by its own key, but pending approval, retired or suspended: refused,
+            # saying who can change that (ndl.federation.standing).
+            if (err := standing.error_of(site)) is not None:
+                raise err
             s.expunge(site)
             return site, opened
 
@@ -175,6 +179,8 @@ async def _signed_by_party(request: Request) -> tuple[PartyIdentity, dict[str, A
         with state.db.read() as s:
             who = parties.identity_of_sender(s, env.get("sender") if isinstance(env, dict)
                                              else None)
+            # A suspended datasite signing as a party is refused once its signature checks.
+            refused = standing.error_of_principal(s, who.principal) if who else None
         # (open_envelope refuses numbers no signer can sign: NaN, infinities, 2**53+)
         opened = open_envelope(
             env, public_key_for=lambda _sender: who.public_key if who else None,
@@ -182,6 +188,8 @@ async def _signed_by_party(request: Request) -> tuple[PartyIdentity, dict[str, A
         )
         if who is None:  # open_envelope already refused; keeps type-checkers honest
             raise AuthenticationRequired("unknown party")
+        if refused is not None:
+            raise refused
         return who, opened
 
     return await run_in_threadpool(check)
@@ -237,11 +245,14 @@ async def _party_or_user(request: Request) -> Caller:
         with state.db.read() as s:
             ident = parties.identity_of_sender(
                 s, env.get("sender") if isinstance(env, dict) else None)
+            refused = standing.error_of_principal(s, ident.principal) if ident else None
         opened = open_envelope(env, public_key_for=lambda _s: ident.public_key if ident
                                else None, recipient=HUB_ID, guard=state.guard,
                                kinds=(REQUEST_KIND,))
         if ident is None:  # open_envelope already refused; keeps type-checkers honest
             raise AuthenticationRequired("unknown party")
+        if refused is not None:
+            raise refused
         body = opened["body"]
         if not isinstance(body, dict) or body.get("method") != request.method \
                 or body.get("path") != request.url.path:

@@ -21,6 +21,7 @@ from ndl.catalogue.models import Dataset
 from ndl.core.db import utcnow
 from ndl.core.errors import UpstreamTimeout, error_from_json
 from ndl.federation import service as federation
+from ndl.federation import standing
 from ndl.federation.models import Datasite, Message
 from ndl.hub.state import HubState
 from ndl.ledger import register
@@ -40,6 +41,7 @@ async def ask_datasite(
     def submit() -> tuple[str, str]:
         with state.db.write() as s:
             ds = catalogue.get_dataset(s, dataset_id)
+            standing.require_site(s, ds.datasite_id)  # a suspended site's data answer nothing
             extra = check(s, ds) if check is not None else None
             full = {**body, **(extra or {})}
             msg = federation.enqueue(

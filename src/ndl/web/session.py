@@ -16,6 +16,8 @@ Security decisions, each for a reason:
   site cannot sign a victim in to the attacker's account either). Nothing is stored per form.
 * A cookie whose token no longer works (expired, revoked) is ignored and cleared, so an old
   cookie never locks anyone out of the public pages.
+* A suspended user's cookie (``ndl.access.accounts.require_user_standing``) is answered at
+  once with a page (or, under ``/api/``, a JSON error) saying so, and the cookie is cleared.
 * Sign-in shares the API's login limiter (``ndl.hub.login_limits``): failures slow down one
   (account, address) pair, so nobody can lock another person out from elsewhere.
 """
@@ -36,14 +38,14 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ndl.access import accounts
 from ndl.access.accounts import Principal
-from ndl.core.errors import AuthenticationRequired, InternalError, RateLimited
+from ndl.core.errors import AuthenticationRequired, InternalError, RateLimited, Suspended
 from ndl.hub.deps import hub, public
 from ndl.hub.login_limits import request_source
 from ndl.hub.state import HubState
@@ -184,10 +186,14 @@ class SessionMiddleware:
         self.app, self.state, self.secret = app, state, secret
 
     def _lookup(self, token: str) -> tuple[Principal | None, bool]:
-        """Who the token signs in, and whether a None is certain (so the cookie can go)."""
+        """Who the token signs in, and whether a None is certain (so the cookie can go).
+
+        A suspended user's session raises :class:`Suspended` (the caller answers it)."""
         try:
             with self.state.db.read() as s:
                 return accounts.authenticate_token(s, token), True
+        except Suspended:
+            raise
         except AuthenticationRequired:
             return None, True
         except Exception:
@@ -208,7 +214,12 @@ class SessionMiddleware:
             pre = None
         user, certain = None, True
         if raw is not None and len(raw) <= MAX_TOKEN_CHARS:
-            user, certain = await run_in_threadpool(self._lookup, raw)
+            try:
+                user, certain = await run_in_threadpool(self._lookup, raw)
+            except Suspended as exc:
+                # Refused at once, saying why, and the session is over (the cookie goes).
+                await self._suspended(scope, receive, send, exc)
+                return
         web = WebSession(user=user, raw_token=raw, pre=pre)
         if user is not None and raw is not None:
             web = replace(web, csrf_token=csrf_token(self.secret.key(), "session", raw))
@@ -226,6 +237,20 @@ class SessionMiddleware:
         if raw is not None and user is None and certain:
             send = _appending_header(send, b"set-cookie", _clear_cookie_header(self.state))
         await self.app(scope, receive, send)
+
+
+    async def _suspended(self, scope: Scope, receive: Receive, send: Send,
+                         exc: Suspended) -> None:
+        scope.setdefault("state", {})["web"] = WebSession()
+        request = Request(scope, receive)
+        response: Response
+        if scope["path"].startswith("/api/"):
+            response = JSONResponse(exc.to_json(), status_code=exc.http_status)
+        else:
+            response = pages_of(request).error(request, exc.http_status,
+                                               "Your account is suspended", exc.message)
+        response.delete_cookie(COOKIE, **_cookie_flags(self.state))
+        await response(scope, receive, send)
 
 
 async def _given_csrf(headers: dict[str, str], receive: Receive) -> tuple[str | None, Receive]:
@@ -378,6 +403,10 @@ async def sign_in(request: Request, _: Public) -> Response:
 
     try:
         token = await run_in_threadpool(check)
+    except Suspended as exc:  # the password was right; the account may not be used
+        await run_in_threadpool(state.limiter.succeeded, username, source)
+        return pages_of(request).error(request, 403, "Your account is suspended",
+                                       exc.message)
     except AuthenticationRequired:
         await run_in_threadpool(state.limiter.failed, username, source)
         return _sign_in_page(request, next_url=next_url, username=username, status=401,
