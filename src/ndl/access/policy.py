@@ -28,6 +28,26 @@ LEGAL_BASES: tuple[str, ...] = ("public-task", "legitimate-interests", "consent"
                                 "research-exemption", "section-251", "statutory-gateway")
 
 
+# Evidence a person may hold (ndl.access.evidence) and a policy may require of every member.
+EvidenceKind = Literal["accredited-researcher", "safe-researcher-training",
+                       "information-governance-training"]
+EVIDENCE_KINDS: tuple[str, ...] = ("accredited-researcher", "safe-researcher-training",
+                                   "information-governance-training")
+# References a project may hold (ndl.access.references) and a policy may require of it.
+ReferenceKind = Literal["ethics-approval", "dpia", "data-sharing-agreement"]
+REFERENCE_KINDS: tuple[str, ...] = ("ethics-approval", "dpia", "data-sharing-agreement")
+
+
+class Requirements(BaseModel):
+    """What must be valid when access is requested and again each time the data are used:
+    evidence every project member holds, and references the project holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evidence: list[EvidenceKind] = Field(default_factory=list, max_length=3)
+    references: list[ReferenceKind] = Field(default_factory=list, max_length=3)
+
+
 class AutoApproval(BaseModel):
     """Conditions under which a request is granted at once, with no human in the loop."""
 
@@ -80,6 +100,8 @@ class Policy(BaseModel):
     register_dp_answers: bool = False
     # Code-to-data jobs (controlled tier).
     jobs: JobPolicy = Field(default_factory=lambda: JobPolicy())
+    # Evidence on people and references on projects, checked at request and at use.
+    requires: Requirements = Field(default_factory=lambda: Requirements())
 
     def summary(self, tier: str) -> str:
         if tier == "open":

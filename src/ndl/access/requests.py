@@ -22,6 +22,7 @@ from ndl.access.models import User
 from ndl.access.policy import Policy, ProjectFacts, decide, default_policy
 from ndl.access.project_models import AccessRequest, Approval, Grant, Project, RequestItem
 from ndl.access.projects import get_project, member_of, require_member
+from ndl.catalogue.lifecycle import require_live
 from ndl.catalogue.models import Dataset
 from ndl.catalogue.service import get_dataset
 from ndl.core.db import utcnow
@@ -56,6 +57,8 @@ def submit_request(session: Session, key: SigningKey, who: Principal, project_id
     if len(set(dataset_ids)) != len(dataset_ids):
         raise InvalidInput("datasets: each dataset may appear once")
     datasets = [get_dataset(session, d) for d in dataset_ids]
+    for ds in datasets:
+        require_live(ds)  # a withdrawn dataset takes no new requests
     for ds in datasets:
         if ds.tier == "open":
             raise InvalidInput(f"{ds.id} is open data: anyone may use it without a request")

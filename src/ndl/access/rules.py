@@ -241,3 +241,27 @@ def require_security_log_share(who: Principal | None, policy: str) -> Principal:
         raise PermissionDenied("this hub does not share its security log with the "
                                "federation; its admin can start with --share-security-log org")
     return who
+
+
+# -- joining, leaving and the data lifecycle (ndl.federation.membership, catalogue.lifecycle,
+# access.closure) -----------------------------------------------------------------------------
+
+def require_membership_official(who: Principal | None, org_id: str, *, doing: str
+                                ) -> Principal:
+    """A datasite joins, and leaves, at the word of a data steward of its organisation or
+    an admin: the same people who answer for what it publishes."""
+    return require_org_official(who, org_id, doing=doing)
+
+
+def require_data_owner(who: Principal | None, org_id: str, *, doing: str) -> Principal:
+    """Withdrawing or deleting a dataset is its organisation's decision (its data steward),
+    or an admin's; nobody in another organisation, whatever their role."""
+    return require_org_official(who, org_id, doing=doing)
+
+
+def require_project_lead(who: Principal | None, owner_id: int, *, doing: str) -> Principal:
+    """A project is closed by its lead (the user who created it) or an admin."""
+    who = require_signed_in(who, doing=doing)
+    if not (who.has("admin") or who.user_id == owner_id):
+        raise PermissionDenied(f"only the project's lead or an admin can {doing}")
+    return who

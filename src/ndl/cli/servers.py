@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ndl.access import accounts
+from ndl.access import accounts, roles
 from ndl.access import service as access_service
 from ndl.cli.app import app, console, environ, handle_errors
 from ndl.core.db import Database
@@ -86,6 +86,11 @@ def hub(
         min=0.05, help="Seconds between a waiting request's database re-checks behind the "
                        "wake-ups (default 0.25 on SQLite; 2 on PostgreSQL, where LISTEN/NOTIFY "
                        "wakes requests in every process).")] = None,
+    security_log_days: Annotated[float, typer.Option(
+        help="Days the security log keeps events (0: for ever).")] = 400.0,
+    share_security_log: Annotated[str, typer.Option(
+        help="'none': only admins read the security log; 'org': a datasite's stewards may "
+             "fetch their own organisation's events (GET /api/security-log).")] = "none",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the library hub: catalogue, accounts, mailbox, register and web pages."""
@@ -104,7 +109,10 @@ def hub(
         blob_max_result_bytes=blob_max_result_bytes, blob_max_bundle_bytes=blob_max_bundle_bytes,
         blob_max_records_bytes=blob_max_records_bytes,
         blob_max_sealed_bytes=blob_max_sealed_bytes, wake_recheck=wake_recheck,
+        security_log_days=security_log_days, share_security_log=share_security_log,
     )
+    if share_security_log not in ("none", "org"):
+        raise typer.BadParameter("--share-security-log is 'none' or 'org'")
     check_workers(settings.db_url, workers)  # before anything is created
     # The bind address is a name clients use, unless it is the any-interface address.
     bound = [] if host in ("0.0.0.0", "::", "") else [host]  # noqa: S104 - a comparison
@@ -272,8 +280,7 @@ def create_org(
 @handle_errors
 def create_user(
     ctx: typer.Context, username: str,
-    role: Annotated[list[str], typer.Option(
-        help=f"Repeat for several: {', '.join(accounts.ROLES)}")],
+    role: Annotated[list[str], typer.Option(help=roles.cli_help())],
     org: Annotated[str | None, typer.Option(help="Organisation id.")] = None,
     password_stdin: Annotated[bool, typer.Option(help="Read a password from standard input.")
                               ] = False,

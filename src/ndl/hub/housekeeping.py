@@ -17,9 +17,11 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from ndl.access import evidence
 from ndl.federation import blob_service, work
 from ndl.hub.state import HubState
 from ndl.jobs import lifecycle
+from ndl.ledger import security_log
 
 log = logging.getLogger("ndl.hub")
 
@@ -43,10 +45,26 @@ def _move_jobs_on(state: HubState) -> None:
         log.info("%d controlled jobs finished running", n)
 
 
+def _remind_renewals(state: HubState) -> None:
+    with state.db.write() as s:
+        if sent := evidence.remind_due(s, state.key):
+            log.info("%d renewal reminders for evidence about to lapse", len(sent))
+
+
 CHORES: list[tuple[str, Callable[[HubState], None]]] = [
     ("blob sweep", _sweep_blobs), ("work expiry", _expire_work),
-    ("job progress", _move_jobs_on)]
+    ("job progress", _move_jobs_on), ("evidence renewal reminders", _remind_renewals)]
 
+
+
+def _prune_security_log(state: HubState) -> None:
+    with state.db.write() as s:
+        if n := security_log.prune(s, state.settings.security_log_days):
+            log.info("%d security-log events passed the %g-day retention and were dropped", n,
+                     state.settings.security_log_days)
+
+
+CHORES.append(("security log retention", _prune_security_log))
 
 # The advisory lock's key ("ndlh"): any process of this hub holding it is doing a round.
 CHORES_LOCK = 0x6E646C68

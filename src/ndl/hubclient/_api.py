@@ -157,6 +157,32 @@ def request_access(project_id: str, datasets: list[str]) -> Call[Json]:
                  {"datasets": datasets})
 
 
+def evidence(user: str | None = None) -> Call[Json]:
+    """Your evidence (or, for admins and data stewards, ``user``'s), with renewal flags."""
+    return _get("/api/evidence", user=user)
+
+
+def add_evidence(username: str, *, kind: str, issuer: str, reference: str, expires_on: str,
+                 issued_on: str | None = None) -> Call[Json]:
+    """Record evidence about another user (admins)."""
+    body = {"kind": kind, "issuer": issuer, "reference": reference, "expires_on": expires_on,
+            **({"issued_on": issued_on} if issued_on else {})}
+    return _post(f"/api/users/{segment(username)}/evidence", body)
+
+
+def project_references(project_id: str) -> Call[Json]:
+    """A project's references: ethics approval, DPIA, data-sharing agreement."""
+    return _get(f"/api/projects/{segment(check_project_id(project_id))}/references")
+
+
+def add_project_reference(project_id: str, *, kind: str, issuer: str, reference: str,
+                          expires_on: str) -> Call[Json]:
+    """Record one of a project's references (its lead, or an admin)."""
+    return _post(f"/api/projects/{segment(check_project_id(project_id))}/references",
+                 {"kind": kind, "issuer": issuer, "reference": reference,
+                  "expires_on": expires_on})
+
+
 def steward_queue() -> Call[list[Json]]:
     """The request items waiting for your decision."""
     return Call("GET", "/api/stewards/queue", object_list("pending"))

@@ -68,6 +68,19 @@ SENTENCES: dict[str, Sentence] = {
         f"{_cap(who(a))} recorded that {who(s)} is "
         + ("now an accredited researcher." if p.get("accredited")
            else "no longer an accredited researcher.")),
+    "evidence.recorded": lambda a, s, p: (
+        f"{_cap(who(a))} recorded {p.get('kind', 'evidence')} evidence for {who(s)}, valid "
+        f"until {p.get('expires_on', 'an unstated day')}."),
+    "evidence.revoked": lambda a, s, p: (
+        f"{_cap(who(a))} revoked {who(s)}'s {p.get('kind', 'evidence')} evidence."),
+    "evidence.reminder": lambda a, s, p: (
+        f"The library reminded {who(s)} that their {p.get('kind', 'evidence')} evidence "
+        f"lapses on {p.get('expires_on', 'a day soon')}."),
+    "project.reference": lambda a, s, p: (
+        f"{_cap(who(a))} recorded a {p.get('kind', 'reference')} reference for {who(s)}, "
+        f"valid until {p.get('expires_on', 'an unstated day')}."),
+    "project.reference-revoked": lambda a, s, p: (
+        f"{_cap(who(a))} revoked {who(s)}'s {p.get('kind', 'reference')} reference."),
     "datasite.registered": lambda a, s, p: (
         f"{_cap(who(a))} connected the datasite {s}"
         + (f" of {p['org']}" if p.get("org") else "") + " to the library."),
