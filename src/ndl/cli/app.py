@@ -68,6 +68,7 @@ from ndl.cli import (  # noqa: E402,F401  (importing registers the commands)
     admin_cmds,
     client_cmds,
     demo_cmd,
+    evidence_cmds,
     job_cmds,
     mcp_cmd,
     privacy_cmds,
