@@ -1,0 +1,1 @@
+"""Operating a hub or a datasite: backup and restore (``ndl backup``, ``ndl restore``)."""
