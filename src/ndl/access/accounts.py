@@ -24,6 +24,7 @@ from ndl.core.errors import (
     PermissionDenied,
     Suspended,
 )
+from ndl.ledger import security_log
 
 ROLES = ("researcher", "steward", "output_checker", "admin")
 ORG_KINDS = ("nhs", "education", "local_authority", "government", "academic", "other")
@@ -188,6 +189,11 @@ def issue_token(
         expires_at=utcnow() + ttl if ttl else None, scope=parse_scope(scope),
         prefix=token[:12],
     ))
+    # The security log names the token by its owner, name and scope, never by its text.
+    security_log.record(session, "auth.token_issued", actor=f"user:{user.username}",
+                        subject=f"token:{name[:100]}", org=user.org_id,
+                        details={"scope": parse_scope(scope),
+                                 "days": ttl.days if ttl else None})
     return token
 
 
@@ -221,8 +227,10 @@ def touch_token(session: Session, token_id: int) -> None:
         row.last_used_at = utcnow()
 
 
-def login(session: Session, username: str, password: str) -> tuple[User, str]:
-    """Check a password and issue a token. The same message for every failure."""
+def login(session: Session, username: str, password: str, *, name: str = "login",
+          ttl: timedelta = LOGIN_TTL) -> tuple[User, str]:
+    """Check a password and issue a token (``name``, lasting ``ttl``). The same message for
+    every failure."""
     user = session.scalar(select(User).where(User.username == username))
     fail = AuthenticationRequired("wrong username or password")
     if user is None or user.password_hash is None or user.disabled:
@@ -235,7 +243,7 @@ def login(session: Session, username: str, password: str) -> tuple[User, str]:
         raise fail from None
     # Only after the password is right: nobody learns who is suspended by guessing.
     require_user_standing(user)
-    return user, issue_token(session, user, name="login")
+    return user, issue_token(session, user, name=name, ttl=ttl)
 
 
 def user_refusal(user: User) -> str | None:
@@ -258,6 +266,15 @@ def revoke_token(session: Session, token: str) -> None:
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
     if row is not None and row.revoked_at is None:
         row.revoked_at = utcnow()
+        _log_revoked(session, row)
+
+
+def _log_revoked(session: Session, row: ApiToken) -> None:
+    user = session.get(User, row.user_id)
+    security_log.record(session, "auth.token_revoked",
+                        actor=f"user:{user.username}" if user else f"user#{row.user_id}",
+                        subject=f"token:{row.name}", org=user.org_id if user else None,
+                        details={"token_id": row.id})
 
 
 @dataclass(frozen=True)
@@ -304,6 +321,7 @@ def revoke_own_token(session: Session, who: Principal, token_id: int) -> TokenIn
     if row is None or row.user_id != who.user_id or row.revoked_at is not None:
         raise NotFound(f"you have no active token {token_id}; list yours with 'ndl tokens'")
     row.revoked_at = utcnow()
+    _log_revoked(session, row)
     return _info(row, who)
 
 

@@ -35,7 +35,7 @@ from ndl.core.errors import AuthenticationRequired, Conflict, NotFound, Permissi
 from ndl.core.keys import SigningKey
 from ndl.core.tiers import Operation, require_operation, tiers_serving
 from ndl.hub.state import HubState
-from ndl.ledger import register
+from ndl.ledger import register, security_log
 
 MAX_REQUESTABLE = 300  # a form of checkboxes; a bigger catalogue is searched first
 
@@ -83,6 +83,11 @@ def _official(who: Actor, doing: str) -> str:
     return official_actor(rules.require_admin(who, doing=doing))
 
 
+def _log_actor(who: Actor) -> str:
+    """How the security log (not the public register) names who acted: by name."""
+    return f"operator:{who.name}" if isinstance(who, Operator) else f"user:{who.username}"
+
+
 class NewOrg(BaseModel):
     id: str
     name: str
@@ -116,6 +121,8 @@ def create_org(session: Session, key: SigningKey, who: Actor, body: NewOrg) -> O
     org = accounts.create_org(session, body.id, body.name, body.kind)
     register.append(session, key, kind="org.created", actor=actor, subject=org.id,
                     payload={"name": org.name, "kind": org.kind})
+    security_log.record(session, "admin.org_created", actor=_log_actor(who),
+                        subject=f"org:{org.id}", org=org.id, details={"kind": org.kind})
     return OrgView(id=org.id, name=org.name, kind=org.kind)
 
 
@@ -128,6 +135,9 @@ def create_user(session: Session, key: SigningKey, who: Actor, body: NewUser) ->
     roles = sorted(set(body.roles))
     register.append(session, key, kind="user.created", actor=actor, subject=f"user#{user.id}",
                     payload={"roles": roles, "org": body.org})
+    security_log.record(session, "admin.user_created", actor=_log_actor(who),
+                        subject=f"user:{user.username}", org=body.org,
+                        details={"roles": roles})
     return UserView(user_id=user.id, username=user.username, roles=roles, org=body.org)
 
 

@@ -91,6 +91,10 @@ def hub(
     share_security_log: Annotated[str, typer.Option(
         help="'none': only admins read the security log; 'org': a datasite's stewards may "
              "fetch their own organisation's events (GET /api/security-log).")] = "none",
+    oidc_config: Annotated[Path | None, typer.Option(
+        help="A TOML file naming OpenID Connect identity providers to sign in with, and the "
+             "MFA each must report (see docs/security-model.md). [env NDL_OIDC_CONFIG]")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the library hub: catalogue, accounts, mailbox, register and web pages."""
@@ -99,6 +103,11 @@ def hub(
     from ndl.hub.workers import check_workers, serve
 
     parse_proxies(trusted_proxy or [])  # a typo fails here, not at the first sign-in
+    oidc_path = str(oidc_config or environ(ctx).get("NDL_OIDC_CONFIG", ""))
+    if oidc_path:
+        from ndl.access.oidc import load_config
+
+        load_config(oidc_path, environ(ctx))  # a mistake fails here, not at the first sign-in
     settings = HubSettings(
         db_url=_hub_db(environ(ctx), db, data_dir), data_dir=data_dir,
         query_timeout=query_timeout, lease_seconds=lease_seconds, work_ttl=work_ttl,
@@ -110,6 +119,7 @@ def hub(
         blob_max_records_bytes=blob_max_records_bytes,
         blob_max_sealed_bytes=blob_max_sealed_bytes, wake_recheck=wake_recheck,
         security_log_days=security_log_days, share_security_log=share_security_log,
+        oidc_config=oidc_path,
     )
     if share_security_log not in ("none", "org"):
         raise typer.BadParameter("--share-security-log is 'none' or 'org'")

@@ -43,6 +43,7 @@ SEVERITIES = ("low", "medium", "high", "critical")
 STATES = ("open", "contained", "closed")
 # Where each state may go next: closing is final.
 NEXT_STATES = {"open": ("contained", "closed"), "contained": ("closed",), "closed": ()}
+STATE_KINDS = {"contained": "incident.contained", "closed": "incident.closed"}
 ACTIONS = ("suspension", "reinstatement", "key_revocation", "key_rotation",
            "grant_revocation", "token_revocation", "dataset_withdrawal", "notification",
            "other")
@@ -463,7 +464,7 @@ def set_state(session: Session, key: SigningKey, who: Principal | str, incident_
         raise Conflict(f"incident {incident_id} is {inc.state}: it can go to "
                        + (" or ".join(NEXT_STATES[inc.state]) or "no other state"))
     inc.state, inc.updated_at = new_state, utcnow()
-    register.append(session, key, kind=f"incident.{new_state}", actor=_register_actor(who),
+    register.append(session, key, kind=STATE_KINDS[new_state], actor=_register_actor(who),
                     subject=f"incident:{inc.id}",
                     payload={"severity": inc.severity, "state": new_state})
     sites = _tell(session, key, inc, new_state)

@@ -32,8 +32,10 @@ from ndl.hub import (
     coordination_api,
     evidence_api,
     federation_api,
+    incident_api,
     jobs_api,
     key_api,
+    membership_api,
     open_api,
     openapi,
     party_api,
@@ -237,6 +239,8 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
     app.include_router(party_api.router)
     app.include_router(coordination_api.router)
     app.include_router(open_api.router)
+    app.include_router(membership_api.router)
+    app.include_router(incident_api.router)
     openapi.document_errors(app)
     _mount_docs(app)
     _mount_web(app)

@@ -13,10 +13,12 @@ from pydantic import BaseModel, Field
 
 from ndl.access import accounts
 from ndl.access.accounts import Principal
+from ndl.core.errors import RateLimited
 from ndl.hub.deps import authenticated, hub, public
 from ndl.hub.login_limits import request_source
 from ndl.hub.openapi import RATE_LIMITED
 from ndl.hub.state import HubState
+from ndl.ledger import security_log
 
 router = APIRouter(prefix="/api")
 HubDep = Annotated[HubState, Depends(hub)]
@@ -34,13 +36,23 @@ def login(body: LoginBody, request: Request, state: HubDep,
     """A password for a token that lasts ``accounts.LOGIN_TTL`` (7 days)."""
     account = body.username.strip().lower()
     source = request_source(request, state.settings.trusted_proxies)
-    state.limiter.check(account, source)
+    try:
+        state.limiter.check(account, source)
+    except RateLimited:
+        security_log.sign_in_refused(state.db, "auth.lockout", account=account,
+                                     source=source, via="api")
+        raise
     try:
         with state.db.write() as s:
             user, token = accounts.login(s, body.username, body.password)
             who = accounts.principal_of(user)
+            security_log.record(s, "auth.sign_in", actor=f"user:{who.username}",
+                                subject="sign-in", source=source, org=who.org_id,
+                                details={"via": "api"})
     except Exception:
         state.limiter.failed(account, source)
+        security_log.sign_in_refused(state.db, "auth.sign_in_failed", account=account,
+                                     source=source, via="api")
         raise
     state.limiter.succeeded(account, source)
     return {"token": token, "username": who.username, "roles": sorted(who.roles),
@@ -92,4 +104,6 @@ def logout(state: HubDep, who: Me) -> dict[str, Any]:
         return {"revoked": False}
     with state.db.write() as s:
         accounts.revoke_own_token(s, who, who.token_id)
+        security_log.record(s, "auth.sign_out", actor=f"user:{who.username}",
+                            subject="sign-out", org=who.org_id, details={"via": "api"})
     return {"revoked": True, "id": who.token_id}

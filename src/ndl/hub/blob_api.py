@@ -21,7 +21,9 @@ from ndl.core.db import MAX_DB_INT
 from ndl.core.errors import InvalidInput
 from ndl.federation import blob_service as blobs
 from ndl.hub.deps import Caller, hub, party_or_user
+from ndl.hub.login_limits import request_source
 from ndl.hub.state import HubState
+from ndl.ledger import security_log
 
 router = APIRouter(prefix="/api/blobs")
 HubDep = Annotated[HubState, Depends(hub)]
@@ -135,8 +137,13 @@ def abandon_upload(upload_id: str, state: HubDep, who: Who) -> dict[str, Any]:
 @router.get("/{sha256}", responses=_BLOB_BODY, response_class=Response)
 def download(sha256: str, request: Request, state: HubDep, who: Who) -> Response:
     """A blob you may read, streamed; ``Range: bytes=START-`` resumes a cut download."""
-    with state.db.read() as s:
+    with state.db.write() as s:
         info = blobs.readable_blob(s, sha256, who.principal)
+        security_log.record(s, "transfer.blob_download", actor=who.principal,
+                            subject=f"blob:{sha256}",
+                            source=request_source(request, state.settings.trusted_proxies),
+                            details={"kind": info.kind, "size": info.size,
+                                     "range": (request.headers.get("range") or "")[:40]})
     return blobs.blob_response(state.blobs, info, request.headers.get("range"),
                                if_range=request.headers.get("if-range"))
 

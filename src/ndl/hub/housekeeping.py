@@ -66,6 +66,24 @@ def _prune_security_log(state: HubState) -> None:
 
 CHORES.append(("security log retention", _prune_security_log))
 
+
+def _enforce_retention(state: HubState) -> None:
+    """Retention (ndl.catalogue.lifecycle, ndl.access.closure): datasets past their
+    ``retain_until`` are withdrawn and their deletion asked; projects past end date plus
+    retention are closed; closed projects' outputs past retention expire."""
+    from ndl.access import closure
+    from ndl.catalogue import lifecycle as data_lifecycle
+
+    with state.db.write() as s:
+        withdrawn = data_lifecycle.enforce_retention(s, state.key)
+        closed, expired = closure.enforce_retention(s, state.key)
+    if withdrawn or closed or expired:
+        log.info("retention: %d datasets withdrawn for deletion, %d projects closed, %d "
+                 "projects' outputs expired", len(withdrawn), len(closed), len(expired))
+
+
+CHORES.append(("retention", _enforce_retention))
+
 # The advisory lock's key ("ndlh"): any process of this hub holding it is doing a round.
 CHORES_LOCK = 0x6E646C68
 

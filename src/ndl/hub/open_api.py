@@ -9,14 +9,17 @@ Every route here is public, like the catalogue itself, and only arranges what
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from ndl.access.accounts import Principal
+from ndl.access.rules import principal_string
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.exporters import croissant, dcat, llms, markdown
 from ndl.catalogue.models import Dataset, DatasetMock
@@ -27,6 +30,7 @@ from ndl.hub.deps import hub, public
 from ndl.hub.login_limits import request_source
 from ndl.hub.openapi import ASKS_DATASITE, RATE_LIMITED
 from ndl.hub.state import HubState
+from ndl.ledger import security_log
 from ndl.query import service as queries
 from ndl.work import service as work_service
 
@@ -64,8 +68,10 @@ def _detail(session: Session, site: str, name: str) -> dict[str, Any]:
 
 def _all_details(session: Session, limit: int, offset: int = 0
                  ) -> tuple[list[dict[str, Any]], int]:
-    total = int(session.scalar(select(func.count()).select_from(Dataset)) or 0)
-    rows = session.scalars(select(Dataset).order_by(Dataset.id).limit(limit).offset(offset))
+    total = int(session.scalar(select(func.count()).select_from(Dataset).where(
+        Dataset.withdrawn_at.is_(None))) or 0)  # withdrawn entries are not listed
+    rows = session.scalars(select(Dataset).where(Dataset.withdrawn_at.is_(None)).order_by(Dataset.id)
+                           .limit(limit).offset(offset))
     return [catalogue.detail_json(d) for d in rows], total
 
 
@@ -105,6 +111,9 @@ async def dataset_rows(
     answer = await queries.download(state, who, f"{site}/{name}", limit=limit or ROWS_MAX,
                                     source=source)
     result = answer.model_dump()
+    await run_in_threadpool(functools.partial(
+        security_log.rows_served, state.db, f"{site}/{name}", actor=principal_string(who),
+        source=source, fmt="json", rows=len(result["rows"])))
     return {"dataset": f"{site}/{name}", "columns": result["columns"],
             "rows": result["rows"], "truncated": result.get("truncated", False)}
 

@@ -65,6 +65,14 @@ class HubSettings:
     # Seconds between a waiter's database re-checks behind the wake-ups; None: each waiter's
     # own short timer on SQLite, PG_RECHECK_SECONDS on PostgreSQL (LISTEN/NOTIFY wakes them).
     wake_recheck: float | None = None
+    # A TOML file naming the OpenID Connect identity providers people may sign in with
+    # (ndl.access.oidc); "" for none (local accounts only).
+    oidc_config: str = ""
+    # The security log (ndl.ledger.security_log): days kept before housekeeping drops events,
+    # and whether a datasite's stewards may fetch their own organisation's events ("org")
+    # or nobody but admins sees it ("none").
+    security_log_days: float = 400.0
+    share_security_log: str = "none"
 
     @property
     def lease(self) -> float:

@@ -21,9 +21,11 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from ndl.access.models import User
+from ndl.catalogue.models import Dataset
 from ndl.core.db import Database, utcnow
 from ndl.core.errors import InvalidInput
 from ndl.ledger.security_models import SecurityEvent
@@ -108,3 +110,23 @@ def prune(session: Session, keep_days: float) -> int:
     cutoff = utcnow() - timedelta(days=keep_days)
     result = session.execute(delete(SecurityEvent).where(SecurityEvent.at < cutoff))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def sign_in_refused(db: Database, kind: str, *, account: str, source: str, via: str) -> None:
+    """A failed or locked-out sign-in. The name tried is kept only if it is an account's:
+    people type passwords into the username box, and that text must not reach the log."""
+    with db.write() as s:
+        user = s.scalar(select(User).where(User.username == account[:64]))
+        record(s, kind, actor=f"user:{user.username}" if user else "unknown-account",
+               subject="sign-in", source=source, outcome="refused" if kind == "auth.lockout"
+               else "failed", org=user.org_id if user else None, details={"via": via})
+
+
+def rows_served(db: Database, dataset_id: str, *, actor: str, source: str, fmt: str,
+                rows: int) -> None:
+    """Rows of a dataset handed to someone directly (not through a work item's result)."""
+    with db.write() as s:
+        ds = s.get(Dataset, dataset_id)
+        record(s, "transfer.rows_served", actor=actor, subject=f"dataset:{dataset_id}",
+               source=source, org=ds.org_id if ds else None,
+               details={"format": fmt, "rows": rows})

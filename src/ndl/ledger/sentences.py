@@ -113,6 +113,18 @@ SENTENCES: dict[str, Sentence] = {
     "grant.issued": lambda a, s, p: (
         f"Project {p.get('project', '?')} was given access to {p.get('dataset') or 'data'}"
         + (f" until {str(p['expires_at'])[:10]}" if p.get("expires_at") else "") + "."),
+    # Incidents: that one happened and how it moved, never what it was or whom it touched.
+    "incident.raised": lambda a, s, p: (
+        f"{'A library administrator' if a == 'admin' else 'A member of the library'} "
+        f"reported incident {_bare(s, 'incident:')} (severity {p.get('severity', '?')}); "
+        "its details are confidential."),
+    "incident.action": lambda a, s, p: (
+        f"A library administrator recorded a response to incident {_bare(s, 'incident:')}: "
+        f"{str(p.get('action', 'an action')).replace('_', ' ')}"
+        + (f" (register entry {p['entry']})" if p.get("entry") else "") + "."),
+    "incident.contained": lambda a, s, p: (
+        f"Incident {_bare(s, 'incident:')} was contained."),
+    "incident.closed": lambda a, s, p: f"Incident {_bare(s, 'incident:')} was closed.",
     "grant.revoked": lambda a, s, p: (
         f"{_cap(who(a))} withdrew project {p.get('project', '?')}'s access to "
         f"{p.get('dataset') or 'data'}{_reason(p)}."),

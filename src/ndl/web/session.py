@@ -25,6 +25,7 @@ Security decisions, each for a reason:
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
@@ -49,6 +50,7 @@ from ndl.core.errors import AuthenticationRequired, InternalError, RateLimited, 
 from ndl.hub.deps import hub, public
 from ndl.hub.login_limits import request_source
 from ndl.hub.state import HubState
+from ndl.ledger import security_log
 from ndl.web.render import pages_of
 
 log = logging.getLogger("ndl.web")
@@ -349,6 +351,8 @@ def _sign_in_page(request: Request, *, next_url: str, username: str = "",
     response = pages_of(request).render(request, "sign_in.html", {
         "csrf_token": token, "next_url": next_url, "username": username,
         "errors": errors or {}, "signed_out": signed_out,
+        # "Sign in with <provider>" buttons, set by ndl.web.oidc_pages when any is configured.
+        "oidc_providers": getattr(request.app.state, "ndl_sign_in_buttons", []),
         "error_list": [{"text": message, "href": f"#{field}"}
                        for field, message in (errors or {}).items() if message],
     }, status=status)
@@ -386,6 +390,9 @@ async def sign_in(request: Request, _: Public) -> Response:
         # The counts are in the database (shared by hub processes): not on the event loop.
         await run_in_threadpool(state.limiter.check, username, source)
     except RateLimited as exc:
+        await run_in_threadpool(functools.partial(
+            security_log.sign_in_refused, state.db, "auth.lockout", account=username,
+            source=source, via="web"))
         paused = pages_of(request).error(
             request, 429, "Too many sign-in attempts",
             f"There have been too many failed attempts to sign in from here, so signing in "
@@ -396,10 +403,12 @@ async def sign_in(request: Request, _: Public) -> Response:
 
     def check() -> str:
         with state.db.write() as s:
-            user, long_token = accounts.login(s, username, password)
-            # login() issues a long-lived CLI token; a browser session gets a 12-hour one.
-            accounts.revoke_token(s, long_token)
-            return accounts.issue_token(s, user, name="web", ttl=SESSION_TTL)
+            # A browser session's token lasts 12 hours, not the CLI's week.
+            user, token = accounts.login(s, username, password, name="web", ttl=SESSION_TTL)
+            security_log.record(s, "auth.sign_in", actor=f"user:{user.username}",
+                                subject="sign-in", source=source, org=user.org_id,
+                                details={"via": "web"})
+            return token
 
     try:
         token = await run_in_threadpool(check)
@@ -409,6 +418,9 @@ async def sign_in(request: Request, _: Public) -> Response:
                                        exc.message)
     except AuthenticationRequired:
         await run_in_threadpool(state.limiter.failed, username, source)
+        await run_in_threadpool(functools.partial(
+            security_log.sign_in_refused, state.db, "auth.sign_in_failed", account=username,
+            source=source, via="web"))
         return _sign_in_page(request, next_url=next_url, username=username, status=401,
                              errors={"username": "Enter a correct username and password",
                                      "password": ""})
@@ -427,10 +439,14 @@ async def sign_out(request: Request, _: Public) -> Response:
         return forbidden(request)
     state = hub(request)
     raw = web_of(request).raw_token
+    signed_in = web_of(request).user
+    web_user = f"user:{signed_in.username}" if signed_in else "unknown-session"
     if raw:
         def revoke() -> None:
             with state.db.write() as s:
                 accounts.revoke_token(s, raw)
+                security_log.record(s, "auth.sign_out", actor=web_user, subject="sign-out",
+                                    details={"via": "web"})
 
         await run_in_threadpool(revoke)
     response = RedirectResponse("/sign-in?" + urlencode({"signed_out": "1"}), status_code=303)

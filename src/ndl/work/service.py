@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from ndl.access import rules
 from ndl.access.accounts import Principal, official_actor
+from ndl.catalogue import lifecycle
 from ndl.catalogue import service as catalogue
 from ndl.core.db import MAX_DB_INT, utcnow
 from ndl.core.errors import InvalidInput, NotFound, UpstreamTimeout
@@ -28,8 +29,10 @@ from ndl.core.keys import SigningKey
 from ndl.core.tiers import INTERNAL_WORK_KINDS, WORK_OPERATIONS
 from ndl.federation import blob_service, work
 from ndl.federation.blobs import check_sha256
+from ndl.federation.models import Datasite
 from ndl.federation.work_models import WorkItem
 from ndl.hub.state import HubState
+from ndl.ledger import security_log
 from ndl.work.views import Work, WorkResult
 
 
@@ -99,6 +102,7 @@ async def submit(state: HubState, who: Principal | None, *, kind: str, dataset_i
     def do() -> tuple[Work, str]:
         with state.db.write() as s:
             ds = catalogue.get_dataset(s, dataset_id)
+            lifecycle.require_live(ds)
             rules.require_data_operation(who, ds.tier, WORK_OPERATIONS[kind], dataset=ds.id)
             item = work.submit(
                 s, state.key, kind=kind, requester=rules.principal_string(who),
@@ -212,6 +216,12 @@ def delivered(state: HubState, who: Principal | None, item: WorkItem) -> None:
     with state.db.write() as s:
         fresh = work.get(s, item.id, lock=True)
         sha = str((fresh.result or {}).get("sha256"))
+        site = s.get(Datasite, fresh.datasite_id)
+        security_log.record(s, "transfer.result_delivered", actor=rules.principal_string(who),
+                            subject=f"work:{fresh.id}", org=site.org_id if site else None,
+                            details={"kind": fresh.kind, "dataset": fresh.dataset,
+                                     "sha256": sha, "size": (fresh.result or {}).get("size"),
+                                     "rows": (fresh.result or {}).get("rows")})
         if work.released(s, state.key, fresh, actor=_actor(who)):
             # Identical results share one blob: it goes once no other item still needs it.
             if not work.result_pending_elsewhere(s, sha, fresh.id):
