@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ndl.access import evidence, rules
+from ndl.access import closure, evidence, rules
 from ndl.access.accounts import Principal, official_actor, require_user_standing
 from ndl.access.grants import sign_grant
 from ndl.access.models import User
@@ -56,6 +56,7 @@ def submit_request(session: Session, key: SigningKey, who: Principal, project_id
         raise InvalidInput("datasets: name at least one dataset")
     if len(set(dataset_ids)) != len(dataset_ids):
         raise InvalidInput("datasets: each dataset may appear once")
+    closure.require_open(session, project_id)
     datasets = [get_dataset(session, d) for d in dataset_ids]
     for ds in datasets:
         require_live(ds)  # a withdrawn dataset takes no new requests

@@ -75,7 +75,9 @@ def get_index(session: Session, key: str) -> FacetIndex:
 
 def _build(session: Session, gen: tuple[str, int]) -> FacetIndex:
     rows = session.execute(text(
-        "SELECT num, title, updated_at, row_count FROM datasets ORDER BY num")).all()
+        # Withdrawn entries (ndl.catalogue.lifecycle) are found by id only, never listed.
+        "SELECT num, title, updated_at, row_count FROM datasets WHERE withdrawn_at IS NULL "
+        "ORDER BY num")).all()
     size = (max((r[0] for r in rows), default=0)) + 1
     nums = np.array([r[0] for r in rows], dtype=np.int64)
     idx = FacetIndex(generation=gen, size=size, everything=bitset(nums, size))

@@ -69,6 +69,13 @@ def reindex(session: Session, ds: Dataset) -> None:
         )
 
 
+def unindex(session: Session, ds: Dataset) -> None:
+    """Take a withdrawn dataset out of the text index (ndl.catalogue.lifecycle)."""
+    table = "dataset_fts" if session.get_bind().dialect.name == "sqlite" else "dataset_search"
+    session.execute(text(f"DELETE FROM {table} WHERE dataset_id = :id"),  # noqa: S608
+                    {"id": ds.id})
+
+
 def fts5_query(q: str) -> str | None:
     """Turn free text into a safe FTS5 query: each word becomes a quoted phrase, ANDed."""
     phrases = []

@@ -54,6 +54,12 @@ def publish(
         ds_id = f"{datasite.id}/{meta.name}"
         digest = meta.content_hash()
         ds = session.get(Dataset, ds_id)
+        if ds is not None and ds.withdrawn_at is not None:
+            # Withdrawn stays withdrawn (ndl.catalogue.lifecycle): republishing from the
+            # datasite's folder does not bring it back into the catalogue.
+            out.append({"id": ds_id, "version": ds.version, "changed": False,
+                        "withdrawn": True})
+            continue
         if ds is not None and ds.metadata_hash == digest:
             out.append({"id": ds_id, "version": ds.version, "changed": False})
             continue
@@ -166,6 +172,10 @@ def detail_json(ds: Dataset) -> dict[str, Any]:
         "policy": policy.model_dump(mode="json"),
         "policy_summary": extra.get("policy_summary") or policy.summary(ds.tier),
         "published_at": ds.published_at.isoformat(), "updated_at": ds.updated_at.isoformat(),
+        # A withdrawn entry is still found by its id, saying so (ndl.catalogue.lifecycle).
+        **({"withdrawn": {"at": ds.withdrawn_at.isoformat(), "reason": ds.withdrawn_reason or "",
+                          "deleted_at": ds.deleted_at.isoformat() if ds.deleted_at else None}}
+           if ds.withdrawn_at is not None else {}),
     }
 
 
@@ -182,10 +192,11 @@ class CatalogueCounts:
 def counts(session: Session) -> CatalogueCounts:
     from ndl.access.models import Org
 
-    def n(model: type[Any]) -> int:
-        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+    def n(model: type[Any], *where: Any) -> int:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
-    return CatalogueCounts(n(Dataset), n(Datasite), n(Org))
+    return CatalogueCounts(n(Dataset, Dataset.withdrawn_at.is_(None)),
+                           n(Datasite, Datasite.state == "approved"), n(Org))
 
 
 def find_dataset(session: Session, dataset_id: str) -> Dataset | None:
@@ -238,7 +249,8 @@ def mock_preview(session: Session, who: Principal | None, ds: Dataset, rows: int
 
 def datasets_of_org(session: Session, org_id: str | None, limit: int) -> list[Dataset]:
     """Datasets by title: one organisation's, or every organisation's for ``None``."""
-    stmt = select(Dataset).order_by(Dataset.title).limit(limit)
+    stmt = (select(Dataset).where(Dataset.withdrawn_at.is_(None)).order_by(Dataset.title)
+            .limit(limit))
     if org_id is not None:
         stmt = stmt.where(Dataset.org_id == org_id)
     return list(session.scalars(stmt))

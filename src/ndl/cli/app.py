@@ -71,6 +71,8 @@ from ndl.cli import (  # noqa: E402,F401  (importing registers the commands)
     demo_cmd,
     evidence_cmds,
     job_cmds,
+    key_cmds,
+    lifecycle_cmds,
     mcp_cmd,
     privacy_cmds,
     publish_cmd,

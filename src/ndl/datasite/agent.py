@@ -19,6 +19,7 @@ import functools
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,13 +38,16 @@ from ndl.core.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from ndl.core.keys import KeyValidity, fingerprint, keys_valid_at
 from ndl.core.sealed import EncryptionKey
 from ndl.core.tiers import ColumnUse, Operation
-from ndl.datasite import jobs, notices
+from ndl.core.transport import check_hub_url
+from ndl.datasite import jobs, lifecycle, notices
 from ndl.datasite.controlled import Controlled
 from ndl.datasite.engines import Engine, make_engine
 from ndl.datasite.store import DatasiteStore, LocalDataset
 from ndl.datasite.work import Job, WorkPool, encode, error_reply, reply_problem
+from ndl.federation.key_service import follow_hub_keys
 from ndl.hubclient import Client
 from ndl.privacy.budget import BudgetLedger
 from ndl.query.spec import DEFAULT_THRESHOLD, CountQuery, QueryResult
@@ -68,7 +72,7 @@ class Agent:
         max_body_bytes: int = 2_000_000, sandbox: str = "strict",
         engine: Engine | None = None,
     ) -> None:
-        self.store, self.hub_url = store, hub_url.rstrip("/")
+        self.store, self.hub_url = store, check_hub_url(hub_url).rstrip("/")
         self.id, self.org, self.name = datasite_id, org, name or datasite_id
         self.token, self.pinned_key = token, hub_key
         self.poll_wait, self.threshold = poll_wait, threshold
@@ -86,11 +90,14 @@ class Agent:
                                            name="ndl-heartbeat")
         self._heartbeat.start()
         self._mocks: threading.Thread | None = None
+        self._status: threading.Thread | None = None
         self._mocks_wanted = False
         self.work_items = jobs.WorkItems(store.root / "outbox")
         # Controlled jobs: the sandbox ("strict" bubblewrap, or the operator's logged
         # "weaker" choice), the release ledger and the run folders.
         self.controlled = Controlled(store.root, mode=sandbox)
+        self._keys_looked = 0.0
+        self._keys_stamp: object = None
 
     def prepare(self) -> None:
         """Start what this datasite's tiers will need before it goes online: the open-SQL
@@ -124,17 +131,25 @@ class Agent:
                 "this datasite is not registered with the hub yet: pass a data steward's API "
                 "token with --token (or NDL_TOKEN) for the first start"
             )
-        data = self._post("/api/federation/register", "register",
-                          {"datasite_id": self.id, "org": self.org, "name": self.name,
-                           "public_key": self.store.key.public_b64},
-                          headers={"Authorization": f"Bearer {self.token}"})
+        ask = {"datasite_id": self.id, "org": self.org, "name": self.name,
+               "public_key": self.store.key.public_b64}
+        auth = {"Authorization": f"Bearer {self.token}"}
+        try:
+            data = self._post("/api/federation/register", "register", ask, headers=auth)
+        except PermissionDenied:
+            # Not a data steward of the organisation: join, and wait for one to approve.
+            data = self._post("/api/federation/join", "register", ask, headers=auth)
+            log.warning("datasite %s joined and waits for a data steward of %s to approve "
+                        "it ('ndl steward approve-datasite %s')", self.id, self.org, self.id)
         hub_key = data["hub_public_key"]
         if self.pinned_key and hub_key != self.pinned_key:
             raise EnvelopeRejected(
                 "the hub's public key is not the one given with --hub-key: refusing to trust it"
             )
         self.store.save_config(id=self.id, org=self.org, name=self.name,
-                               hub_url=self.hub_url, hub_key=hub_key, registered=True)
+                               hub_url=self.hub_url, hub_key=hub_key, registered=True,
+                               hub_keys=[KeyValidity(hub_key, 0).to_json()])
+        self.refresh_hub_keys()  # keys the hub rotated from before we met it
         log.info("registered datasite %s with %s", self.id, self.hub_url)
 
     def publish_encryption_key(self) -> bool:
@@ -231,20 +246,70 @@ class Agent:
         data = self._post("/api/federation/poll", "poll",
                           {"wait": wait, "limit": free, "kind_limits": kinds,
                            **({"work_slots": slots} if slots is not None else {})})
+        stamp = data.get("hub_keys")
+        if stamp is not None and stamp != self._keys_stamp:
+            # The hub's keys changed (a rotation, a revocation): read the signed statements
+            # before opening what came with this poll.
+            self.refresh_hub_keys()
+            self._keys_stamp = stamp
         for env in data.get("messages", []):
             self.dispatch(env)
         return len(data.get("messages", []))
 
     # -- doing the work -------------------------------------------------------------------
+    # -- the hub's keys: pinned at registration, then followed through rotations ----------
+    def hub_keys(self) -> list[KeyValidity]:
+        """The hub keys this datasite believes, each with when it may sign."""
+        cfg = self.store.config()
+        ring = cfg.get("hub_keys")
+        if isinstance(ring, list) and ring:
+            return [KeyValidity.from_json(k) for k in ring]
+        return [KeyValidity(str(cfg["hub_key"]), 0)] if cfg.get("hub_key") else []
+
+    def refresh_hub_keys(self, *, force: bool = True) -> bool:
+        """Read the hub's key document and believe what a believed key signed (a rotation's
+        next key, a revocation): see ndl.federation.key_service.follow_hub_keys. Returns
+        whether anything changed."""
+        now = time.monotonic()
+        if not force and now - self._keys_looked < 5.0:
+            return False
+        self._keys_looked = now
+        known = self.hub_keys()
+        if not known:
+            return False
+        doc = Client.over(self.http)._request("GET", "/api/federation/hub-key")
+        ring = follow_hub_keys(known, doc)
+        if ring == known:
+            return False
+        current = [k for k in ring if k.retire_at is None and k.revoked_at is None]
+        self.store.save_config(hub_keys=[k.to_json() for k in ring],
+                               hub_key=(current[-1] if current else ring[-1]).public_key)
+        log.info("hub keys now: %s", ", ".join(
+            f"{fingerprint(k.public_key)}"
+            f"{' (revoked)' if k.revoked_at else ' (retiring)' if k.retire_at else ''}"
+            for k in ring))
+        return True
+
     def _open(self, env: dict[str, Any]) -> dict[str, Any] | None:
-        hub_key = self.store.config().get("hub_key")
-        try:
-            return open_envelope(env, public_key_for=lambda s: hub_key if s == HUB_ID else None,
-                                 recipient=self.id, guard=self.store,
-                                 kinds=(*HANDLERS, "work", notices.KIND))
-        except EnvelopeRejected as exc:
-            log.warning("refused a message: %s", exc)
-            return None
+        def keys(sender: str) -> list[str] | None:
+            return keys_valid_at(self.hub_keys(), time.time()) if sender == HUB_ID else None
+
+        for attempt in (1, 2):
+            try:
+                return open_envelope(env, public_key_for=keys, recipient=self.id,
+                                     guard=self.store, kinds=(*HANDLERS, "work", notices.KIND))
+            except EnvelopeRejected as exc:
+                # Signed by a hub key we have not met: the hub may have rotated; follow it
+                # (only a key a believed key endorsed is taken) and look once more.
+                if attempt == 1 and ("signature" in str(exc) or "no key" in str(exc)):
+                    try:
+                        if self.refresh_hub_keys(force=False):
+                            continue
+                    except NdlError as fail:
+                        log.warning("could not read the hub's keys: %s", fail)
+                log.warning("refused a message: %s", exc)
+                return None
+        return None
 
     def dispatch(self, env: dict[str, Any]) -> None:
         """Check the envelope here, in the loop, then run its work in the pool."""
@@ -342,10 +407,10 @@ class Agent:
 
     def check_grant(self, ds: LocalDataset, body: dict[str, Any]) -> None:
         """Re-check the signed grant here: the hub's word is not enough."""
-        hub_key = self.store.config().get("hub_key")
-        if not hub_key:
+        ring = self.hub_keys()
+        if not ring:
             raise PermissionDenied("this datasite has no pinned hub key; re-register it")
-        check_grant(body.get("grant"), str(hub_key), dataset=f"{self.id}/{ds.meta.name}",
+        check_grant(body.get("grant"), ring, dataset=f"{self.id}/{ds.meta.name}",
                     project=str(body.get("project")), member=str(body.get("requested_by")),
                     revoked=self.store.revoked_grants())
 
@@ -359,6 +424,8 @@ class Agent:
                     self.register()
                     self.publish_encryption_key()
                     ready = True
+                if self._status is None:  # signed status reports, now and every few minutes
+                    self._status = lifecycle.start_reporter(self)
                 now = self.store.fingerprint()
                 if now != seen:  # first start, or a steward published or edited something
                     # Remember what we publish *before* publishing: a change made meanwhile
@@ -540,6 +607,7 @@ HANDLERS: dict[str, Callable[[Agent, LocalDataset, dict[str, Any]], dict[str, An
     "grant.revoked": _grant_revoked,
     "private_query": _private_query,
     "budget.status": _budget_status,
+    lifecycle.DELETE_KIND: lifecycle.delete_dataset,
 }
 # The tier operation each kind of work is; kinds not listed administer the datasite.
 DATA_OPERATIONS: dict[str, Operation] = {

@@ -37,7 +37,7 @@ from ndl.core.errors import (
     PayloadTooLarge,
     PermissionDenied,
 )
-from ndl.core.keys import SigningKey, check_public_key, fingerprint, verify_signature
+from ndl.core.keys import SigningKey, check_public_key, fingerprint, verify_any
 from ndl.core.sealed import Context, check_encryption_key, statement
 from ndl.federation.models import Datasite
 from ndl.federation.party_models import EncryptionKeyRecord, Party, PartyMessage
@@ -334,8 +334,11 @@ def send(session: Session, sender: PartyIdentity, req: SendRequest) -> SentMessa
     if recipient.principal == sender.principal:
         raise InvalidInput("a party cannot send a sealed payload to itself")
     context = Context(sender.principal, recipient.principal, req.purpose)
-    if not verify_signature(sender.public_key, req.sender_sig,
-                            statement(context, req.sha256, req.size)):
+    # Any key the sender may sign with now (a rotation's overlap), never a revoked one.
+    from ndl.federation.key_service import accepted_keys
+
+    if not verify_any(accepted_keys(session, sender.principal, sender.public_key),
+                      req.sender_sig, statement(context, req.sha256, req.size)):
         raise EnvelopeRejected(
             "sender_sig is not the sender's signature over {from, to, purpose, sha256, size}: "
             "sign ndl.core.sealed.statement(...) with the key you registered")

@@ -56,13 +56,19 @@ class SqlReplayGuard:
 
 def register_datasite(
     session: Session, key: SigningKey, who: Principal, *, datasite_id: str, org_id: str,
-    name: str, public_key: str,
+    name: str, public_key: str, may_wait: bool = False,
 ) -> tuple[Datasite, bool]:
-    """Record a datasite's key. Only a steward of its organisation (or an admin) may."""
+    """Record a datasite's key. A data steward of its organisation (or an admin) registering
+    it approves it in the same act; with ``may_wait`` (the join route) anyone signed in may
+    register it, and it stays ``pending`` until one of them approves it
+    (:mod:`ndl.federation.membership`)."""
+    from ndl.federation import membership
+
     check_slug(datasite_id, "datasite id")
     check_public_key(public_key)
     get_org(session, org_id)
-    if not (who.has("admin") or (who.has("steward") and who.org_id == org_id)):
+    official = who.has("admin") or (who.has("steward") and who.org_id == org_id)
+    if not (official or may_wait):
         raise PermissionDenied(
             f"only a data steward of {org_id!r} or an admin can register its datasite"
         )
@@ -73,14 +79,21 @@ def register_datasite(
                 f"datasite {datasite_id!r} is already registered with another key or "
                 "organisation; ask an admin to retire it before re-registering"
             )
+        if existing.state == "pending" and official:  # a steward's registration approves it
+            membership.mark_approved(existing, who)
+            register.append(session, key, kind="datasite.approved", actor=official_actor(who),
+                            subject=datasite_id, payload={"org": org_id})
         return existing, False
     if session.scalar(select(Datasite).where(Datasite.public_key == public_key)) is not None:
         raise Conflict("that public key already belongs to another datasite")
-    ds = Datasite(id=datasite_id, org_id=org_id, name=name or datasite_id, public_key=public_key)
+    ds = Datasite(id=datasite_id, org_id=org_id, name=name or datasite_id, public_key=public_key,
+                  state="approved" if official else "pending")
+    if official:
+        membership.mark_approved(ds, who)
     session.add(ds)
     register.append(
         session, key, kind="datasite.registered", actor=official_actor(who), subject=datasite_id,
-        payload={"org": org_id, "public_key": public_key},
+        payload={"org": org_id, "public_key": public_key, "state": ds.state},
     )
     return ds, True
 
@@ -194,7 +207,9 @@ def expire(session: Session, message_id: str) -> None:
 
 def datasite_json(ds: Datasite, online_window: float = 60.0) -> dict[str, Any]:
     seen = ds.last_seen_at
-    online = seen is not None and (utcnow() - seen).total_seconds() < online_window
+    online = (seen is not None and (utcnow() - seen).total_seconds() < online_window
+              and ds.state == "approved")
     return {"id": ds.id, "org": ds.org_id, "name": ds.name, "public_key": ds.public_key,
             "registered_at": ds.registered_at.isoformat(),
-            "last_seen_at": seen.isoformat() if seen else None, "online": online}
+            "last_seen_at": seen.isoformat() if seen else None, "online": online,
+            "state": ds.state}

@@ -18,6 +18,7 @@ from ndl.catalogue import service as catalogue
 from ndl.catalogue.models import Dataset
 from ndl.catalogue.search import search
 from ndl.core.db import MAX_DB_INT
+from ndl.federation import key_service, membership
 from ndl.federation import service as federation
 from ndl.federation.models import Datasite
 from ndl.hub.deps import authenticated, hub, public, requires
@@ -161,7 +162,9 @@ def list_datasites(state: HubDep,
                    _: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
     with state.db.read() as s:
         sites = s.scalars(select(Datasite).order_by(Datasite.id))
-        return {"datasites": [federation.datasite_json(d) for d in sites]}
+        # Each with its membership state and latest signed status (stale when late).
+        return {"datasites": [{**federation.datasite_json(d),
+                               **membership.site_status(s, d).to_json()} for d in sites]}
 
 
 @router.post("/datasets/{site}/{name}/query", responses=ASKS_DATASITE)
@@ -189,11 +192,13 @@ def register_feed(
         entries = register.list_entries(s, after=after, limit=limit, kind=kind)
         seq, digest = register.head(s)
         return {"entries": [register.entry_json(e) for e in entries],
-                "head": {"seq": seq, "hash": digest}, "hub_public_key": state.key.public_b64}
+                "head": {"seq": seq, "hash": digest}, "hub_public_key": state.key.public_b64,
+                "hub_keys": [k.to_json() for k in key_service.hub_validities(s, state.key)]}
 
 
 @router.get("/register/verify")
 def register_verify(state: HubDep,
                     _: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
     with state.db.read() as s:
-        return register.verify(s, state.key.public_b64).to_json()
+        return register.verify(s, key_service.register_keys(
+            key_service.hub_validities(s, state.key))).to_json()

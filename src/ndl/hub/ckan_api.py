@@ -142,7 +142,9 @@ def _packages(session: Session, items: list[Dataset], base: str) -> list[dict[st
 
 
 def _all_datasets(session: Session) -> list[Dataset]:
-    return list(session.scalars(select(Dataset).order_by(Dataset.id).limit(CKAN_SCAN_MAX)))
+    # Withdrawn entries are not listed (ndl.catalogue.lifecycle).
+    return list(session.scalars(select(Dataset).where(Dataset.withdrawn_at.is_(None))
+                                .order_by(Dataset.id).limit(CKAN_SCAN_MAX)))
 
 
 def _find_dataset(session: Session, ref: str) -> Dataset | None:
@@ -173,7 +175,7 @@ def _org_dict(session: Session, org: Org, base: str, count: int) -> dict[str, An
 
 def _org_counts(session: Session) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for org_id in session.scalars(select(Dataset.org_id)):
+    for org_id in session.scalars(select(Dataset.org_id).where(Dataset.withdrawn_at.is_(None))):
         counts[org_id] = counts.get(org_id, 0) + 1
     return counts
 
@@ -266,7 +268,8 @@ def package_show(session: Session, params: Params, base: str) -> dict[str, Any]:
 
 def package_list(session: Session, params: Params, base: str) -> list[str]:
     """The names of every dataset, sorted; limit and offset page them."""
-    names = sorted(ckan.package_name(i) for i in session.scalars(select(Dataset.id)))
+    names = sorted(ckan.package_name(i) for i in session.scalars(
+        select(Dataset.id).where(Dataset.withdrawn_at.is_(None))))
     return _page(names, params)
 
 
@@ -317,8 +320,8 @@ def organization_show(session: Session, params: Params, base: str) -> dict[str, 
     if org is None:
         raise NotFound(f"Organization {ref!r} was not found; list them with "
                        "organization_list")
-    datasets = list(session.scalars(select(Dataset).where(Dataset.org_id == org.id)
-                                    .order_by(Dataset.id)))
+    datasets = list(session.scalars(select(Dataset).where(
+        Dataset.org_id == org.id, Dataset.withdrawn_at.is_(None)).order_by(Dataset.id)))
     out = _org_dict(session, org, base, len(datasets))
     out.update({"users": [], "groups": [], "tags": [], "extras": []})
     if _bool(params, "include_datasets"):

@@ -124,9 +124,10 @@ def _dataset_doc(session: Session, site: str, name: str, base: str) -> dict[str,
 
 def _catalogue_doc(session: Session, page: int, base: str) -> dict[str, Any]:
     size = dcat.CATALOGUE_PAGE_SIZE
-    total = int(session.scalar(select(func.count()).select_from(Dataset)) or 0)
-    rows = session.scalars(select(Dataset).order_by(Dataset.id).limit(size)
-                           .offset((page - 1) * size))
+    total = int(session.scalar(select(func.count()).select_from(Dataset).where(
+        Dataset.withdrawn_at.is_(None))) or 0)  # withdrawn entries are not listed
+    rows = session.scalars(select(Dataset).where(Dataset.withdrawn_at.is_(None))
+                           .order_by(Dataset.id).limit(size).offset((page - 1) * size))
     details = [catalogue.detail_json(d) for d in rows]
     if page > 1 and not details:
         raise NotFound(f"the catalogue has {total} datasets, so page {page} is empty; "

@@ -23,7 +23,7 @@ from ndl.core.errors import (
     InvalidInput,
     PermissionDenied,
 )
-from ndl.federation import parties, standing
+from ndl.federation import key_service, parties, standing
 from ndl.federation.blobs import ENVELOPE_HEADER, REQUEST_KIND
 from ndl.federation.models import Datasite
 from ndl.federation.parties import PartyIdentity
@@ -150,8 +150,12 @@ async def _signed_by_datasite(request: Request) -> tuple[Datasite, dict[str, Any
     def check() -> tuple[Datasite, dict[str, Any]]:
         with state.db.read() as s:
             site = s.get(Datasite, str(env.get("sender"))) if isinstance(env, dict) else None
+            # Any key of the site valid now (its current one, or one in a rotation's
+            # overlap); a revoked key never (ndl.federation.key_service).
+            keys = (key_service.accepted_keys(s, f"datasite:{site.id}", site.public_key)
+                    if site else None)
             opened = open_envelope(
-                env, public_key_for=lambda _sender: site.public_key if site else None,
+                env, public_key_for=lambda _sender: keys,
                 recipient=HUB_ID, guard=state.guard,
             )
             if site is None:  # open_envelope already refused; keeps type-checkers honest
@@ -181,9 +185,10 @@ async def _signed_by_party(request: Request) -> tuple[PartyIdentity, dict[str, A
                                              else None)
             # A suspended datasite signing as a party is refused once its signature checks.
             refused = standing.error_of_principal(s, who.principal) if who else None
+            keys = key_service.accepted_keys(s, who.principal, who.public_key) if who else None
         # (open_envelope refuses numbers no signer can sign: NaN, infinities, 2**53+)
         opened = open_envelope(
-            env, public_key_for=lambda _sender: who.public_key if who else None,
+            env, public_key_for=lambda _sender: keys,
             recipient=HUB_ID, guard=state.guard,
         )
         if who is None:  # open_envelope already refused; keeps type-checkers honest
@@ -246,8 +251,10 @@ async def _party_or_user(request: Request) -> Caller:
             ident = parties.identity_of_sender(
                 s, env.get("sender") if isinstance(env, dict) else None)
             refused = standing.error_of_principal(s, ident.principal) if ident else None
-        opened = open_envelope(env, public_key_for=lambda _s: ident.public_key if ident
-                               else None, recipient=HUB_ID, guard=state.guard,
+            keys = (key_service.accepted_keys(s, ident.principal, ident.public_key) if ident
+                    else None)
+        opened = open_envelope(env, public_key_for=lambda _s: keys,
+                               recipient=HUB_ID, guard=state.guard,
                                kinds=(REQUEST_KIND,))
         if ident is None:  # open_envelope already refused; keeps type-checkers honest
             raise AuthenticationRequired("unknown party")

@@ -70,8 +70,8 @@ def _all_details(session: Session, limit: int, offset: int = 0
                  ) -> tuple[list[dict[str, Any]], int]:
     total = int(session.scalar(select(func.count()).select_from(Dataset).where(
         Dataset.withdrawn_at.is_(None))) or 0)  # withdrawn entries are not listed
-    rows = session.scalars(select(Dataset).where(Dataset.withdrawn_at.is_(None)).order_by(Dataset.id)
-                           .limit(limit).offset(offset))
+    rows = session.scalars(select(Dataset).where(Dataset.withdrawn_at.is_(None))
+                           .order_by(Dataset.id).limit(limit).offset(offset))
     return [catalogue.detail_json(d) for d in rows], total
 
 

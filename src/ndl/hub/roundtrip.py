@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from ndl.access.accounts import Principal, official_actor
+from ndl.catalogue import lifecycle
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.models import Dataset
 from ndl.core.db import utcnow
@@ -41,6 +42,7 @@ async def ask_datasite(
     def submit() -> tuple[str, str]:
         with state.db.write() as s:
             ds = catalogue.get_dataset(s, dataset_id)
+            lifecycle.require_live(ds)  # a withdrawn dataset takes no questions
             standing.require_site(s, ds.datasite_id)  # a suspended site's data answer nothing
             extra = check(s, ds) if check is not None else None
             full = {**body, **(extra or {})}

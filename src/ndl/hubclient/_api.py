@@ -527,6 +527,34 @@ def delete_blob(sha256: str, auth: RequestAuth | None = None) -> Call[Json]:
 
 # -- datasites --------------------------------------------------------------------------------
 
+# -- incidents and notices ----------------------------------------------------------------------
+
+def raise_incident(*, title: str, description: str, severity: str,
+                   datasets: list[str] | None = None, projects: list[str] | None = None,
+                   datasites: list[str] | None = None, orgs: list[str] | None = None,
+                   users: list[str] | None = None) -> Call[Json]:
+    """Raise an incident; the hub tells those it touches (the description stays private)."""
+    return _post("/api/incidents", {
+        "title": title, "description": description, "severity": severity,
+        "datasets": datasets or [], "projects": projects or [], "datasites": datasites or [],
+        "orgs": orgs or [], "users": users or []})
+
+
+def incidents(*, state: str | None = None) -> Call[list[Json]]:
+    """The incidents you may see: all (admins), or those you raised or were told about."""
+    return Call("GET", "/api/incidents", object_list("incidents"),
+                params={"state": state} if state else None)
+
+
+def incident(incident_id: int) -> Call[Json]:
+    return _get(f"/api/incidents/{check_number_id(incident_id, 'incident id')}")
+
+
+def notices() -> Call[list[Json]]:
+    """Incident notices addressed to you."""
+    return Call("GET", "/api/notices", object_list("notices"))
+
+
 def post_envelope(path: str, envelope: Json | bytes, headers: dict[str, str] | None = None
                   ) -> Call[Json]:
     """Send a datasite's signed envelope to one of the hub's federation endpoints.
@@ -539,6 +567,44 @@ def post_envelope(path: str, envelope: Json | bytes, headers: dict[str, str] | N
         return Call("POST", path, json_object, content=envelope,
                     headers={"Content-Type": "application/json", **(headers or {})})
     return Call("POST", path, json_object, json=envelope, headers=headers)
+
+
+# -- joining, leaving and the data lifecycle -------------------------------------------------
+
+def approve_datasite(datasite_id: str) -> Call[Json]:
+    """Approve a datasite that joined and waits (a data steward of its org, or an admin)."""
+    return _post(f"/api/datasites/{segment(datasite_id)}/approve", {})
+
+
+def retire_datasite(datasite_id: str, reason: str) -> Call[Json]:
+    """Retire a datasite: its entries withdrawn, grants ended, key refused; data stay home."""
+    return _post(f"/api/datasites/{segment(datasite_id)}/retire", {"reason": reason})
+
+
+def datasite_status(datasite_id: str) -> Call[Json]:
+    """A datasite's membership state and its latest signed status report."""
+    return _get(f"/api/datasites/{segment(datasite_id)}/status")
+
+
+def withdraw_dataset(dataset_id: str, reason: str) -> Call[Json]:
+    """Withdraw a dataset from the catalogue (its data steward or an admin)."""
+    return _post(dataset_path(dataset_id, "/withdraw"), {"reason": reason})
+
+
+def delete_dataset(dataset_id: str) -> Call[Json]:
+    """Ask a withdrawn dataset's datasite to delete it; a signed record comes back."""
+    return _post(dataset_path(dataset_id, "/delete"), {})
+
+
+def dataset_deletions(dataset_id: str) -> Call[Json]:
+    """Deletion requests for a dataset and the datasite's signed records."""
+    return _get(dataset_path(dataset_id, "/deletions"))
+
+
+def close_project(project_id: str, reason: str) -> Call[Json]:
+    """Close a project (its lead or an admin): grants revoked, outputs archived."""
+    return _post(f"/api/projects/{segment(check_project_id(project_id))}/close",
+                 {"reason": reason})
 
 
 def raw(method: str, path: str, *, params: dict[str, Any] | None = None,

@@ -18,6 +18,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import httpx
 
+from ndl.core.transport import check_hub_url
 from ndl.hubclient import _api as api
 from ndl.hubclient._call import Call, reaching
 from ndl.hubclient._jobs import JobWork
@@ -26,6 +27,13 @@ from ndl.hubclient._long import LongWork
 P = ParamSpec("P")
 T = TypeVar("T")
 DEFAULT_HUB = "http://127.0.0.1:8700"
+
+
+def _in_process(transport: object) -> bool:
+    """A transport that reaches an app in this process (tests, the hub's own /mcp): no
+    network is crossed, so the URL's scheme does not matter."""
+    return isinstance(transport, httpx.MockTransport | httpx.ASGITransport
+                      | httpx.WSGITransport)
 
 
 class Operation(Generic[P, T]):
@@ -122,8 +130,21 @@ class HubApi:
     review_queue = Operation(api.review_queue)
     output_queue = Operation(api.output_queue)
     job_environments = Operation(api.job_environments)
+    # incidents and notices
+    raise_incident = Operation(api.raise_incident)
+    incidents = Operation(api.incidents)
+    incident = Operation(api.incident)
+    notices = Operation(api.notices)
     # datasites
     post_envelope = Operation(api.post_envelope)
+    # joining, leaving and the data lifecycle
+    approve_datasite = Operation(api.approve_datasite)
+    retire_datasite = Operation(api.retire_datasite)
+    datasite_status = Operation(api.datasite_status)
+    withdraw_dataset = Operation(api.withdraw_dataset)
+    delete_dataset = Operation(api.delete_dataset)
+    dataset_deletions = Operation(api.dataset_deletions)
+    close_project = Operation(api.close_project)
     # any call, unchecked, returning the JSON as it came (tests of the hub use it)
     _request = Operation(api.raw)
 
@@ -150,14 +171,20 @@ class Client(LongWork, JobWork, HubApi):
     ``follow_work``, ``fetch_work``), and waits for controlled jobs and unpacks their outputs
     (:class:`~ndl.hubclient._jobs.JobWork`: ``wait_job``, ``job_outputs``, ``fetch_mock``).
 
-    >>> client = Client("http://127.0.0.1:8700", token="ndl_...")   # doctest: +SKIP
+    Hub URLs are https://; plain http:// only to loopback with ``allow_http_loopback=True``
+    or ``NDL_ALLOW_HTTP_LOOPBACK=1`` (:mod:`ndl.core.transport`).
+
+    >>> client = Client("https://hub.example", token="ndl_...")     # doctest: +SKIP
     >>> client.search("A&E")["results"][0]["id"]                     # doctest: +SKIP
     'nhs-trust/ae-attendances'
     """
 
     def __init__(self, url: str = DEFAULT_HUB, token: str | None = None, *,
                  timeout: float | httpx.Timeout = 60.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None,
+                 allow_http_loopback: bool | None = None) -> None:
+        if not _in_process(transport):
+            check_hub_url(url, allow_http_loopback=allow_http_loopback)
         self.url = url.rstrip("/")
         self.token = token
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
@@ -212,7 +239,10 @@ class AsyncClient(HubApi):
 
     def __init__(self, url: str = DEFAULT_HUB, token: str | None = None, *,
                  timeout: float | httpx.Timeout = 60.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 allow_http_loopback: bool | None = None) -> None:
+        if not _in_process(transport):
+            check_hub_url(url, allow_http_loopback=allow_http_loopback)
         self.url = url.rstrip("/")
         self.token = token
         self._conn = _Connection(self.url, transport, timeout)

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from starlette.responses import Response
 
-from ndl.access import rules
+from ndl.access import closure, rules
 from ndl.access.accounts import Principal
 from ndl.core.db import utcnow
 from ndl.core.errors import Conflict, InvalidInput, NotFound
@@ -110,6 +110,7 @@ def _readable(state: HubState, who: Principal | None, job_id: str) -> Job:
         job = visible(s, who, job_id)
         sync(s, state, job)
         member = who is not None and who.username in members_of(s, job.project_id)
+        closure.require_outputs_kept(s, job.project_id)  # a closed project's, past retention
         s.expunge(job)
     if job.result_sha256 is None:
         raise InvalidInput(f"job {job.id} has no outputs ({job.state})")

@@ -20,10 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from ndl.access import closure, rules
 from ndl.access import requests as access
-from ndl.access import rules
 from ndl.access.accounts import Principal, official_actor
 from ndl.access.projects import get_project
+from ndl.catalogue import lifecycle
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.models import Dataset
 from ndl.core.db import utcnow
@@ -140,8 +141,10 @@ def visible(session: Session, who: Principal | None, job_id: str, *,
 def _datasets(session: Session, who: Principal, project: str,
               ids: list[str]) -> tuple[list[Dataset], list[dict[str, Any]]]:
     found, grants = [], []
+    closure.require_open(session, project)  # a closed project runs no new jobs
     for ds_id in ids:
         ds = catalogue.get_dataset(session, ds_id)
+        lifecycle.require_live(ds)
         rules.require_data_operation(who, ds.tier, OP, dataset=ds.id, project=project)
         grants.append(access.active_grant(session, who, project, ds.id).document)
         found.append(ds)

@@ -19,6 +19,7 @@ from ndl.access import requests as access
 from ndl.access import rules
 from ndl.access.accounts import Principal
 from ndl.access.requests import policy_of
+from ndl.catalogue import lifecycle
 from ndl.catalogue import service as catalogue
 from ndl.catalogue.metadata import DatasetMeta
 from ndl.catalogue.models import Dataset
@@ -74,6 +75,7 @@ async def private_query(state: HubState, who: Principal, dataset_id: str,
     def prepare() -> tuple[Any, dict[str, Any] | None]:
         with state.db.read() as s:
             ds = catalogue.get_dataset(s, dataset_id)
+            lifecycle.require_live(ds)
             rules.require_data_operation(who, ds.tier, Operation.PRIVATE_QUERY, dataset=ds.id,
                                          project=body.project)
             policy = policy_of(ds)
