@@ -164,6 +164,14 @@ OPERATIONS = [
          "/api/register/verify", {"x": "1"}, answer=[1, 2]),
     Case("post_envelope", ("/api/federation/poll", ENV), {"headers": {"X-Test": "1"}}, "POST",
          "/api/federation/poll", body=ENV, headers={"x-test": "1"}, answer={"messages": []}),
+    Case("raise_incident", (), {"title": "Leak", "description": "d", "severity": "high",
+                                "datasets": [DS]}, "POST", "/api/incidents",
+         body={"title": "Leak", "description": "d", "severity": "high", "datasets": [DS],
+               "projects": [], "datasites": [], "orgs": [], "users": []}),
+    Case("incidents", (), {"state": "open"}, "GET", "/api/incidents", {"state": "open"},
+         answer={"incidents": [{"id": 1}]}),
+    Case("incident", (7,), {}, "GET", "/api/incidents/7"),
+    Case("notices", (), {}, "GET", "/api/notices", answer={"notices": [{"incident": 1}]}),
 ]
 # Cases that use an operation a second way (not counted for coverage of HubApi).
 VARIANTS = [

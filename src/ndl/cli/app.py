@@ -74,6 +74,7 @@ from ndl.cli import (  # noqa: E402,F401  (importing registers the commands)
     key_cmds,
     lifecycle_cmds,
     mcp_cmd,
+    ops_cmds,
     privacy_cmds,
     publish_cmd,
     servers,
