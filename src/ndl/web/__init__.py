@@ -16,9 +16,12 @@ from starlette.types import Scope
 
 from ndl.web import (
     access_pages,
+    evidence_pages,
     forms,
+    incident_pages,
     job_check_pages,
     job_pages,
+    oidc_pages,
     privacy_pages,
     register_pages,
     session,
@@ -58,12 +61,16 @@ def mount(app: FastAPI, web_dir: Path) -> None:
     secret = session.WebSecret(state.settings.data_dir / session.SECRET_FILE)
     app.state.ndl_web_secret = secret
     app.include_router(session.router)
+    oidc_pages.install(app.state, state)
+    app.include_router(oidc_pages.router)
     app.include_router(router)
     app.state.ndl_static_dir = static_dir  # work_pages looks for its script there
     for pages in (access_pages, steward_pages, register_pages, wishlist_pages, privacy_pages,
-                  work_pages, job_pages, job_check_pages):
+                  work_pages, job_pages, job_check_pages, evidence_pages,
+                  incident_pages):
         app.include_router(pages.router)
     forms.install(app.state.ndl_pages.env)
     job_pages.install(app.state.ndl_pages.env)
+    evidence_pages.install(app.state.ndl_pages.env)
     app.add_middleware(session.SessionMiddleware, state=state, secret=secret)
     app.mount("/static", _StaticFiles(directory=static_dir, check_dir=False), name="static")
