@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ndl.access import accounts
 from ndl.access.accounts import Principal
 from ndl.core.errors import AuthenticationRequired, InternalError, RateLimited, Suspended
+from ndl.core.keys import open_secret, seal_secret
 from ndl.hub.deps import hub, public
 from ndl.hub.login_limits import request_source
 from ndl.hub.state import HubState
@@ -90,7 +91,8 @@ def load_or_create_secret(path: Path) -> bytes:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(secrets.token_hex(32) + "\n")
+            # Encrypted under NDL_KEY_PASSPHRASE when one is set (ndl.core.keys).
+            f.write(seal_secret(secrets.token_bytes(32)) + "\n")
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -103,7 +105,7 @@ def load_or_create_secret(path: Path) -> bytes:
 def _read_secret(path: Path) -> bytes:
     raw = path.read_text("ascii").strip()
     try:
-        key = bytes.fromhex(raw)
+        key = open_secret(raw, path)  # KeyLocked: encrypted, and no or the wrong passphrase
     except ValueError:
         key = b""
     if len(key) < 32:
