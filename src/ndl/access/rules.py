@@ -223,6 +223,11 @@ def may_see_incident(who: Principal | None, *, raised_by: str, affected: set[str
     return who.has("admin") or who.username == raised_by or who.username in affected
 
 
+def may_see_every_incident(who: Principal | None) -> bool:
+    """Admins see every incident (others only theirs and those that touch them)."""
+    return who is not None and who.user_id != 0 and who.has("admin")
+
+
 def may_read_incident_detail(who: Principal | None, *, raised_by: str) -> bool:
     """Its confidential description: admins and the person who raised it only. The people
     it touches see its title, severity, state and what it touches."""

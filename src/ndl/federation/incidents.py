@@ -327,7 +327,7 @@ def _view(session: Session, who: Principal | None, inc: Incident) -> IncidentVie
                for a in session.scalars(select(IncidentAction).where(
                    IncidentAction.incident_id == inc.id).order_by(IncidentAction.id))]
     detail = rules.may_read_incident_detail(who, raised_by=inc.raised_by)
-    is_admin = who is not None and who.has("admin")
+    is_admin = rules.may_see_every_incident(who)
     return IncidentView(
         inc.id, inc.title, inc.severity, inc.state, inc.created_at, inc.updated_at,
         _touches(session, inc.id), actions,
@@ -344,7 +344,7 @@ def list_incidents(session: Session, who: Principal | None, *, state: str | None
     if state is not None and state not in STATES:
         raise InvalidInput(f"state must be one of {', '.join(STATES)}, not {state[:20]!r}")
     q = select(Incident)
-    if not who.has("admin"):
+    if not rules.may_see_every_incident(who):
         told = select(Notice.incident_id).where(Notice.recipient_kind == "user",
                                                 Notice.recipient == who.username)
         q = q.where((Incident.raised_by == who.username) | Incident.id.in_(told))

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
+from ndl.access import rules
 from ndl.core.errors import NotFound
 from ndl.federation import incidents
 from ndl.web.forms import Who, show, sign_in_redirect
@@ -29,7 +30,7 @@ def notices_page(request: Request, who: Who) -> Response:
         return "notices.html", {
             "notices": [n.to_json() for n in incidents.my_notices(s, who)],
             "incidents": [i.to_json() for i in incidents.list_incidents(s, who)],
-            "is_admin": who.has("admin")}
+            "is_admin": rules.may_see_every_incident(who)}
 
     return show(request, build)
 
