@@ -172,6 +172,20 @@ OPERATIONS = [
          answer={"incidents": [{"id": 1}]}),
     Case("incident", (7,), {}, "GET", "/api/incidents/7"),
     Case("notices", (), {}, "GET", "/api/notices", answer={"notices": [{"incident": 1}]}),
+    Case("evidence", ("bob",), {}, "GET", "/api/evidence", {"user": "bob"},
+         answer={"evidence": [], "renew_within_days": 30}),
+    Case("add_evidence", ("bob",), {"kind": "accredited-researcher", "issuer": "UKSA",
+                                    "reference": "R1", "expires_on": "2030-01-01"},
+         "POST", "/api/users/bob/evidence",
+         body={"kind": "accredited-researcher", "issuer": "UKSA", "reference": "R1",
+               "expires_on": "2030-01-01"}, answer={"id": 1}),
+    Case("project_references", (PID,), {}, "GET", f"/api/projects/{PID}/references",
+         answer={"references": []}),
+    Case("add_project_reference", (PID,), {"kind": "dpia", "issuer": "DPO",
+                                           "reference": "D-1", "expires_on": "2030-01-01"},
+         "POST", f"/api/projects/{PID}/references",
+         body={"kind": "dpia", "issuer": "DPO", "reference": "D-1",
+               "expires_on": "2030-01-01"}, answer={"id": 1}),
 ]
 # Cases that use an operation a second way (not counted for coverage of HubApi).
 VARIANTS = [

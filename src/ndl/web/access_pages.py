@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from ndl.access import projects as proj
+from ndl.access import references, rules, service
 from ndl.access import requests as access
-from ndl.access import service
 from ndl.access.accounts import Principal
 from ndl.access.policy import LEGAL_BASES, PURPOSES
 from ndl.access.service import NewProject
@@ -244,6 +244,9 @@ def project_context(s: Session, project_id: str, who: Principal | None, *,
         "legal_basis_label": LEGAL_BASIS_LABELS.get(p.legal_basis, p.legal_basis),
         "member": member, "signed_in": who is not None, "live": record.live,
         "members": proj.project_json(p)["members"] if member else [],
+        # Ethics approval, DPIA, data-sharing agreement: members, stewards and admins.
+        "references": (references.list_references(s, who, p.id)
+                       if rules.may_see_references(who, member=member) else None),
         "requests": requests, "grants": grant_views,
         "active_grants": [g for g in grant_views if g["state"] == "active"],
         "requestable": _requestable(record),
