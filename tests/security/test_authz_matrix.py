@@ -108,6 +108,17 @@ def _register_extra_site(_: Library, __: str, ___: httpx.Client) -> dict[str, An
     return {"json": env}
 
 
+def _join_unknown_org(_: Library, __: str, ___: httpx.Client) -> dict[str, Any]:
+    """Joining names an organisation that does not exist: any signed-in user gets past the
+    route's rule and is told so, and no datasite is made (joining itself, pending approval,
+    is tested in tests/integration/test_membership.py)."""
+    key = SigningKey.generate()
+    env = seal(key, sender="joiner", recipient=HUB_ID, kind="register",
+               body={"datasite_id": "joiner", "org": "no-such-org", "name": "joiner",
+                     "public_key": key.public_b64})
+    return {"json": env}
+
+
 def _register_enclave(_: Library, role: str, __: httpx.Client) -> dict[str, Any]:
     """A new enclave of organisation A, one per role allowed to register it."""
     key, name = SigningKey.generate(), f"enclave-{role.lower().replace('_', '-')}"
@@ -348,6 +359,30 @@ ROWS: list[Row] = [
     Row("GET", "/api/federation/hub-key", ANYONE),
     Row("POST", "/api/federation/register", frozenset({"steward_A", "admin"}),
         body=_register_extra_site, ok=(201,)),
+    # Joining and leaving, status, withdrawal, deletion, closure (ndl.federation.membership,
+    # ndl.catalogue.lifecycle, ndl.access.closure; every role against real targets in
+    # tests/security/test_lifecycle_attacks.py). Rows here change nothing: approving an
+    # approved site and deleting a live dataset are refused as conflicts after the rule.
+    Row("POST", "/api/federation/join", SIGNED_IN, body=_join_unknown_org, ok=(404,),
+        variant="an organisation that does not exist"),
+    *[Row("POST", f"/api/datasites/{route}", NOBODY, body=_forged(kind, {}),
+          variant="forged envelope", deny="envelope")
+      for route, kind in (("status", "status"), ("deletions", "dataset.deleted"))],
+    Row("GET", "/api/datasites/{datasite_id}/status", ANYONE, args={"datasite_id": ORG_A}),
+    Row("POST", "/api/datasites/{datasite_id}/approve", frozenset({"steward_A", "admin"}),
+        args={"datasite_id": ORG_A}, ok=(409,), variant="already approved"),
+    Row("POST", "/api/datasites/{datasite_id}/retire", SIGNED_IN,
+        args={"datasite_id": "no-such-site"}, json={"reason": "Leaving the federation."},
+        ok=(404,), variant="an unknown datasite"),
+    Row("POST", "/api/datasets/{site}/{name}/withdraw", SIGNED_IN,
+        args={"site": ORG_A, "name": "no-such-data"}, json={"reason": "Superseded."},
+        ok=(404,), variant="an unknown dataset"),
+    Row("POST", "/api/datasets/{site}/{name}/delete", frozenset({"steward_A", "admin"}),
+        args=ds(OPEN), ok=(409,), variant="still in the catalogue"),
+    Row("GET", "/api/datasets/{site}/{name}/deletions", ANYONE, args=ds(OPEN)),
+    Row("POST", "/api/projects/{project_id}/close", SIGNED_IN,
+        args={"project_id": "no-such-project"}, json={"reason": "Work finished."}, ok=(404,),
+        variant="an unknown project"),
     *[Row("POST", f"/api/federation/{kind}", NOBODY, body=_forged(kind, body),
           variant="forged envelope", deny="envelope")
       for kind, body in ENVELOPE_ROUTES.items()],
