@@ -16,6 +16,10 @@ from needs import required
 # A real Spark standalone cluster (session-scoped; see tests/spark_cluster.py).
 from spark_cluster import spark_cluster, spark_engine  # noqa: F401
 
+# Every hub in the suite is a test hub on loopback, over plain http:// (ndl.core.transport);
+# tests of the refusal itself clear this for the call they make.
+os.environ.setdefault("NDL_ALLOW_HTTP_LOOPBACK", "1")
+
 PG_BASE = os.environ.get("NDL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

@@ -29,7 +29,8 @@ from ndl.access import service as access_service
 from ndl.access.models import User
 from ndl.core.db import Database
 from ndl.core.errors import UpstreamUnavailable
-from ndl.core.keys import SigningKey
+from ndl.core.keys import FileSigningKey, SigningKey
+from ndl.core.transport import HOSTS_ENV, LOOPBACK_ENV, is_loopback
 
 
 def write_dataset(root: Path, name: str, table: pa.Table, *, tier: str = "safeguarded",
@@ -77,7 +78,21 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | N
 
 def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NDL_")}
+    # A test network on loopback speaks plain http:// (ndl.core.transport), explicitly.
+    env[LOOPBACK_ENV] = "1"
+    if os.environ.get(HOSTS_ENV):
+        env[HOSTS_ENV] = os.environ[HOSTS_ENV]
     return {**env, **(extra or {})}
+
+
+def allow_test_http(host: str) -> None:
+    """Let this process (and the processes it starts) use plain http:// to ``host``: the test
+    hub's loopback or veth address. Never for a deployment (see ndl.core.transport)."""
+    os.environ.setdefault(LOOPBACK_ENV, "1")
+    if not is_loopback(host):
+        named = [h for h in os.environ.get(HOSTS_ENV, "").split(",") if h]
+        if host not in named:
+            os.environ[HOSTS_ENV] = ",".join([*named, host])
 
 
 def _die_with_parent() -> None:
@@ -143,7 +158,9 @@ class HubProcess(_Process):
         data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(self.db_url)
         self.db.migrate()
-        self.key = SigningKey.load_or_create(data_dir / "hub-key.pem")
+        # Follows 'ndl admin rotate-hub-key' like the hub itself does.
+        self.key: SigningKey = FileSigningKey(data_dir / "hub-key.pem")
+        allow_test_http(host)
 
     @property
     def url(self) -> str:
@@ -229,7 +246,7 @@ def granted_project(hub_url: str, token: str, datasets: list[str], *,
     """
     from ndl.client import Client
 
-    with Client(hub_url, token) as c:
+    with Client(hub_url, token, allow_http_loopback=True) as c:
         project = c.create_project(
             title=title, purpose="Measure how emergency care use varies by region for planning.",
             lay_summary="Counts of hospital visits by area, to plan services.",

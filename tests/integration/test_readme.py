@@ -73,6 +73,9 @@ ELSEWHERE: dict[str, str] = {
     "work": "tests/integration/test_work_export.py (list, show, wait, cancel, fetch)",
 }
 SERVERS = {"hub", "datasite", "mcp"}
+# What a test that points the README's commands at a loopback hub adds: the README's own tour
+# exports it itself (ndl.core.transport refuses plain http:// without it).
+LOOPBACK = {"NDL_ALLOW_HTTP_LOOPBACK": "1"}
 PLACEHOLDER = re.compile(r"<[^<>\n]+>")
 
 
@@ -100,9 +103,13 @@ def commands(block: str, fill: Callable[[str], str]) -> Iterator[Command]:
     A generator: a line's placeholders are filled only when it is reached, so a value an
     earlier command printed (a token) can fill a later line.
     """
+    exported: dict[str, str] = {}
     for raw in block.replace("\\\n", " ").splitlines():
         words = shlex.split(PLACEHOLDER.sub(lambda m: fill(m.group(0)), raw), comments=True)
-        env = {}
+        if words[:1] == ["export"]:  # `export VAR=value` holds for the commands after it
+            exported.update(w.partition("=")[::2] for w in words[1:] if "=" in w)
+            continue
+        env = dict(exported)
         while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
             name, _, value = words.pop(0).partition("=")
             env[name] = value
@@ -262,7 +269,7 @@ def test_dp_query_previews_then_spends_only_when_told(demo: Demo, tmp_path: Path
     with Client(demo.url) as c:
         token = c.login("alice", "demo-password-alice")
         before = c.budget("nhs-trust/ae-attendances", demo.project)["budget_remaining"]
-    env = _env(tmp_path, demo.url, {"NDL_TOKEN": token})
+    env = _env(tmp_path, demo.url, {"NDL_TOKEN": token, **LOOPBACK})
     base = ["dp-query", "nhs-trust/ae-attendances", "--project", demo.project, "--rho", "0.1",
             "--sql", "SELECT COUNT(*) AS n, AVG(age_at_arrival) AS age FROM data "
                      "GROUP BY region"]
@@ -327,7 +334,8 @@ def test_running_the_parts_yourself(tmp_path: Path) -> None:
         assert placeholder in values, f"README placeholder {placeholder} has no value yet"
         return values[placeholder]
 
-    env = _env(tmp_path, hub_url)
+    # The README's https://hub.example becomes this loopback hub, over plain http://.
+    env = _env(tmp_path, hub_url, LOOPBACK)
     started: list[subprocess.Popen[bytes]] = []
     servers: list[str] = []
     try:

@@ -9,12 +9,13 @@ has not been revoked (the hub tells the datasite of revocations through its mail
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import rfc8785
 
 from ndl.core.errors import PermissionDenied
-from ndl.core.keys import SigningKey, verify_signature
+from ndl.core.keys import KeyValidity, SigningKey, keys_valid_at, verify_any
 
 _FIELDS = ("v", "grant_id", "project", "dataset", "tier", "members", "issued_at", "expires_at")
 
@@ -28,15 +29,19 @@ def sign_grant(key: SigningKey, *, grant_id: str, project: str, dataset: str, ti
     return doc
 
 
-def check_grant(doc: Any, hub_key: str, *, dataset: str, project: str, member: str,
-                revoked: set[str] | frozenset[str] = frozenset(),
+def check_grant(doc: Any, hub_key: str | Sequence[KeyValidity], *, dataset: str, project: str,
+                member: str, revoked: set[str] | frozenset[str] = frozenset(),
                 now: float | None = None) -> dict[str, Any]:
     """Return the grant if it allows ``member`` of ``project`` to use ``dataset``; else raise."""
     if not isinstance(doc, dict) or not all(k in doc for k in (*_FIELDS, "sig")):
         raise PermissionDenied("no valid grant came with this request: ask for access first")
     body = {k: doc[k] for k in _FIELDS}
-    if not verify_signature(hub_key, str(doc["sig"]), rfc8785.dumps(body)):
-        raise PermissionDenied("the grant is not signed by the hub: forged or altered")
+    # Checked against the hub keys valid when it was issued: a grant signed by a key retired
+    # since stays good until it expires; one signed by a revoked key never is.
+    if not verify_any(_keys_at(hub_key, doc["issued_at"]), str(doc["sig"]),
+                      rfc8785.dumps(body)):
+        raise PermissionDenied("the grant is not signed by a valid hub key: forged, altered, "
+                               "or signed by a key since revoked (ask for access again)")
     if doc["dataset"] != dataset:
         raise PermissionDenied(f"the grant is for {doc['dataset']}, not {dataset}")
     if doc["project"] != project:
@@ -48,3 +53,9 @@ def check_grant(doc: Any, hub_key: str, *, dataset: str, project: str, member: s
     if int(doc["expires_at"]) < (now if now is not None else time.time()):
         raise PermissionDenied(f"grant {doc['grant_id']} has expired: ask for access again")
     return doc
+
+
+def _keys_at(hub_key: str | Sequence[KeyValidity], issued_at: Any) -> list[str]:
+    if isinstance(issued_at, bool) or not isinstance(issued_at, int | float):
+        return []
+    return keys_valid_at(hub_key, float(issued_at))

@@ -13,6 +13,7 @@ from ndl.cli import config
 from ndl.cli.app import app, console, environ, handle_errors
 from ndl.client import Client
 from ndl.core.errors import AuthenticationRequired, InvalidInput
+from ndl.core.transport import loopback_allowed
 
 HubOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL. [env NDL_HUB; saved by login]")]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="API token. [env NDL_TOKEN]")]
@@ -29,7 +30,8 @@ def _client(ctx: typer.Context, hub: str | None, token: str | None) -> Client:
     given = config.token(env, token)
     if given is None:
         raise AuthenticationRequired("you are not logged in: run 'ndl login' first")
-    return Client(config.hub_url(env, hub), given)
+    return Client(config.hub_url(env, hub), given,
+                  allow_http_loopback=loopback_allowed(env))
 
 
 @app.command()

@@ -16,6 +16,7 @@ from ndl.cli.words import moment, plural
 from ndl.client import Client
 from ndl.core.errors import InvalidInput, NdlError
 from ndl.core.tiers import TIERS
+from ndl.core.transport import loopback_allowed
 
 HubOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL. [env NDL_HUB; saved by login]")]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="API token. [env NDL_TOKEN]")]
@@ -24,7 +25,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 def _client(ctx: typer.Context, hub: str | None, token: str | None) -> Client:
     env = environ(ctx)
-    return Client(config.hub_url(env, hub), config.token(env, token))
+    return Client(config.hub_url(env, hub), config.token(env, token),
+                  allow_http_loopback=loopback_allowed(env))
 
 
 @app.command()
@@ -38,7 +40,7 @@ def login(
     """Log in to a hub and save the token for later commands."""
     env = environ(ctx)
     url = config.hub_url(env, hub)
-    with Client(url) as client:
+    with Client(url, allow_http_loopback=loopback_allowed(env)) as client:
         token = client.login(username, password)
         me = client.me()
     path = config.save(env, hub=url, token=token)

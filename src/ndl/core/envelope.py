@@ -3,7 +3,9 @@
 An envelope names its sender and recipient, carries a random nonce, an issue time and an
 expiry, and is signed with the sender's Ed25519 key over the RFC 8785 canonical JSON of every
 field but the signature. :func:`open_envelope` refuses forged, altered, misaddressed, expired
-and replayed envelopes; the replay check is delegated to a :class:`ReplayGuard` so the hub
+and replayed envelopes; a sender may hold more than one valid key at once (the overlap of a
+key rotation), so ``public_key_for`` may name several, and any one of them signing is enough.
+The replay check is delegated to a :class:`ReplayGuard` so the hub
 (SQL) and the datasite (its own state file) each keep their own memory of nonces.
 """
 
@@ -11,13 +13,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import rfc8785
 
 from ndl.core.errors import EnvelopeRejected
-from ndl.core.keys import SigningKey, verify_signature
+from ndl.core.keys import SigningKey, verify_any
 
 VERSION = 1
 DEFAULT_TTL = 120
@@ -82,7 +84,7 @@ def seal(
 def open_envelope(
     env: Any,
     *,
-    public_key_for: Callable[[str], str | None],
+    public_key_for: Callable[[str], str | Sequence[str] | None],
     recipient: str,
     guard: ReplayGuard,
     kinds: tuple[str, ...] | None = None,
@@ -100,16 +102,21 @@ def open_envelope(
         raise EnvelopeRejected(f"envelope kind {env['kind']!r} is not accepted here")
     if env["recipient"] != recipient:
         raise EnvelopeRejected(f"envelope is addressed to {env['recipient']!r}, not {recipient!r}")
-    public = public_key_for(str(env["sender"]))
-    if public is None:
+    found = public_key_for(str(env["sender"]))
+    if found is None:
         raise EnvelopeRejected(f"unknown sender {env['sender']!r}: register it first")
+    keys = [found] if isinstance(found, str) else list(found)
+    if not keys:
+        raise EnvelopeRejected(
+            f"sender {env['sender']!r} has no key valid now: its keys were revoked or retired "
+            "(rotate to a new key, or ask the hub's admin)")
     try:
         signed = _signing_bytes(env)
     except (ValueError, TypeError) as exc:  # rfc8785 cannot canonicalise NaN, 2**53+, ...
         raise EnvelopeRejected(
             f"not a signable envelope ({exc}): JSON numbers must be finite and within "
             "+-(2**53 - 1); send such values as text") from exc
-    if not isinstance(env["sig"], str) or not verify_signature(public, env["sig"], signed):
+    if not isinstance(env["sig"], str) or not verify_any(keys, env["sig"], signed):
         raise EnvelopeRejected("bad signature: the envelope was forged or altered in transit")
     t = int(now if now is not None else time.time())
     iat, exp = env["iat"], env["exp"]

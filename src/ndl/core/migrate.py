@@ -32,8 +32,9 @@ def all_models() -> None:
     import ndl.catalogue.models
     import ndl.core.ratelimit
     import ndl.federation.blob_models
-    import ndl.federation.lifecycle_models
     import ndl.federation.incident_models
+    import ndl.federation.key_models
+    import ndl.federation.lifecycle_models
     import ndl.federation.models
     import ndl.federation.party_models
     import ndl.federation.work_models

@@ -146,7 +146,7 @@ def run(agent: Agent, body: dict[str, Any], report: Report, cancelled: threading
     params = body.get("params")
     if not isinstance(params, dict):
         raise PermissionDenied("a job arrived without its parameters")
-    hub_key = agent.store.config().get("hub_key")
+    hub_key = agent.hub_keys()  # every hub key believed, with when each could sign
     if not hub_key:
         raise PermissionDenied("this datasite has no pinned hub key; re-register it")
     b = bundles.from_files(params.get("files"))
@@ -154,7 +154,7 @@ def run(agent: Agent, body: dict[str, Any], report: Report, cancelled: threading
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise PermissionDenied("a job names its datasets")
     ids = [f"{agent.id}/{n}" for n in names]
-    check_approval(params.get("approval"), str(hub_key), job_id=str(params.get("job_id")),
+    check_approval(params.get("approval"), hub_key, job_id=str(params.get("job_id")),
                    code_sha256=b.code_sha256, datasets=ids)
     datasets = [agent.store.dataset(n) for n in names]
     grants = params.get("grants")
@@ -163,7 +163,7 @@ def run(agent: Agent, body: dict[str, Any], report: Report, cancelled: threading
     for ds, ds_id, grant in zip(datasets, ids, grants, strict=True):
         tiers.require_operation(ds.meta.tier, tiers.WORK_OPERATIONS["job"],
                                 dataset=ds.meta.name)
-        check_grant(grant, str(hub_key), dataset=ds_id, project=str(params.get("project")),
+        check_grant(grant, hub_key, dataset=ds_id, project=str(params.get("project")),
                     member=str(params.get("member")), revoked=agent.store.revoked_grants())
     sandbox = agent.controlled.sandbox()  # SandboxUnavailable: refused, with the fix
     job_id = str(params["job_id"])

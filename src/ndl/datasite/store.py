@@ -32,7 +32,7 @@ from ndl.access.policy import Policy, load_policy
 from ndl.catalogue.metadata import DatasetMeta
 from ndl.core.envelope import CLOCK_SKEW
 from ndl.core.errors import InvalidInput, NotFound
-from ndl.core.keys import SigningKey
+from ndl.core.keys import FileSigningKey, SigningKey
 from ndl.core.private import private_dir, private_file
 from ndl.datasite.engines.source import SOURCE_FILE, Source, load_source
 
@@ -91,7 +91,9 @@ class DatasiteStore:
         self.root = root
         private_dir(root)  # the data, the key and the state: this account's eyes only
         (root / "datasets").mkdir(exist_ok=True)
-        self.key = SigningKey.load_or_create(root / "key.pem")
+        # Re-read when 'ndl datasite rotate-key' replaces the file: the running agent signs
+        # with the new key at once.
+        self.key: SigningKey = FileSigningKey(root / "key.pem")
         self._lock = threading.Lock()
         self._db = sqlite3.connect(private_file(root / "state.sqlite"), check_same_thread=False,
                                    isolation_level=None)

@@ -30,6 +30,7 @@ from ndl.access.models import Org, User
 from ndl.core.db import Database
 from ndl.core.errors import Conflict, UpstreamUnavailable
 from ndl.core.keys import SigningKey
+from ndl.core.transport import LOOPBACK_ENV
 from ndl.demo.job_tour import DemoJob, run_demo_job, sandbox_mode
 from ndl.demo.synth import ORGS, generate_demo_data
 
@@ -178,6 +179,8 @@ def run_demo(
     hub_url = f"http://127.0.0.1:{port}"
     # Children get a minimal environment: tokens travel by env, never on the command line.
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("NDL_")}
+    # The demo's hub is plain http:// on loopback: say so explicitly (ndl.core.transport).
+    base_env[LOOPBACK_ENV] = "1"
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     sandbox, sandbox_note = sandbox_mode()
 
@@ -326,7 +329,7 @@ def _demo_access(hub_url: str, root: Path) -> str:
     marker = root / "hub" / "demo-project"
     if marker.exists():
         return marker.read_text().strip()
-    with Client(hub_url) as alice:
+    with Client(hub_url, allow_http_loopback=True) as alice:
         alice.login("alice", f"{PASSWORD}-alice")
         project = alice.create_project(
             title="Emergency care and school outcomes in Northshire",
@@ -337,7 +340,7 @@ def _demo_access(hub_url: str, root: Path) -> str:
             legal_basis="public-task", end_date="2030-03-31")
         alice.request_access(project["id"], ["nhs-trust/ae-attendances", "dfe/attainment",
                                              "dfe/pupils"])
-    with Client(hub_url) as steward:
+    with Client(hub_url, allow_http_loopback=True) as steward:
         steward.login("steward-dfe", f"{PASSWORD}-steward-dfe")
         for item in steward.steward_queue():
             steward.decide(item["id"], "approve", "Purpose and legal basis are sound.")
@@ -379,6 +382,7 @@ Controlled job:
 {_job_lines(job, sandbox_note)}
 
 Try, in another shell (after `source .venv/bin/activate`, or use .venv/bin/ndl):
+  export NDL_ALLOW_HTTP_LOOPBACK=1   # this demo hub is plain http:// on loopback
   {ndl} search "A&E"
   {ndl} show nhs-trust/ae-attendances
   {ndl} login --username alice --password demo-password-alice

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import httpx
 from ndl.core.envelope import MemoryReplayGuard, open_envelope, seal
 from ndl.core.envelope import _signing_bytes as envelope_signing_bytes
 from ndl.core.errors import EnvelopeRejected
-from ndl.core.keys import SigningKey, verify_signature
+from ndl.core.keys import KeyValidity, SigningKey, keys_valid_at, verify_signature
 from ndl.core.sealed import (
     Context,
     EncryptionKey,
@@ -32,6 +33,8 @@ from ndl.core.sealed import (
     statement,
 )
 from ndl.core.sealed import seal as seal_payload
+from ndl.core.transport import check_hub_url
+from ndl.federation.key_service import ROTATE_KIND, follow_hub_keys, rotation_body
 from ndl.federation.parties import HUB_ID, envelope_sender
 from ndl.hubclient import Client
 
@@ -72,10 +75,13 @@ class PartyClient:
                  http: httpx.Client | None = None, timeout: float = 60.0) -> None:
         self.principal, self.key, self.encryption_key = principal, signing_key, encryption_key
         self.sender = envelope_sender(principal)
+        if http is None:  # a client handed in is its owner's to vet (tests: in-process)
+            check_hub_url(hub_url)
         self.http = http or httpx.Client(base_url=hub_url.rstrip("/"), timeout=timeout)
         self._owns_http = http is None
         self.hub_key = hub_key
         self.guard = MemoryReplayGuard()
+        self._hub_ring: list[KeyValidity] | None = None
         self._peers: dict[str, PeerKeys] = {}
 
     def close(self) -> None:
@@ -103,6 +109,25 @@ class PartyClient:
         if self.hub_key is None:
             self.hub_key = str(self._get("/api/federation/hub-key")["public_key"])
         return self.hub_key
+
+    def hub_keys(self, *, refresh: bool = False) -> list[KeyValidity]:
+        """The hub keys this party believes: the one it pinned, then each key a believed key
+        endorsed in a rotation (ndl.federation.key_service.follow_hub_keys)."""
+        if self._hub_ring is None:
+            self._hub_ring = [KeyValidity(self._hub_key(), 0)]
+        if refresh:
+            self._hub_ring = follow_hub_keys(self._hub_ring,
+                                             self._get("/api/federation/hub-key"))
+        return self._hub_ring
+
+    def rotate_key(self, new_key: SigningKey, *, overlap: int = 3600) -> dict[str, Any]:
+        """Rotate this party's signing key: the request is signed with the current key and
+        carries the new key's proof; the old key stays valid for ``overlap`` seconds. The
+        client signs with ``new_key`` from then on (keep it: its file is yours to write)."""
+        out = self.post("/api/federation/rotate-key", ROTATE_KIND,
+                        rotation_body(self.key, new_key, self.principal, overlap))
+        self.key = new_key
+        return out
 
     # -- identity ---------------------------------------------------------------------------
     def register(self, token: str, *, kind: str, org: str, name: str = "") -> dict[str, Any]:
@@ -216,10 +241,18 @@ class PartyClient:
         return [self._open(env) for env in data.get("messages", [])]
 
     def _open(self, env: dict[str, Any]) -> Received:
-        hub_key = self._hub_key()
-        opened = open_envelope(env, public_key_for=lambda s: hub_key if s == HUB_ID else None,
-                               recipient=self.sender, guard=self.guard,
-                               kinds=("party.message",))
+        def keys(sender: str) -> list[str] | None:
+            return keys_valid_at(self.hub_keys(), time.time()) if sender == HUB_ID else None
+
+        try:
+            opened = open_envelope(env, public_key_for=keys, recipient=self.sender,
+                                   guard=self.guard, kinds=("party.message",))
+        except EnvelopeRejected:
+            # Perhaps signed by the hub's next key: follow a rotation, then look once more.
+            if self.hub_keys() == self.hub_keys(refresh=True):
+                raise
+            opened = open_envelope(env, public_key_for=keys, recipient=self.sender,
+                                   guard=self.guard, kinds=("party.message",))
         b = opened["body"]
         sender, purpose = str(b["from"]), str(b["purpose"])
         sha, size = str(b["sha256"]), int(b["size"])

@@ -19,8 +19,8 @@ from ndl.core.db import utcnow
 from ndl.core.envelope import open_envelope
 from ndl.core.errors import InvalidInput
 from ndl.core.tiers import Operation, tier_def
+from ndl.federation import key_service, work
 from ndl.federation import service as federation
-from ndl.federation import work
 from ndl.federation.models import Datasite
 from ndl.hub.deps import hub, public, requires, signed_by_datasite
 from ndl.hub.openapi import ENVELOPE_BODY
@@ -36,7 +36,10 @@ Signed = Annotated[tuple[Datasite, dict[str, Any]], Depends(signed_by_datasite)]
 
 @router.get("/hub-key")
 def hub_key(state: HubDep, _: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
-    return {"hub_id": federation.HUB_ID, "public_key": state.key.public_b64}
+    """The hub's current key, every hub key with its validity, and the signed statements by
+    which datasites follow a rotation or a revocation (ndl.federation.key_service)."""
+    with state.db.read() as s:
+        return key_service.hub_key_document(s, state.key)
 
 
 @router.post("/register", status_code=201, openapi_extra=ENVELOPE_BODY)
@@ -174,8 +177,14 @@ async def poll(request: Request, signed: Signed, state: HubDep) -> dict[str, Any
                 state.work_hints.mark(site.id)  # more may be waiting for a free slot
             return items
 
-    return {"messages": await state.notifier.long_poll(request, f"site:{site.id}", ask.wait,
-                                                       take)}
+    messages = await state.notifier.long_poll(request, f"site:{site.id}", ask.wait, take)
+
+    def stamp() -> str:
+        with state.db.read() as s:
+            return key_service.hub_keys_stamp(s)
+
+    # Unsigned, but it only tells the datasite to read the signed key document again.
+    return {"messages": messages, "hub_keys": await run_in_threadpool(stamp)}
 
 
 @router.post("/heartbeat", openapi_extra=ENVELOPE_BODY)

@@ -10,7 +10,7 @@ any head a reader saved earlier (``ndl verify --expect-head``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -102,8 +102,17 @@ class EntryLike(Protocol):
     sig: str
 
 
+HubKeys = str | Callable[[EntryLike], Sequence[str]]
+
+
+def _keys_for(public_key: HubKeys, entry: EntryLike) -> Sequence[str]:
+    """The hub keys ``entry`` may be signed by: one key, or (after key rotations) those the
+    hub held when the entry was made (:func:`ndl.federation.key_service.register_keys`)."""
+    return [public_key] if isinstance(public_key, str) else public_key(entry)
+
+
 def verify_entries(
-    entries: Iterable[EntryLike], public_key: str, *, head: tuple[int, str] | None,
+    entries: Iterable[EntryLike], public_key: HubKeys, *, head: tuple[int, str] | None,
     expect_head: tuple[int, str] | None = None,
 ) -> VerifyReport:
     """Walk a whole chain (from the database or a downloaded feed) and report every fault.
@@ -131,7 +140,8 @@ def verify_entries(
         )
         if recomputed != e.hash:
             problems.append(f"entry {e.seq} was edited: its content does not match its hash")
-        elif not verify_signature(public_key, e.sig, bytes.fromhex(e.hash)):
+        elif not any(verify_signature(k, e.sig, bytes.fromhex(e.hash))
+                     for k in _keys_for(public_key, e)):
             problems.append(f"entry {e.seq} is not signed by the hub key")
         prev_hash, expected_seq = e.hash, e.seq + 1
         if expect_head is not None and e.seq == expect_head[0]:
@@ -153,7 +163,7 @@ def verify_entries(
 
 
 def verify(
-    session: Session, public_key: str, *, expect_head: tuple[int, str] | None = None
+    session: Session, public_key: HubKeys, *, expect_head: tuple[int, str] | None = None
 ) -> VerifyReport:
     """Verify the register held in the hub database."""
     row = session.get(LedgerHead, 1)
