@@ -65,14 +65,18 @@ def upgrade() -> None:
              "reference": "legacy-flag", "issued_on": today, "expires_on": None,
              "recorded_by": "migration 0016", "recorded_at": now, "revoked_at": None,
              "revoked_reason": "", "reminded_at": None} for i in ids])
-    with op.batch_alter_table("users") as batch_op:
-        batch_op.drop_column("accredited")
+    if conn.dialect.name == "sqlite":
+        # SQLite (3.35+) drops the column in place. Batch mode would copy and DROP the users
+        # table, and with foreign keys on that cascades to every row pointing at a user
+        # (roles, tokens, this very evidence).
+        op.execute("ALTER TABLE users DROP COLUMN accredited")
+    else:
+        op.drop_column("users", "accredited")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch_op:
-        batch_op.add_column(sa.Column("accredited", sa.Boolean(), nullable=False,
-                                      server_default=sa.false()))
+    op.add_column("users", sa.Column("accredited", sa.Boolean(), nullable=False,
+                                     server_default=sa.false()))
     conn = op.get_bind()
     conn.execute(sa.text(
         "UPDATE users SET accredited = :t WHERE id IN (SELECT user_id FROM evidence WHERE "
