@@ -133,6 +133,11 @@ def _set_up_access(lib: Library) -> None:
             "title": "Regions by month", "description": "Monthly counts by region.",
             "orgs": [ORG_A], "tier_needed": "safeguarded"})
         ids["wish"] = wish["id"]
+        # An incident Bob raised about organisation A's dataset: he, A's stewards and admins
+        # see it; the others are told nothing of it.
+        ids["incident"] = bob.raise_incident(
+            title="A table left unprotected", description="Seen on a shared drive.",
+            severity="high", datasets=[SAFE])["id"]
     with lib.client("researcher") as alice:
         for name in ("coordination", "coordination_to_cancel"):
             made = alice._request("POST", "/api/coordinations", json={

@@ -190,6 +190,11 @@ def _confirmation_only(_: Library, __: str, r: httpx.Response) -> None:
 
 
 
+def _incident_detail_for_raiser_and_admin(_: Library, role: str, r: httpx.Response) -> None:
+    """Those it touches see what it is, not what happened (the confidential description)."""
+    assert ("description" in r.json()) == (role in ("other_researcher", "admin")), r.json()
+
+
 def _is_me(_: Library, role: str, r: httpx.Response) -> None:
     assert r.json()["username"] == USERNAME[role]
 
@@ -455,6 +460,23 @@ ROWS: list[Row] = [
     Row("POST", "/api/wishes/{wish_id}/state", frozenset({"steward_A", "admin"}),
         args={"wish_id": "$wish"}, json={"state": "planned"}),
     Row("GET", "/api/orgs/{org_id}/dashboard", ANYONE, args={"org_id": ORG_A}),
+    # Incidents and notices: anyone signed in raises one; it is seen by whoever raised it, those
+    # it touches (A's stewards, for A's dataset) and admins; only admins act on or close it.
+    # The security log is exported by admins; this hub shares none of it with stewards.
+    Row("POST", "/api/incidents", SIGNED_IN, ok=(201,), json={
+        "title": "A laptop was lost", "description": "It held a token.", "severity": "low"}),
+    Row("GET", "/api/incidents", SIGNED_IN),
+    Row("GET", "/api/incidents/{incident_id}",
+        frozenset({"other_researcher", "steward_A", "admin"}), args={"incident_id": "$incident"},
+        deny="hidden_signed_in", check=_incident_detail_for_raiser_and_admin),
+    Row("POST", "/api/incidents/{incident_id}/actions", frozenset({"admin"}), ok=(201,),
+        args={"incident_id": "$incident"},
+        json={"action": "notification", "subject": f"org:{ORG_A}"}),
+    Row("POST", "/api/incidents/{incident_id}/state", frozenset({"admin"}),
+        args={"incident_id": "$incident"}, json={"state": "contained"}),
+    Row("GET", "/api/notices", SIGNED_IN),
+    Row("GET", "/api/admin/security-log", frozenset({"admin"})),
+    Row("GET", "/api/security-log", NOBODY),
     # The catalogue for machines
     Row("GET", "/api/datasets/{site}/{name}/dcat", ANYONE, args=ds(CTRL)),
     Row("GET", "/api/catalogue/dcat", ANYONE),
@@ -506,6 +528,9 @@ ROWS: list[Row] = [
     Row("GET", "/access-times", ANYONE),
     Row("GET", "/wishlist", ANYONE),
     Row("GET", "/wishlist/new", SIGNED_IN, deny="page"),
+    Row("GET", "/notices", SIGNED_IN, deny="page"),
+    Row("GET", "/incidents/{incident_id}", frozenset({"other_researcher", "steward_A", "admin"}),
+        args={"incident_id": "$incident"}, deny="hidden_page"),
     Row("GET", "/wishlist/{wish_id}", ANYONE, args={"wish_id": "$wish"}),
     Row("GET", "/orgs/{org_id}", ANYONE, args={"org_id": "org-a"}),
     Row("GET", "/datasets/{site}/{name}/private-query",
