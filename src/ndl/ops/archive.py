@@ -293,44 +293,13 @@ def verify(path: Path, kind: str) -> Verified:
     from the manifest's.
     """
     tar, most = _open(path)
-    header: dict[str, Any] | None = None
-    manifest: dict[str, Any] | None = None
     seen: dict[str, Member] = {}
     order: list[str] = []
     try:
-        for info in _members(tar, path):
-            if manifest is not None:
-                raise ArchiveError(f"the archive has a member ({info.name[:120]!r}) after its "
-                                   "manifest: it was changed after it was made")
-            if not info.isreg():
-                raise ArchiveError(f"the archive's member {info.name[:120]!r} is not a plain "
-                                   "file (a link or device): a tampered archive")
-            if header is None:
-                if info.name != HEADER:
-                    raise ArchiveError("this archive is not an ndl backup (it does not start "
-                                       f"with {HEADER}); give the file 'ndl backup' wrote")
-                header = _check_header(_read_json(tar, info, _HEADER_MAX)[1], kind)
-                continue
-            if info.name == MANIFEST:
-                manifest = _read_json(tar, info, _MANIFEST_MAX)[1]
-                continue
-            cap = _cap(kind, info.name)
-            if info.name in seen:
-                raise ArchiveError(f"the archive holds {info.name!r} twice: a tampered archive")
-            if info.size > (cap if cap is not None else most) or info.size > most:
-                raise ArchiveError(
-                    f"the archive's member {info.name!r} claims {info.size:,} bytes, more than "
-                    "it may hold or the archive could contain: it is forged or damaged")
-            f = tar.extractfile(info)
-            assert f is not None
-            h, n = hashlib.sha256(), 0
-            for piece in _chunks(f):
-                h.update(piece)
-                n += len(piece)
-            if n != info.size:
-                raise ArchiveError(f"the archive ends inside {info.name}: it is truncated")
-            seen[info.name] = Member(info.name, n, h.hexdigest())
-            order.append(info.name)
+        header, manifest = _verify_members(tar, path, kind, most, seen, order)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise ArchiveError(f"{path} is damaged or truncated ({exc}); nothing was restored; "
+                           "copy the archive again from where it was made") from exc
     finally:
         with contextlib.suppress(Exception):
             tar.close()
@@ -340,6 +309,47 @@ def verify(path: Path, kind: str) -> Verified:
         raise ArchiveError(f"{path} ends before its manifest: it is truncated; copy it again")
     _compare(manifest, seen)
     return Verified(header, manifest, order)
+
+
+def _verify_members(tar: tarfile.TarFile, path: Path, kind: str, most: int,
+                    seen: dict[str, Member], order: list[str]
+                    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    header: dict[str, Any] | None = None
+    manifest: dict[str, Any] | None = None
+    for info in _members(tar, path):
+        if manifest is not None:
+            raise ArchiveError(f"the archive has a member ({info.name[:120]!r}) after its "
+                               "manifest: it was changed after it was made")
+        if not info.isreg():
+            raise ArchiveError(f"the archive's member {info.name[:120]!r} is not a plain "
+                               "file (a link or device): a tampered archive")
+        if header is None:
+            if info.name != HEADER:
+                raise ArchiveError("this archive is not an ndl backup (it does not start "
+                                   f"with {HEADER}); give the file 'ndl backup' wrote")
+            header = _check_header(_read_json(tar, info, _HEADER_MAX)[1], kind)
+            continue
+        if info.name == MANIFEST:
+            manifest = _read_json(tar, info, _MANIFEST_MAX)[1]
+            continue
+        cap = _cap(kind, info.name)
+        if info.name in seen:
+            raise ArchiveError(f"the archive holds {info.name!r} twice: a tampered archive")
+        if info.size > (cap if cap is not None else most) or info.size > most:
+            raise ArchiveError(
+                f"the archive's member {info.name!r} claims {info.size:,} bytes, more than "
+                "it may hold or the archive could contain: it is forged or damaged")
+        f = tar.extractfile(info)
+        assert f is not None
+        h, n = hashlib.sha256(), 0
+        for piece in _chunks(f):
+            h.update(piece)
+            n += len(piece)
+        if n != info.size:
+            raise ArchiveError(f"the archive ends inside {info.name}: it is truncated")
+        seen[info.name] = Member(info.name, n, h.hexdigest())
+        order.append(info.name)
+    return header, manifest
 
 
 def _compare(manifest: Any, seen: dict[str, Member]) -> None:
@@ -372,13 +382,18 @@ class MemberReader:
         self._hash, self._n = hashlib.sha256(), 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        self._hash.update(data)
-        self._n += len(data)
-        return data
+        return self._take(lambda: self._f.read(n))
 
     def readline(self, limit: int = -1) -> bytes:
-        data = self._f.readline(limit)
+        return self._take(lambda: self._f.readline(limit))
+
+    def _take(self, how: Callable[[], bytes]) -> bytes:
+        try:
+            data = how()
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise ArchiveError(f"the archive became unreadable inside {self.name} ({exc}) "
+                               "since it was checked: restore from a copy nobody is writing "
+                               "to") from exc
         self._hash.update(data)
         self._n += len(data)
         return data

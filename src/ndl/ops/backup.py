@@ -148,13 +148,12 @@ def _dump(db: Database, work: Path, progress: Progress | None
 # ---------------------------------------------------------------- restore
 
 
-def _not_fresh(db: Database, data_dir: Path, store_spec: str) -> list[str]:
-    found = [f"table {t}" for t in db_dump.existing_tables(db)]
-    if data_dir.is_dir():
-        found += [f"{p.name} in {data_dir}" for p in _key_files(data_dir)]
-        store = open_store(store_spec, data_dir) if store_spec or \
-            (data_dir / "blobs" / "store").is_dir() else None
-        if store is not None and next(iter(store.names()), None) is not None:
+def _dir_not_fresh(data_dir: Path, store_spec: str) -> list[str]:
+    if not data_dir.is_dir():
+        return []
+    found = [f"{p.name} in {data_dir}" for p in _key_files(data_dir)]
+    if store_spec or (data_dir / "blobs" / "store").is_dir():
+        if next(iter(open_store(store_spec, data_dir).names()), None) is not None:
             found.append("blobs in the blob store")
     return found
 
@@ -173,10 +172,11 @@ def restore_hub(path: Path, db_url: str, data_dir: Path, *, blob_store: str = ""
     tables = {t["name"]: [tuple(c) for c in t["columns"]] for t in m.get("tables", [])}
     rows_expected = {t["name"]: int(t["rows"]) for t in m.get("tables", [])}
     key_pem = _key_to_use(verified, key_file, public)
+    refuse_unless_force(force, "the hub's data folder", _dir_not_fresh(data_dir, blob_store))
     db = Database(db_url)
     try:
-        refuse_unless_force(force, "the hub database or data folder",
-                            _not_fresh(db, data_dir, blob_store))
+        refuse_unless_force(force, "the hub database",
+                            [f"table {t}" for t in db_dump.existing_tables(db)])
         check_space(data_dir, sum(v["size"] for k, v in verified.members.items()
                                   if k.startswith("blobs/")))
         if force:

@@ -198,20 +198,14 @@ def existing_tables(db: Database) -> list[str]:
 
 def drop_everything(db: Database) -> None:
     """Empty the database for ``restore --force``: every table, the search index included."""
-    meta = sa.MetaData()
     with db.write_engine.connect() as conn:
-        meta.reflect(conn)
-        if db.backend == "sqlite":
-            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
         with conn.begin():
             for name in ("dataset_fts", "dataset_search"):
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
-        meta = sa.MetaData()
-        meta.reflect(conn)
         with conn.begin():
-            meta.drop_all(conn)
-        if db.backend == "sqlite":
-            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            meta = sa.MetaData()
+            meta.reflect(conn)
+            meta.drop_all(conn)  # children before parents
 
 
 def _target(name: str, columns: list[tuple[str, str]], conn: Connection) -> sa.Table:
