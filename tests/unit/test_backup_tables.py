@@ -88,3 +88,30 @@ def test_a_datasite_backup_leaves_the_data_out_unless_asked(tmp_path: Path,
     assert (tmp_path / "full/datasets/ward-population/data.parquet").read_bytes() == \
         (small_site / "datasets/ward-population/data.parquet").read_bytes()
     assert db_dump.MAX_LINE > 0
+
+
+def test_encrypted_keys_stay_encrypted_in_the_archive(tmp_path: Path,
+                                                      monkeypatch: object) -> None:
+    import pytest
+
+    from ndl.core.errors import KeyLocked
+
+    mp: pytest.MonkeyPatch = monkeypatch  # type: ignore[assignment]
+    mp.setenv("NDL_KEY_PASSPHRASE", "correct horse battery staple")
+    db_url = str(tmp_path / "hub.db")
+    _hub(db_url, tmp_path / "hub").dispose()
+    pem = (tmp_path / "hub" / "hub-key.pem").read_bytes()
+    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY")
+    out = tmp_path / "b.tar.gz"
+    made = backup_hub(db_url, tmp_path / "hub", out)
+    with tarfile.open(out) as t:
+        kept = t.extractfile("keys/hub-key.pem").read()  # type: ignore[union-attr]
+    assert kept == pem  # byte for byte: still encrypted
+    assert b"PRIVATE KEY-----\n" in kept and b"BEGIN PRIVATE KEY" not in kept
+    done = restore_hub(out, str(tmp_path / "new.db"), tmp_path / "new")
+    assert done.key_fingerprint == made.key_fingerprint
+    assert (tmp_path / "new" / "hub-key.pem").read_bytes() == pem
+    mp.delenv("NDL_KEY_PASSPHRASE")
+    with pytest.raises(KeyLocked, match="NDL_KEY_PASSPHRASE"):  # signing needs the key
+        backup_hub(db_url, tmp_path / "hub", tmp_path / "c.tar.gz")
+    assert not (tmp_path / "c.tar.gz").exists()

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import ndl
-from ndl.core.errors import Conflict, InvalidInput, NotFound
-from ndl.core.keys import SigningKey, b64e, fingerprint, verify_signature
+from ndl.core.errors import Conflict, InvalidInput, NdlError, NotFound
+from ndl.core.keys import SigningKey, b64e, fingerprint, read_private_pem, verify_signature
 from ndl.core.private import FILE_MODE, private_dir
 from ndl.ops.archive import FORMAT, FORMAT_VERSION, ArchiveError, Verified, canonical
 
@@ -63,7 +63,7 @@ def existing_key(path: Path, what: str) -> SigningKey:
     """The key at ``path``; never creates one (a backup of a made-up key would be useless)."""
     if not path.is_file():
         raise NotFound(f"no {what} key at {path}: give the folder the {what} runs with")
-    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    loaded = read_private_pem(path, path.read_bytes())  # encrypted: needs the passphrase
     if not isinstance(loaded, Ed25519PrivateKey):
         raise InvalidInput(f"{path} does not hold an Ed25519 key")
     return SigningKey(loaded)
@@ -71,10 +71,10 @@ def existing_key(path: Path, what: str) -> SigningKey:
 
 def public_of_pem(data: bytes) -> str | None:
     """The public half of a PEM's Ed25519 key, or None if it cannot be read here (e.g. it is
-    encrypted with a passphrase): then only the manifest's signature vouches for it."""
+    encrypted and no passphrase is set): then only the manifest's signature vouches for it."""
     try:
-        loaded = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
+        loaded = read_private_pem(Path("the key"), data)
+    except (NdlError, ValueError, TypeError):
         return None
     if not isinstance(loaded, Ed25519PrivateKey):
         return None

@@ -60,7 +60,7 @@ _PATTERNS: dict[str, list[tuple[re.Pattern[str], int | None]]] = {
     ],
     "datasite": [
         (re.compile(rf"state/{_PART}\.sqlite"), None),
-        (re.compile(rf"keys/{_PART}\.pem"), _SMALL),
+        (re.compile(rf"keys/{_PART}\.pem(\.next)?"), _SMALL),
         (re.compile(r"config/datasite\.json"), _SMALL),
         (re.compile(rf"datasets/{_PART}/(metadata\.json|policy\.ya?ml|policy\.json|source\.json)"),
          16 * _SMALL),

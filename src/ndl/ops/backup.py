@@ -20,14 +20,17 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from sqlalchemy.orm import Session
 
 from ndl.core.db import Database
 from ndl.core.errors import Conflict, InternalError, NotFound
+from ndl.core.keys import SigningKey
 from ndl.core.migrate import upgrade
 from ndl.core.private import private_dir
+from ndl.federation import key_service
 from ndl.federation.blobs import open_store
 from ndl.ledger import register
 from ndl.ops import archive, db_dump
@@ -59,8 +62,9 @@ def _database(db_url: str) -> Database:
 
 
 def _key_files(data_dir: Path) -> list[Path]:
+    # hub-key.pem.next: a rotation's new key, written before it takes over.
     return sorted(p for p in data_dir.iterdir() if p.is_file() and
-                  (p.suffix == ".pem" or p.name in _SECRETS))
+                  (p.name.endswith((".pem", ".pem.next")) or p.name in _SECRETS))
 
 
 def _settings_files(data_dir: Path) -> list[Path]:
@@ -195,7 +199,9 @@ def restore_hub(path: Path, db_url: str, data_dir: Path, *, blob_store: str = ""
         db.migrate()
         db_dump.rebuild_search(db)
         with db.read() as s:
-            report = register.verify(s, public)
+            # After key rotations, each entry is judged by the keys the hub held at its time.
+            report = register.verify(s, key_service.register_keys(key_service.hub_validities(
+                s, cast(SigningKey, SimpleNamespace(public_b64=public)))))
         if not report.ok:
             raise InternalError("the restored register does not verify: "
                                 + "; ".join(report.problems[:3]))

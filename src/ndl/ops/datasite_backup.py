@@ -70,7 +70,7 @@ def backup_datasite(root: Path, out: Path, *, with_data: bool = False,
             archive.ArchiveWriter(out, header("datasite")) as w:
         work = private_dir(Path(tmp))
         if not exclude_keys:
-            for p in sorted(root.glob("*.pem")):
+            for p in sorted([*root.glob("*.pem"), *root.glob("*.pem.next")]):
                 w.add_bytes(f"keys/{p.name}", p.read_bytes())
         if (root / "datasite.json").is_file():
             w.add_bytes("config/datasite.json", (root / "datasite.json").read_bytes())
