@@ -176,6 +176,7 @@ def verify(
     """
     from ndl.core.db import Database
     from ndl.core.keys import SigningKey
+    from ndl.federation import key_service
     from ndl.ledger import register
 
     expected = None
@@ -188,7 +189,9 @@ def verify(
         key = SigningKey.load_or_create(data_dir / "hub-key.pem")
         database = Database(db)
         with database.read() as s:
-            report = register.verify(s, key.public_b64, expect_head=expected)
+            # Every hub key with when it signed: entries from before a rotation verify too.
+            ring = key_service.register_keys(key_service.hub_validities(s, key))
+            report = register.verify(s, ring, expect_head=expected)
     else:
         report = _verify_remote(ctx, hub, expected)
     if report.ok:
@@ -202,17 +205,21 @@ def verify(
 
 def _verify_remote(ctx: typer.Context, hub: str | None,
                    expected: tuple[int, str] | None) -> Any:
+    from ndl.core.keys import KeyValidity
+    from ndl.federation.key_service import register_keys
     from ndl.ledger import register
 
     entries: list[Any] = []
     head: tuple[int, str] | None = None
-    key = ""
+    key: Any = ""
     with _client(ctx, hub, None) as client:
         after = 0
         while True:
             page = client.register_entries(after=after, limit=1000)
             if head is None:
                 head, key = (page["head"]["seq"], page["head"]["hash"]), page["hub_public_key"]
+                if page.get("hub_keys"):  # a hub that rotated its key: each with its window
+                    key = register_keys([KeyValidity.from_json(k) for k in page["hub_keys"]])
             batch = [e for e in page["entries"] if e["seq"] <= head[0]]
             entries += [SimpleNamespace(**e) for e in batch]
             if len(batch) < len(page["entries"]) or not page["entries"]:
