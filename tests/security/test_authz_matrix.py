@@ -323,6 +323,23 @@ ROWS: list[Row] = [
         json={"username": "new-user", "roles": ["researcher"]}, ok=(201,)),
     Row("POST", "/api/users/{username}/accreditation", frozenset({"admin"}),
         args={"username": "accreditee"}, json={"accredited": True}),
+    # Evidence on people and references on projects
+    Row("GET", "/api/evidence", SIGNED_IN),
+    Row("POST", "/api/users/{username}/evidence", frozenset({"admin"}), ok=(201,),
+        args={"username": "accreditee"},
+        json={"kind": "information-governance-training", "issuer": "NHS England",
+              "reference": "IG-1", "expires_on": "2098-01-01"}),
+    Row("POST", "/api/evidence/{evidence_id}/revoke", frozenset({"admin"}),
+        args={"evidence_id": "$evidence"}, json={"reason": "Certificate withdrawn."}),
+    Row("GET", "/api/projects/{project_id}/references",
+        frozenset({"researcher", "steward_A", "steward_B", "admin"}), args={"project_id": "$P"}),
+    Row("POST", "/api/projects/{project_id}/references", frozenset({"researcher", "admin"}),
+        ok=(201,), args={"project_id": "$P"},
+        json={"kind": "ethics-approval", "issuer": "HRA REC", "reference": "REC-1",
+              "expires_on": "2098-01-01"}),
+    Row("POST", "/api/projects/{project_id}/references/{reference_id}/revoke",
+        frozenset({"researcher", "admin"}), args={"project_id": "$P",
+                                                  "reference_id": "$reference"}),
     # The catalogue
     Row("GET", "/api/datasets", ANYONE),
     Row("GET", "/api/datasets/{site}/{name}", ANYONE, args=ds(CTRL)),
@@ -370,7 +387,7 @@ ROWS: list[Row] = [
     # approved site and deleting a live dataset are refused as conflicts after the rule.
     Row("POST", "/api/federation/join", SIGNED_IN, body=_join_unknown_org, ok=(404,),
         variant="an organisation that does not exist"),
-    *[Row("POST", f"/api/datasites/{route}", NOBODY, body=_forged(kind, {}),
+    *[Row("POST", f"/api/federation/{route}", NOBODY, body=_forged(kind, {}),
           variant="forged envelope", deny="envelope")
       for route, kind in (("status", "status"), ("deletions", "dataset.deleted"))],
     Row("GET", "/api/datasites/{datasite_id}/status", ANYONE, args={"datasite_id": ORG_A}),
@@ -521,6 +538,7 @@ ROWS: list[Row] = [
     # Access, register and wishlist pages: "page" denials are a 303 to sign-in for anonymous
     # callers and a 403 page for signed-in users without the role.
     Row("GET", "/projects", SIGNED_IN, deny="page"),
+    Row("GET", "/account", SIGNED_IN, deny="page"),
     Row("GET", "/projects/new", frozenset({"researcher", "other_researcher"}), deny="page"),
     Row("GET", "/projects/{project_id}", ANYONE, args={"project_id": "$P"}),
     Row("GET", "/stewards", frozenset({"steward_A", "steward_B"}), deny="page"),

@@ -72,7 +72,8 @@ def withdraw(session: Session, key: SigningKey, who: Principal | None, dataset_i
 
 
 def _withdraw(session: Session, key: SigningKey, ds: Dataset, *, actor: str, reason: str,
-              notify: bool) -> None:
+              notify: bool) -> int:
+    """Withdraw ``ds`` and end its grants; how many grants ended."""
     from ndl.access import closure
 
     ds.withdrawn_at, ds.withdrawn_reason = utcnow(), reason
@@ -87,17 +88,19 @@ def _withdraw(session: Session, key: SigningKey, ds: Dataset, *, actor: str, rea
     closure.close_pending_requests(session, [ds.id], reason=f"{ds.id} was withdrawn")
     register.append(session, key, kind="dataset.withdrawn", actor=actor, subject=ds.id,
                     payload={"reason": reason, "grants_ended": ended})
+    return ended
 
 
 def withdraw_all_of_site(session: Session, key: SigningKey, datasite_id: str, *, actor: str,
-                         reason: str) -> list[str]:
-    """Withdraw every live entry of a retiring datasite (it is told nothing: it has left)."""
-    out = []
+                         reason: str) -> tuple[list[str], int]:
+    """Withdraw every live entry of a retiring datasite (it is told nothing: it has left);
+    the ids withdrawn and how many grants ended."""
+    out, ended = [], 0
     for ds in session.scalars(select(Dataset).where(Dataset.datasite_id == datasite_id,
-                                                    listed()).order_by(Dataset.id)):
-        _withdraw(session, key, ds, actor=actor, reason=reason, notify=False)
+                                                    listed()).order_by(Dataset.id)).all():
+        ended += _withdraw(session, key, ds, actor=actor, reason=reason, notify=False)
         out.append(ds.id)
-    return out
+    return out, ended
 
 
 # -- deletion ----------------------------------------------------------------------------------

@@ -448,6 +448,13 @@ class Agent:
                     self.store.save_config(registered=False)
                     ready, seen = False, None
                 self._sleep(f"hub refused our message: {exc}")
+            except PermissionDenied as exc:
+                if not self.store.config().get("registered"):
+                    raise
+                # Registered but refused (pending approval, suspended, retired): a person
+                # can lift that at any moment, so look again within seconds, not minutes.
+                self.backoff = min(self.backoff, 4.0)
+                self._sleep(f"hub refused us: {exc}")
             except NdlError as exc:
                 if exc.http_status < 500 and not ready:
                     raise

@@ -4,14 +4,14 @@ ndl.catalogue.lifecycle at the hub).
 STATUS: at start and every ``NDL_STATUS_EVERY`` seconds (300 by default) the datasite runs a
 self-check (the engine opens; the sandbox starts when a controlled dataset means jobs may
 run; each dataset's Parquet file has the row count its metadata publish) and sends a report,
-signed with its key, to ``POST /api/datasites/status``: software version, a hash of its
+signed with its key, to ``POST /api/federation/status``: software version, a hash of its
 datasets' policies, a hash of its configuration, sandbox mode, engine and the check's time
 and outcome.
 
 DELETE: a hub-signed ``dataset.delete`` message names a dataset its steward withdrew and
 asked to delete. The datasite hashes every file in the dataset's folder (data, metadata,
 policy, mock and caches), removes the folder, keeps the record under ``deletions/`` and
-sends it, signed, to ``POST /api/datasites/deletions``. Nothing else is deleted here: a
+sends it, signed, to ``POST /api/federation/deletions``. Nothing else is deleted here: a
 retired datasite's data stay where they are, for its organisation to keep or remove.
 """
 
@@ -115,7 +115,7 @@ def status_report(agent: Agent) -> dict[str, Any]:
 
 
 def report_status(agent: Agent) -> dict[str, Any]:
-    out: dict[str, Any] = agent.post("/api/datasites/status", "status", status_report(agent))
+    out: dict[str, Any] = agent.post("/api/federation/status", "status", status_report(agent))
     return out
 
 
@@ -180,7 +180,7 @@ def delete_dataset(agent: Agent, ds: LocalDataset, body: dict[str, Any]) -> dict
 
 def _send_record(agent: Agent, rid: int, record: dict[str, Any]) -> None:
     try:
-        agent.post("/api/datasites/deletions", "dataset.deleted", record)
+        agent.post("/api/federation/deletions", "dataset.deleted", record)
     except NdlError as exc:  # the record is kept; the status beat sends it again
         log.warning("deletion record %s not sent yet: %s", rid, exc)
         return

@@ -83,7 +83,6 @@ def retire(session: Session, key: SigningKey, who: Principal | None, datasite_id
            reason: str) -> Retirement:
     """The datasite leaves: entries withdrawn, grants ended, queued work cancelled, key
     refused. Its data stay where they are (nothing is sent to it: it no longer listens)."""
-    from ndl.access import closure
     from ndl.catalogue import lifecycle
 
     site = get_site(session, datasite_id)
@@ -97,10 +96,8 @@ def retire(session: Session, key: SigningKey, who: Principal | None, datasite_id
     actor = official_actor(official)
     site.state, site.retired_at, site.retired_reason = "retired", utcnow(), reason
     why = f"datasite {datasite_id} retired: {reason}"
-    withdrawn = lifecycle.withdraw_all_of_site(session, key, datasite_id, actor=actor,
-                                               reason=why)
-    ended = closure.end_grants_on(session, key, withdrawn, actor=actor, reason=why,
-                                  notify=False)
+    withdrawn, ended = lifecycle.withdraw_all_of_site(session, key, datasite_id, actor=actor,
+                                                      reason=why)
     cancelled = 0
     for m in session.scalars(select(Message).where(
             Message.datasite_id == datasite_id,

@@ -89,7 +89,7 @@ def retire(datasite_id: str, body: Reason, state: HubDep, who: User) -> dict[str
 
 # -- status -------------------------------------------------------------------------------------
 
-@router.post("/datasites/status", openapi_extra=ENVELOPE_BODY)
+@router.post("/federation/status", openapi_extra=ENVELOPE_BODY)
 def report_status(signed: Signed, state: HubDep) -> dict[str, Any]:
     """A datasite's signed status (its signature and standing checked by the dependency)."""
     site, env = signed
@@ -149,7 +149,7 @@ def deletions(site: str, name: str, state: HubDep, _: Anyone) -> dict[str, Any]:
         return {"deletions": [d.to_json() for d in lifecycle.deletions_of(s, f"{site}/{name}")]}
 
 
-@router.post("/datasites/deletions", openapi_extra=ENVELOPE_BODY)
+@router.post("/federation/deletions", openapi_extra=ENVELOPE_BODY)
 def deletion_record(signed: Signed, state: HubDep) -> dict[str, Any]:
     """A datasite's signed record that it deleted a dataset the hub asked it to."""
     site, env = signed
