@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,16 @@ def _set_up_access(lib: Library) -> None:
                 "purpose": "Link two datasets", "parties": [f"datasite:{ORG_A}"],
                 "approvals_needed": 1, "params_sha256": "0" * 64})
             ids[name] = made["id"]
+        # References on project P: one for each role that may revoke one, one nobody may.
+        for name in ("reference@researcher", "reference@admin", "reference"):
+            ids[name] = alice.add_project_reference(
+                ids["P"], kind="dpia", issuer="Trust DPO", reference=name,
+                expires_on=f"{date.today().year + 2}-01-01")["id"]
+    # Evidence about the accreditation endpoint's subject, for the revocation endpoint.
+    with lib.client("admin") as admin:
+        ids["evidence"] = admin.add_evidence(
+            "accreditee", kind="safe-researcher-training", issuer="ONS",
+            reference="SRT-1", expires_on=f"{date.today().year + 2}-01-01")["id"]
 
 
 JOB_MANIFEST = f"""

@@ -29,6 +29,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +302,7 @@ PARTY_ENVELOPE_ROUTES = {
     **{f"coordination-{a}": (f"coordination.{a}", {"coordination_id": "x"})
        for a in ("inspect", "approve", "contribute", "withdraw", "complete")},
 }
+IN_TWO_YEARS = f"{date.today().year + 2}-01-01"
 PROJECT_BODY = {"title": "A new project", "purpose_category": "research",
                 "purpose": "Measure how emergency care use varies by region, for planning.",
                 "lay_summary": "Counts of visits by area.", "legal_basis": "public-task",
@@ -323,12 +325,12 @@ ROWS: list[Row] = [
         json={"username": "new-user", "roles": ["researcher"]}, ok=(201,)),
     Row("POST", "/api/users/{username}/accreditation", frozenset({"admin"}),
         args={"username": "accreditee"}, json={"accredited": True}),
-    # Evidence on people and references on projects
+    # Evidence on people and references on projects (IN_TWO_YEARS: a valid expiry)
     Row("GET", "/api/evidence", SIGNED_IN),
     Row("POST", "/api/users/{username}/evidence", frozenset({"admin"}), ok=(201,),
         args={"username": "accreditee"},
         json={"kind": "information-governance-training", "issuer": "NHS England",
-              "reference": "IG-1", "expires_on": "2098-01-01"}),
+              "reference": "IG-1", "expires_on": IN_TWO_YEARS}),
     Row("POST", "/api/evidence/{evidence_id}/revoke", frozenset({"admin"}),
         args={"evidence_id": "$evidence"}, json={"reason": "Certificate withdrawn."}),
     Row("GET", "/api/projects/{project_id}/references",
@@ -336,7 +338,7 @@ ROWS: list[Row] = [
     Row("POST", "/api/projects/{project_id}/references", frozenset({"researcher", "admin"}),
         ok=(201,), args={"project_id": "$P"},
         json={"kind": "ethics-approval", "issuer": "HRA REC", "reference": "REC-1",
-              "expires_on": "2098-01-01"}),
+              "expires_on": IN_TWO_YEARS}),
     Row("POST", "/api/projects/{project_id}/references/{reference_id}/revoke",
         frozenset({"researcher", "admin"}), args={"project_id": "$P",
                                                   "reference_id": "$reference"}),
@@ -551,6 +553,7 @@ ROWS: list[Row] = [
         args={"incident_id": "$incident"}, deny="hidden_page"),
     Row("GET", "/wishlist/{wish_id}", ANYONE, args={"wish_id": "$wish"}),
     Row("GET", "/orgs/{org_id}", ANYONE, args={"org_id": "org-a"}),
+    Row("GET", "/datasites/{datasite_id}", ANYONE, args={"datasite_id": ORG_A}),
     Row("GET", "/datasets/{site}/{name}/private-query",
         frozenset({"researcher", "other_researcher"}), args=ds(SAFE), deny="page",
         check=_granted_projects_only),
@@ -567,7 +570,8 @@ ROWS: list[Row] = [
           ("/wishlist/new", {}),
           ("/wishlist/{wish_id}/vote", {"wish_id": "$wish"}),
           ("/wishlist/{wish_id}/comments", {"wish_id": "$wish"}),
-          ("/wishlist/{wish_id}/state", {"wish_id": "$wish"}))],
+          ("/wishlist/{wish_id}/state", {"wish_id": "$wish"}),
+          ("/datasites/{datasite_id}/approve", {"datasite_id": ORG_A}))],
 ]
 # Long work (work items): anyone may export open data; an item is its requester's (and an
 # admin's); one started signed out is reached by its id alone. The items are final before

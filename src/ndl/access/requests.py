@@ -138,8 +138,7 @@ def decide_item(session: Session, key: SigningKey, who: Principal, item_id: int,
     item = session.get(RequestItem, item_id)
     if item is None:
         raise NotFound(f"request item {item_id} does not exist")
-    if not (who.has("steward") and who.org_id == item.org_id):
-        raise PermissionDenied(f"only a data steward of {item.org_id!r} can decide this")
+    rules.require_steward_of(who, item.org_id, doing="decide this")
     req = session.get(AccessRequest, item.request_id)
     assert req is not None
     project = get_project(session, req.project_id)
