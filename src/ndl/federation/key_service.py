@@ -247,17 +247,17 @@ def rotate(session: Session, hub_key: SigningKey, owner: str, current: str,
                                "this request: sign rotation_statement(...) with the new key")
     if new_key == current or _key_in_use(session, new_key):
         raise Conflict("that key is already in use (or was used before): make a new one")
-    now = utcnow()
-    old = ensure_key(session, owner, current)
-    old.retire_at = now + timedelta(seconds=overlap)
-    session.add(SigningKeyRecord(owner=owner, public_key=new_key,
-                                 fingerprint=fingerprint(new_key), not_before=now,
-                                 endorsement=env, reason=""))
     kind, _, ident = owner.partition(":")
     row: Datasite | Party | None = (session.get(Datasite, ident) if kind == "datasite"
                                     else session.get(Party, ident))
     if row is None:
         raise NotFound(f"{owner} is not registered with this hub")
+    now = utcnow()
+    old = ensure_key(session, owner, current, since=row.registered_at)
+    old.retire_at = now + timedelta(seconds=overlap)
+    session.add(SigningKeyRecord(owner=owner, public_key=new_key,
+                                 fingerprint=fingerprint(new_key), not_before=now,
+                                 endorsement=env, reason=""))
     row.public_key = new_key
     session.flush()
     out = Rotation(owner, old.fingerprint, fingerprint(new_key), old.retire_at.isoformat())
