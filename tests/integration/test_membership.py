@@ -109,6 +109,8 @@ def test_a_pending_datasite_is_refused_until_a_steward_approves_it(fed: Fed) -> 
     pending = wait_for("the DfE site to join", lambda: _site(fed, "dfe") or None)
     assert pending["state"] == "pending" and pending["online"] is False
     assert "approve-datasite dfe" in pending["standing"]
+    page = httpx.get(f"{fed.hub.url}/datasites/dfe", timeout=10).text
+    assert "waiting for approval" in page and 'id="approve"' not in page  # signed out
     # Its publication and polls are refused, saying who must approve.
     wait_for("a refusal in the datasite's log", lambda: "waiting for approval" in fed.dfe.log())
     assert "a data steward of 'dfe'" in fed.dfe.log()
@@ -137,6 +139,8 @@ def test_each_datasite_reports_a_signed_status(fed: Fed) -> None:
     assert rep["sandbox_mode"] == "strict" and rep["engine"] == "duckdb"
     assert len(rep["policy_hash"]) == 64 and len(rep["config_hash"]) == 64
     assert rep["software_version"] and st["stale"] is False
+    page = httpx.get(f"{fed.hub.url}/datasites/nhs-trust", timeout=10).text
+    assert rep["policy_hash"] in page and 'id="stale"' not in page
     # Signed by the datasite's own key: anyone can check it.
     assert st["envelope"]["sender"] == "nhs-trust" and st["envelope"]["kind"] == "status"
     assert signature_ok(st["envelope"], st["public_key"])
@@ -245,3 +249,5 @@ def test_a_stopped_datasite_status_goes_stale(fed: Fed) -> None:
     fed.nhs.stop()
     # Reports every 2 s: stale once none came for 2 x 2 s + 5 s.
     wait_for("the NHS status to go stale", lambda: _site(fed, "nhs-trust")["stale"], 30)
+    page = httpx.get(f"{fed.hub.url}/datasites/nhs-trust", timeout=10).text
+    assert 'id="stale"' in page and "passed" in page and "ndl " in page

@@ -21,6 +21,7 @@ from ndl.web import (
     incident_pages,
     job_check_pages,
     job_pages,
+    membership_pages,
     oidc_pages,
     privacy_pages,
     register_pages,
@@ -67,7 +68,7 @@ def mount(app: FastAPI, web_dir: Path) -> None:
     app.state.ndl_static_dir = static_dir  # work_pages looks for its script there
     for pages in (access_pages, steward_pages, register_pages, wishlist_pages, privacy_pages,
                   work_pages, job_pages, job_check_pages, evidence_pages,
-                  incident_pages):
+                  incident_pages, membership_pages):
         app.include_router(pages.router)
     forms.install(app.state.ndl_pages.env)
     job_pages.install(app.state.ndl_pages.env)
