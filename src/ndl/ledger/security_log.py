@@ -40,8 +40,7 @@ ADMIN_KINDS = frozenset({
     "admin.reinstatement", "admin.key_revoked", "admin.key_rotated", "admin.incident_raised",
     "admin.incident_action", "admin.incident_state", "admin.security_log_export"})
 TRANSFER_KINDS = frozenset({
-    "transfer.blob_download", "transfer.result_delivered", "transfer.rows_served",
-    "transfer.export"})
+    "transfer.blob_download", "transfer.result_delivered", "transfer.rows_served"})
 KINDS = AUTH_KINDS | ADMIN_KINDS | TRANSFER_KINDS
 OUTCOMES = ("ok", "failed", "refused")
 SHARE_POLICIES = ("none", "org")
