@@ -393,6 +393,16 @@ ROWS: list[Row] = [
           variant="forged envelope", deny="envelope")
       for route, kind in (("status", "status"), ("deletions", "dataset.deleted"))],
     Row("GET", "/api/datasites/{datasite_id}/status", ANYONE, args={"datasite_id": ORG_A}),
+    # Suspension (every role against real targets in tests/security/test_suspension_attacks.py).
+    # Rows here change nothing: an unknown name is not found, and reinstating someone who is
+    # not suspended is a conflict, both after the rule.
+    *[Row("POST", f"/api/admin/{kind}/{{{param}}}/suspend", frozenset({"admin"}), ok=(404,),
+          args={param: "no-such-name"}, json={"reason": "A test."}, variant="an unknown name")
+      for kind, param in (("users", "username"), ("datasites", "datasite_id"))],
+    Row("POST", "/api/admin/users/{username}/reinstate", frozenset({"admin"}), ok=(409,),
+        args={"username": "accreditee"}, variant="not suspended"),
+    Row("POST", "/api/admin/datasites/{datasite_id}/reinstate", frozenset({"admin"}),
+        ok=(409,), args={"datasite_id": ORG_B}, variant="not suspended"),
     Row("POST", "/api/datasites/{datasite_id}/approve", frozenset({"steward_A", "admin"}),
         args={"datasite_id": ORG_A}, ok=(409,), variant="already approved"),
     Row("POST", "/api/datasites/{datasite_id}/retire", SIGNED_IN,
@@ -529,6 +539,12 @@ ROWS: list[Row] = [
     Row("GET", "/search", ANYONE),
     Row("GET", "/datasets/{site}/{name}", ANYONE, args=ds(CTRL)),
     Row("GET", "/sign-in", ANYONE),
+    # Sign-in through an identity provider: none is configured on this hub (the flow itself is
+    # tested against a real provider in tests/integration/test_oidc_sign_in.py).
+    Row("GET", "/sign-in/oidc/{provider}", ANYONE, args={"provider": "uni"}, ok=(404,),
+        variant="no such provider"),
+    Row("GET", "/sign-in/oidc/{provider}/callback", ANYONE, args={"provider": "uni"},
+        ok=(400,), variant="no sign-in was started"),
     Row("POST", "/sign-in", ANYONE, ok=(303,), variant="with CSRF token",
         body=_form({"username": "researcher", "password": PASSWORD, "next": "/"})),
     Row("POST", "/sign-in", NOBODY, deny="csrf", variant="without CSRF token",

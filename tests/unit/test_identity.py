@@ -87,7 +87,7 @@ def test_config_secret_file(tmp_path: Path) -> None:
     cfg = parse_config(_toml(client_secret_env="", client_secret_file=f'"{tmp_path / "s"}"'),
                        {})
     assert cfg.get("uni").client_secret == "from-file"
-    with pytest.raises(InvalidInput, match="no identity provider 'other'"):
+    with pytest.raises(NotFound, match="no identity provider 'other'"):
         cfg.get("other")
 
 

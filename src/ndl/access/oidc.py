@@ -48,7 +48,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from ndl.core.errors import AuthenticationRequired, InvalidInput
+from ndl.core.errors import AuthenticationRequired, InvalidInput, NotFound
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 # Signature algorithms an ID token may use; "none" and HMAC (keyed by the client secret,
@@ -103,7 +103,7 @@ class OidcSettings:
         for p in self.providers:
             if p.name == name:
                 return p
-        raise InvalidInput(f"there is no identity provider {name[:40]!r} on this hub"
+        raise NotFound(f"there is no identity provider {name[:40]!r} on this hub"
                            + (f"; it has {', '.join(p.name for p in self.providers)}"
                               if self.providers else ""))
 
