@@ -14,8 +14,8 @@ EXPECTED = [
     "AuthenticationRequired", "BudgetExhausted", "Cancelled", "Client", "Conflict",
     "EnvelopeRejected", "InternalError", "InvalidInput", "JobFailed", "JobView", "NdlError",
     "NotFound", "PayloadTooLarge", "PermissionDenied", "QueryAnswer", "RateLimited",
-    "SandboxUnavailable", "Suspended", "UpstreamTimeout", "UpstreamUnavailable", "UserError", "Work",
-    "WorkResult", "__version__",
+    "SandboxUnavailable", "Suspended", "UpstreamTimeout", "UpstreamUnavailable", "UserError",
+    "Work", "WorkResult", "__version__",
 ]
 
 

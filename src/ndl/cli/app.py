@@ -65,8 +65,8 @@ def handle_errors(fn: F) -> F:
 from ndl.cli import (  # noqa: E402,F401  (importing registers the commands)
     access_cmds,
     account_cmds,
-    backup_cmds,
     admin_cmds,
+    backup_cmds,
     client_cmds,
     demo_cmd,
     evidence_cmds,
