@@ -62,7 +62,8 @@ def _bar(what: str, total: int | None, quiet: bool) -> Iterator[Progress]:
 
 def _advance(bar: Progress, verb: str) -> Report:
     def progress(step: str, n: int) -> None:
-        bar.update(bar.task_ids[0], advance=n, description=f"{verb} {escape(step)}")
+        label = step if step.startswith("checking") else f"{verb} {step}"
+        bar.update(bar.task_ids[0], advance=n, description=escape(label))
     return progress
 
 
@@ -157,8 +158,7 @@ def restore_hub(
     the backup came from), then migrate it and verify its register."""
     from ndl.ops.backup import restore_hub as run
 
-    with _bar("checking and restoring", archive.stat().st_size if archive.is_file() else None,
-              as_json) as bar:
+    with _bar("checking", None, as_json) as bar:
         result = run(archive, _db(ctx, db, data_dir), data_dir, blob_store=blob_store,
                      force=force, key_file=key, expect_key=expect_key,
                      progress=_advance(bar, "restoring"))

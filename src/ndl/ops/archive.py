@@ -284,7 +284,8 @@ def _members(tar: tarfile.TarFile, path: Path) -> Iterator[tarfile.TarInfo]:
                            "copy the archive again from where it was made") from exc
 
 
-def verify(path: Path, kind: str) -> Verified:
+def verify(path: Path, kind: str,
+           progress: Callable[[str, int], None] | None = None) -> Verified:
     """Read the whole archive, hashing every member, and check it against its manifest.
 
     Writes nothing. Raises :class:`ArchiveError` naming the first problem: a foreign file,
@@ -296,7 +297,7 @@ def verify(path: Path, kind: str) -> Verified:
     seen: dict[str, Member] = {}
     order: list[str] = []
     try:
-        header, manifest = _verify_members(tar, path, kind, most, seen, order)
+        header, manifest = _verify_members(tar, path, kind, most, seen, order, progress)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise ArchiveError(f"{path} is damaged or truncated ({exc}); nothing was restored; "
                            "copy the archive again from where it was made") from exc
@@ -312,7 +313,8 @@ def verify(path: Path, kind: str) -> Verified:
 
 
 def _verify_members(tar: tarfile.TarFile, path: Path, kind: str, most: int,
-                    seen: dict[str, Member], order: list[str]
+                    seen: dict[str, Member], order: list[str],
+                    progress: Callable[[str, int], None] | None
                     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     header: dict[str, Any] | None = None
     manifest: dict[str, Any] | None = None
@@ -345,6 +347,8 @@ def _verify_members(tar: tarfile.TarFile, path: Path, kind: str, most: int,
         for piece in _chunks(f):
             h.update(piece)
             n += len(piece)
+            if progress:
+                progress(f"checking {info.name}", len(piece))
         if n != info.size:
             raise ArchiveError(f"the archive ends inside {info.name}: it is truncated")
         seen[info.name] = Member(info.name, n, h.hexdigest())

@@ -168,7 +168,7 @@ def restore_hub(path: Path, db_url: str, data_dir: Path, *, blob_store: str = ""
                 ) -> RestoreResult:
     """Restore a hub backup into a fresh database and data folder."""
     started = time.monotonic()
-    verified = archive.verify(path, "hub")               # reads everything, writes nothing
+    verified = archive.verify(path, "hub", progress)  # reads everything, writes nothing
     public = check_signature(verified, expect_key)
     m = verified.manifest
     rev = str(m.get("alembic_revision", ""))

@@ -132,7 +132,7 @@ def restore_datasite(path: Path, root: Path, *, force: bool = False,
                      key_file: Path | None = None, expect_key: str | None = None,
                      progress: Progress | None = None) -> RestoreResult:
     started = time.monotonic()
-    verified = archive.verify(path, "datasite")          # reads everything, writes nothing
+    verified = archive.verify(path, "datasite", progress)  # reads it all, writes nothing
     public = check_signature(verified, expect_key)
     refuse_unless_force(force, str(root), _not_fresh(root))
     has_key = f"keys/{KEY_FILE}" in verified.members

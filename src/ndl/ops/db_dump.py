@@ -237,6 +237,18 @@ def load_table(conn: Connection, name: str, columns: list[tuple[str, str]],
     if not sa.inspect(conn).has_table(name):
         raise InvalidInput(f"the archive holds table {name}, which the database at the "
                            "archive's revision does not have: the archive was changed")
+    try:
+        return _load(conn, name, columns, lines, progress)
+    except sa.exc.DBAPIError as exc:
+        raise Conflict(
+            f"the rows of {name} do not fit the database at the archive's revision "
+            f"({str(exc.orig).splitlines()[0][:200]}): the archive was made by another build "
+            "of ndl with the same revision id; restore it with that build. Nothing was "
+            "loaded; the database holds the empty schema (use --force next time)") from exc
+
+
+def _load(conn: Connection, name: str, columns: list[tuple[str, str]],
+          lines: Callable[[], bytes], progress: Progress | None) -> int:
     target = _target(name, columns, conn)
     kinds = dict(columns)
     batch: list[dict[str, Any]] = []
