@@ -165,8 +165,14 @@ def test_evidence_about_to_lapse_is_shown_and_reminded(net: Net) -> None:
     assert "RENEW: lapses in 10 days" in cli.stdout
     assert f"Reminder: remi's accredited-researcher evidence lapses on " \
            f"{TODAY + timedelta(days=10)}" in cli.stdout
+    with net.client(net.remi) as remi:
+        pid = remi.create_project(**PROJECT)["id"]  # type: ignore[arg-type]
+        remi.add_project_reference(pid, kind="ethics-approval", issuer="HRA REC",
+                                   reference="REC-55",
+                                   expires_on=(TODAY + timedelta(days=5)).isoformat())
     page = httpx.get(f"{net.hub.url}/account",
                      headers={"Authorization": f"Bearer {net.remi}"})
     assert page.status_code == 200
     assert 'id="renewal-due"' in page.text and "DEA-REMI" in page.text
     assert "Data steward" not in page.text and "Researcher" in page.text
+    assert 'id="references-due"' in page.text and "REC-55" in page.text

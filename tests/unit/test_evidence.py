@@ -199,6 +199,27 @@ def test_renewal_reminders_are_sent_once_and_say_no_reference(db: Database) -> N
         assert [e.reminded for e in evidence.list_evidence(s, alice)] == [True]
 
 
+def test_reference_reminders_are_sent_once_and_shown_to_the_lead(db: Database) -> None:
+    with db.write() as s:
+        references.add_reference(s, KEY, OP, "p-1", references.NewReference(
+            kind="data-sharing-agreement", issuer="NHS England", reference="DSA-9",
+            expires_on=TODAY + timedelta(days=5)))
+    with db.write() as s:
+        sent = references.remind_due(s, KEY)
+    with db.write() as s:
+        assert references.remind_due(s, KEY) == []
+    assert [(r.kind, r.reminded) for r in sent] == [("data-sharing-agreement", True)]
+    with db.read() as s:
+        alice = _user(s, "alice")
+        lead = Principal(alice.id, "alice", frozenset({"researcher"}), None)
+        bob = Principal(_user(s, "bob").id, "bob", frozenset({"researcher"}), None)
+        assert [r.reference for r in references.due_for_lead(s, lead)] == ["DSA-9"]
+        assert references.due_for_lead(s, bob) == []
+        entry = s.scalars(select(LedgerEntry).where(
+            LedgerEntry.kind == "project.reference-reminder")).one()
+        assert entry.subject == "project:p-1" and "DSA-9" not in str(entry.payload)
+
+
 def test_migration_backfills_the_accredited_flag_as_evidence(db_url: str) -> None:
     db = Database(db_url)
     db.migrate()

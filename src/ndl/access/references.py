@@ -13,12 +13,13 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ndl.access import rules
 from ndl.access.accounts import Principal, official_actor
 from ndl.access.policy import ReferenceKind
-from ndl.access.project_models import Project, ProjectReference
+from ndl.access.project_models import Project, ProjectMember, ProjectReference
 from ndl.access.projects import get_project, member_of
 from ndl.core.db import utcnow
 from ndl.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -58,6 +59,7 @@ class ReferenceView(BaseModel):
     state: Literal["valid", "expired", "revoked"]
     days_left: int
     renew: bool
+    reminded: bool
 
 
 def view(r: ProjectReference) -> ReferenceView:
@@ -69,7 +71,8 @@ def view(r: ProjectReference) -> ReferenceView:
     return ReferenceView(id=r.id, project=r.project_id, kind=r.kind, issuer=r.issuer,
                          reference=r.reference, expires_on=r.expires_on,
                          recorded_by=r.recorded_by, state=state, days_left=left,
-                         renew=state == "valid" and left <= RENEW_WITHIN_DAYS)
+                         renew=state == "valid" and left <= RENEW_WITHIN_DAYS,
+                         reminded=r.reminded_at is not None)
 
 
 def _lead(project: Project, who: Principal) -> bool:
@@ -130,6 +133,34 @@ def list_references(session: Session, who: Principal | None,
         raise PermissionDenied(f"project {project_id}'s references are seen by its members, "
                                "data stewards and admins")
     return [view(r) for r in project.references]
+
+
+def remind_due(session: Session, key: SigningKey, *,
+               within: int = RENEW_WITHIN_DAYS) -> list[ReferenceView]:
+    """Mark each valid reference lapsing within ``within`` days that was not yet reminded
+    of, and record the reminder in the register (kind and day, not the number)."""
+    today = date.today()
+    due = session.scalars(select(ProjectReference).where(
+        ProjectReference.revoked_at.is_(None), ProjectReference.reminded_at.is_(None),
+        ProjectReference.expires_on >= today,
+        ProjectReference.expires_on <= today + timedelta(days=within))
+        .with_for_update()).all()
+    for r in due:
+        r.reminded_at = utcnow()
+        register.append(session, key, kind="project.reference-reminder", actor="hub",
+                        subject=f"project:{r.project_id}",
+                        payload={"kind": r.kind, "expires_on": r.expires_on.isoformat()})
+    return [view(r) for r in due]
+
+
+def due_for_lead(session: Session, who: Principal) -> list[ReferenceView]:
+    """References of the projects ``who`` leads that are due for renewal (account page)."""
+    led = session.scalars(select(ProjectMember.project_id).where(
+        ProjectMember.user_id == who.user_id, ProjectMember.role == "lead")).all()
+    rows = session.scalars(select(ProjectReference).where(
+        ProjectReference.project_id.in_(led), ProjectReference.revoked_at.is_(None))
+        .order_by(ProjectReference.expires_on)).all() if led else []
+    return [v for v in map(view, rows) if v.renew]
 
 
 def reference_shortfalls(project: Project, kinds: list[str], day: date) -> list[str]:

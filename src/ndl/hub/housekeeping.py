@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from ndl.access import evidence
+from ndl.access import evidence, references
 from ndl.federation import blob_service, work
 from ndl.hub.state import HubState
 from ndl.jobs import lifecycle
@@ -49,6 +49,8 @@ def _remind_renewals(state: HubState) -> None:
     with state.db.write() as s:
         if sent := evidence.remind_due(s, state.key):
             log.info("%d renewal reminders for evidence about to lapse", len(sent))
+        if refs := references.remind_due(s, state.key):
+            log.info("%d renewal reminders for project references about to lapse", len(refs))
 
 
 CHORES: list[tuple[str, Callable[[HubState], None]]] = [

@@ -79,6 +79,9 @@ SENTENCES: dict[str, Sentence] = {
     "project.reference": lambda a, s, p: (
         f"{_cap(who(a))} recorded a {p.get('kind', 'reference')} reference for {who(s)}, "
         f"valid until {p.get('expires_on', 'an unstated day')}."),
+    "project.reference-reminder": lambda a, s, p: (
+        f"The library reminded {who(s)} that its {p.get('kind', 'reference')} lapses on "
+        f"{p.get('expires_on', 'a day soon')}."),
     "project.reference-revoked": lambda a, s, p: (
         f"{_cap(who(a))} revoked {who(s)}'s {p.get('kind', 'reference')} reference."),
     "datasite.registered": lambda a, s, p: (

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment
 from sqlalchemy.orm import Session
 
-from ndl.access import evidence, roles
+from ndl.access import evidence, references, roles
 from ndl.access.accounts import Principal
 from ndl.web.forms import Who, show, sign_in_redirect
 
@@ -24,6 +24,7 @@ def account_context(s: Session, who: Principal) -> tuple[str, dict[str, Any]]:
         "username": who.username, "org": who.org_id,
         "roles": [roles.BY_ID[r] for r in sorted(who.roles) if r in roles.BY_ID],
         "evidence": found, "renew": [e for e in found if e.renew],
+        "references_due": references.due_for_lead(s, who),
         "renew_within_days": evidence.RENEW_WITHIN_DAYS,
     }
 
