@@ -11,6 +11,9 @@ stops. The tests run in order and share the federation.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,6 +57,16 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
             return got
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def ndl(fed: Fed, who: str, *args: str) -> str:
+    """Run the ``ndl`` CLI as ``who``; its output (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ndl", *args], capture_output=True, text=True, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NDL_HUB": fed.hub.url,
+             "NDL_TOKEN": fed.tokens[who], "NDL_ALLOW_HTTP_LOOPBACK": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def signature_ok(env: dict[str, Any], public_key: str) -> bool:
@@ -119,8 +132,7 @@ def test_a_pending_datasite_is_refused_until_a_steward_approves_it(fed: Fed) -> 
     # A steward of another organisation may not approve it; the DfE's own steward may.
     with fed.client("nina") as nina, pytest.raises(Exception, match="data steward of 'dfe'"):
         nina.approve_datasite("dfe")
-    with fed.client("dan") as dan:
-        assert dan.approve_datasite("dfe")["state"] == "approved"
+    assert "datasite dfe approved" in ndl(fed, "dan", "steward", "approve-datasite", "dfe")
     fed.dfe.wait_online(90)
     wait_for("the DfE's dataset in the catalogue", lambda: "dfe/pupils" in _ids(fed), 90)
     kinds = [e["kind"] for e in httpx.get(f"{fed.hub.url}/api/register", params={
@@ -149,6 +161,8 @@ def test_each_datasite_reports_a_signed_status(fed: Fed) -> None:
     # Both shown to the federation in the list, and refreshed every few seconds.
     listed = _site(fed, "dfe")
     assert listed["state"] == "approved"
+    shown = {s["id"]: s for s in json.loads(ndl(fed, "alice", "compliance", "--json"))}
+    assert shown["nhs-trust"]["report"]["self_check"]["ok"] is True
     first = st["reported_at"]
     wait_for("a newer report", lambda: (reported() or {}).get("reported_at", first) > first)
 
@@ -233,9 +247,9 @@ def test_closing_a_project_revokes_its_grants(fed: Fed) -> None:
     pid = _project_with_grants(fed, ["nhs-trust/ae-attendances"])
     with fed.client("nina") as nina, pytest.raises(Exception, match="project's lead"):
         nina.close_project(pid, "Not my project.")
+    said = ndl(fed, "alice", "project", "close", pid, "--reason", "The study is finished.")
+    assert f"project {pid} closed: 1 grants revoked" in said
     with fed.client("alice") as alice:
-        closed = alice.close_project(pid, "The study is finished.")
-        assert closed["grants_revoked"] == 1
         with pytest.raises(Conflict, match="closed"):
             alice.request_access(pid, ["nhs-trust/ae-attendances"])
     assert _grants(fed, pid)["nhs-trust/ae-attendances"]["state"] == "revoked"

@@ -1,5 +1,5 @@
 """Joining, leaving and deleting: ``ndl steward approve-datasite``, ``ndl admin
-retire-datasite``, ``ndl datasites``, ``ndl dataset withdraw|delete|deletions`` and ``ndl
+retire-datasite``, ``ndl compliance``, ``ndl dataset withdraw|delete|deletions`` and ``ndl
 project close``. Each is one call to the hub's API with your token; the hub checks who may.
 """
 
@@ -62,9 +62,9 @@ def retire_datasite(ctx: typer.Context, datasite_id: str, reason: ReasonOpt,
                           "messages cancelled")
 
 
-@app.command("datasites")
+@app.command("compliance")
 @handle_errors
-def datasites(ctx: typer.Context, hub: HubOpt = None, token: TokenOpt = None,
+def compliance(ctx: typer.Context, hub: HubOpt = None, token: TokenOpt = None,
               as_json: JsonOpt = False) -> None:
     """Every datasite: membership (pending, approved, retired) and its last signed status
     report (software, self-check; 'stale' when the next report is late)."""
