@@ -218,6 +218,13 @@ def test_sign_in_failure_token_and_downloads_are_in_the_security_log(
     for secret in (PASSWORD, WRONG, token, fed.alice, fed.admin):
         assert secret not in raw
 
+    # The chain holds, and the export just saved (as a SIEM would keep it) still matches.
+    assert all(len(e["hash"]) == 64 for e in events)
+    saved = tmp_path / "saved.jsonl"
+    saved.write_text((tmp_path / "security.jsonl").read_text())
+    assert "unchanged" in ok(ndl(fed, "admin", "security-log", "--verify", str(saved),
+                                 "--db", fed.hub.db_url, "--data-dir", str(fed.hub.data_dir)))
+
     only_auth = _export(fed, tmp_path, "--kind", "auth")
     assert only_auth and all(e["kind"].startswith("auth.") for e in only_auth)
 

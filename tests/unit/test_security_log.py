@@ -4,11 +4,12 @@ out, JSON-lines export with filters, sharing scoped to a steward's organisation,
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from ndl.access import accounts
 from ndl.access import service as access_service
@@ -177,3 +178,72 @@ def test_retention_drops_only_old_events_and_leaves_the_register(db: Database) -
     assert len(_events(db)) == before - 1
     with db.read() as s:
         assert len(register.list_entries(s, limit=10_000)) == entries
+
+
+def _sql(db: Database, sql: str, **params: object) -> None:
+    with db.write() as s:
+        s.execute(text(sql), params)
+
+
+def test_the_chain_shows_edits_deletions_and_a_cut_tail(db: Database) -> None:
+    with db.read() as s:
+        assert security_export.verify(s).ok
+        saved = [json.loads(x) for x in security_export.jsonl(s, security_export.make_filter())]
+    assert len(saved) == 6 and all(len(e["hash"]) == 64 for e in saved)
+    assert saved[1]["prev_hash"] == saved[0]["hash"]
+    _sql(db, "UPDATE security_events SET actor = 'user:nobody' WHERE id = 3")
+    with db.read() as s:
+        report = security_export.verify(s, saved)
+    assert not report.ok and "event 3 was edited" in " ".join(report.problems)
+    assert "event 3 is not what the saved export holds" in " ".join(report.problems)
+    # Rewriting the whole chain after the edit passes the walk; the saved export still tells.
+    with db.write() as s:
+        prev = "0" * 64
+        for e in s.scalars(select(SecurityEvent).order_by(SecurityEvent.id)):
+            e.prev_hash = prev
+            e.hash = prev = security_log.event_hash(prev, security_log.chained_fields(e))
+        s.execute(text("UPDATE security_log_head SET hash = :h"), {"h": prev})
+    with db.read() as s:
+        assert security_export.verify(s).ok
+        report = security_export.verify(s, saved)
+    assert not report.ok and report.problems[0].startswith("event 3 is not what the saved")
+    _sql(db, "DELETE FROM security_events WHERE id = 4")
+    with db.read() as s:
+        assert "event 5 does not follow" in " ".join(security_export.verify(s).problems)
+    _sql(db, "DELETE FROM security_events WHERE id = 6")
+    with db.read() as s:
+        assert "does not end where its head says" in " ".join(
+            security_export.verify(s).problems)
+
+
+def test_retention_keeps_the_rest_of_the_chain_verifiable(db: Database) -> None:
+    with db.read() as s:
+        saved = [json.loads(x) for x in security_export.jsonl(s, security_export.make_filter())]
+    _sql(db, "UPDATE security_events SET at = :t WHERE id <= 2",
+         t=utcnow() - timedelta(days=500))
+    # (moving the time is an edit too: re-hash those two as if written then)
+    with db.write() as s:
+        for e in s.scalars(select(SecurityEvent).where(SecurityEvent.id <= 2)):
+            e.hash = security_log.event_hash(e.prev_hash, security_log.chained_fields(e))
+        assert security_log.prune(s, 400) == 2
+    with db.read() as s:
+        report = security_export.verify(s, saved)
+    assert report.ok and report.events == 4, report.problems
+
+
+def test_concurrent_writers_keep_one_chain(db: Database) -> None:
+    def write(n: int) -> None:
+        for i in range(5):
+            with db.write() as s:
+                security_log.record(s, "auth.sign_in", actor=f"user:w{n}-{i}")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with db.read() as s:
+        report = security_export.verify(s)
+        ids = [e.id for e in security_export.events(s, security_export.make_filter())]
+    assert report.ok, report.problems
+    assert ids == list(range(1, 27))

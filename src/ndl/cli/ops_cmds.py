@@ -219,13 +219,19 @@ def security_log_export(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write to FILE (default: standard output).")
                    ] = None,
+    verify: Annotated[Path | None, typer.Option(
+        help="Instead of exporting: check the log's hash chain, and that every event in "
+             "this earlier export is still there unchanged.")] = None,
     db: DbOpt = None, data_dir: DirOpt = DEFAULT_HUB_DIR,
 ) -> None:
-    """Export the security log as JSON lines for a SIEM (one event per line)."""
+    """Export the security log as JSON lines for a SIEM (one event per line), or --verify."""
     from ndl.ledger import security_export, security_log
 
     flt = security_export.make_filter(since=since, until=until, kind=kind)
     database, _key = _hub(ctx, db, data_dir)
+    if verify is not None:
+        _verify(database, verify)
+        return
     security_log.record_apart(database, "admin.security_log_export",
                               actor=f"operator:{OPERATOR}", subject="security-log",
                               details={"since": since, "until": until, "kind": kind})
@@ -241,6 +247,25 @@ def security_log_export(
                 sink.close()
     if out:
         console.print(f"wrote {n} events to {escape(str(out))}", highlight=False)
+
+
+def _verify(database: Database, saved: Path) -> None:
+    from ndl.ledger import security_export
+
+    try:
+        lines = [json.loads(x) for x in saved.read_text("utf-8").splitlines() if x.strip()]
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{saved} is not a security-log export (JSON lines): {exc}"
+                           ) from None
+    with database.read() as s:
+        report = security_export.verify(s, lines)
+    if report.ok:
+        console.print(f"security log OK: {report.events} events chained; the "
+                      f"{len(lines)} saved events are unchanged", highlight=False)
+        return
+    for problem in report.problems:
+        console.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False)
+    raise typer.Exit(1)
 
 
 @datasite_app.command("notices")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,8 +20,8 @@ from ndl.access import rules
 from ndl.access.accounts import Principal
 from ndl.core.db import utcnow
 from ndl.core.errors import InvalidInput
-from ndl.ledger.security_log import KINDS
-from ndl.ledger.security_models import SecurityEvent
+from ndl.ledger.security_log import KINDS, chained_fields, event_hash
+from ndl.ledger.security_models import SecurityEvent, SecurityLogHead
 
 MAX_EXPORT_ROWS = 1_000_000
 FAMILIES = ("auth", "admin", "transfer")
@@ -57,9 +57,52 @@ def make_filter(*, since: str | None = None, until: str | None = None,
 
 
 def event_json(e: SecurityEvent) -> dict[str, Any]:
-    return {"id": e.id, "at": e.at.isoformat(), "kind": e.kind, "actor": e.actor,
-            "subject": e.subject, "org": e.org_id, "source": e.source,
-            "outcome": e.outcome, "details": e.details}
+    return {**chained_fields(e), "prev_hash": e.prev_hash, "hash": e.hash}
+
+
+@dataclass
+class ChainReport:
+    ok: bool
+    events: int
+    problems: list[str] = field(default_factory=list)
+
+
+def verify(session: Session, kept_export: list[dict[str, Any]] | None = None) -> ChainReport:
+    """Walk the log: each event's hash, each link to the one before, the head; and, given an
+    export saved earlier (e.g. by the SIEM), that each of its events is still here unchanged.
+
+    Events dropped by retention are missing from the start only; the first kept event's
+    link to the dropped one cannot be checked.
+    """
+    problems: list[str] = []
+    prev: str | None = None
+    count, first_id = 0, None
+    kept: dict[int, dict[str, Any]] = {}
+    for e in events(session, EventFilter()):
+        count += 1
+        first_id = e.id if first_id is None else first_id
+        if event_hash(e.prev_hash, chained_fields(e)) != e.hash:
+            problems.append(f"event {e.id} was edited: its content does not match its hash")
+        if prev is not None and e.prev_hash != prev:
+            problems.append(f"event {e.id} does not follow the event before it: events were "
+                            "deleted, reordered or rewritten")
+        prev = e.hash
+        kept[e.id] = json.loads(json.dumps(event_json(e)))  # as an export line reads
+    head = session.get(SecurityLogHead, 1)
+    if head is not None and count and (head.hash != prev):
+        problems.append("the log does not end where its head says: events were dropped from "
+                        "the end or the head was changed")
+    for saved in kept_export or []:
+        sid = saved.get("id")
+        if not isinstance(sid, int):
+            problems.append("the saved export has a line with no event id")
+            continue
+        if first_id is not None and sid < first_id:
+            continue  # dropped by retention since it was saved
+        if kept.get(sid) != saved:
+            problems.append(f"event {sid} is not what the saved export holds: it was edited "
+                            "or deleted since")
+    return ChainReport(not problems, count, problems)
 
 
 def events(session: Session, flt: EventFilter, *, batch: int = 1000) -> Iterator[SecurityEvent]:

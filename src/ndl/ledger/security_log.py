@@ -16,19 +16,22 @@ whatever a caller passes.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+import rfc8785
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from ndl.access.models import User
 from ndl.catalogue.models import Dataset
 from ndl.core.db import Database, utcnow
 from ndl.core.errors import InvalidInput
-from ndl.ledger.security_models import SecurityEvent
+from ndl.ledger.security_models import SecurityEvent, SecurityLogHead
 
 # The kinds of event, by family; record() refuses any other kind so a typo cannot start a
 # family of its own that a SIEM rule would miss.
@@ -62,7 +65,12 @@ def _clean(value: Any, depth: int = 0) -> Any:
         return [_clean(v, depth + 1) for v in list(value)[:40]]
     if isinstance(value, str):
         return _TOKENISH.sub("[masked]", value[:500])
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or isinstance(value, bool):
+        return value
+    # The hash is over canonical JSON (RFC 8785), which has no NaN and no integer past 2**53.
+    if isinstance(value, int) and abs(value) <= 2**53:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
         return value
     return _TOKENISH.sub("[masked]", str(value)[:500])
 
@@ -89,11 +97,32 @@ def record(session: Session, kind: str, *, actor: str, subject: str = "", source
                            "ndl.ledger.security_log.KINDS")
     if outcome not in OUTCOMES:
         raise InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
-    event = SecurityEvent(at=utcnow(), kind=kind, actor=_mask(actor, 200),
+    # Bumping the head first takes its row lock: concurrent writers queue here rather than
+    # both chaining onto the same previous event (as the register does).
+    seq, prev_hash = session.execute(
+        update(SecurityLogHead).where(SecurityLogHead.id == 1)
+        .values(seq=SecurityLogHead.seq + 1)
+        .returning(SecurityLogHead.seq, SecurityLogHead.hash)).one()
+    event = SecurityEvent(id=seq, at=utcnow(), kind=kind, actor=_mask(actor, 200),
                           subject=_mask(subject, 300), org_id=(org or None) and org[:64],
-                          source=source[:100], outcome=outcome, details=clean_details(details))
+                          source=source[:100], outcome=outcome, details=clean_details(details),
+                          prev_hash=prev_hash)
+    event.hash = event_hash(prev_hash, chained_fields(event))
     session.add(event)
+    session.execute(update(SecurityLogHead).where(SecurityLogHead.id == 1)
+                    .values(hash=event.hash))
     return event
+
+
+def chained_fields(e: SecurityEvent) -> dict[str, Any]:
+    """What an event's hash covers (everything but the hashes themselves)."""
+    return {"id": e.id, "at": e.at.astimezone(UTC).isoformat(timespec="microseconds"),
+            "kind": e.kind, "actor": e.actor, "subject": e.subject, "org": e.org_id,
+            "source": e.source, "outcome": e.outcome, "details": e.details}
+
+
+def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + rfc8785.dumps(fields)).hexdigest()
 
 
 def record_apart(db: Database, kind: str, **fields: Any) -> None:

@@ -15,12 +15,14 @@ class SecurityEvent(Base):
     """One authentication event, administrative action or data transfer.
 
     Written only through :func:`ndl.ledger.security_log.record`; the service has no way to
-    edit a row, and removes rows only when they pass the retention period.
+    edit a row, and removes rows only when they pass the retention period. Each event's hash
+    covers the one before it (``prev_hash``), so an export a SIEM kept shows any later edit,
+    deletion or reordering (``ndl admin security-log --verify``).
     """
 
     __tablename__ = "security_events"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     kind: Mapped[str] = mapped_column(String(60), index=True)
     actor: Mapped[str] = mapped_column(String(200))
@@ -31,3 +33,15 @@ class SecurityEvent(Base):
     source: Mapped[str] = mapped_column(String(100), default="")
     outcome: Mapped[str] = mapped_column(String(20), default="ok")
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class SecurityLogHead(Base):
+    """One row: the newest event's number and hash. Bumping it first serialises appends."""
+
+    __tablename__ = "security_log_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

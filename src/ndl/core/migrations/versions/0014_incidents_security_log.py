@@ -18,7 +18,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table("security_events",
-    sa.Column("id", sa.Integer(), nullable=False),
+    sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
     sa.Column("at", ndl.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column("kind", sa.String(length=60), nullable=False),
     sa.Column("actor", sa.String(length=200), nullable=False),
@@ -27,6 +27,8 @@ def upgrade() -> None:
     sa.Column("source", sa.String(length=100), nullable=False),
     sa.Column("outcome", sa.String(length=20), nullable=False),
     sa.Column("details", sa.JSON(), nullable=False),
+    sa.Column("prev_hash", sa.String(length=64), nullable=False),
+    sa.Column("hash", sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint("id")
     )
     with op.batch_alter_table("security_events", schema=None) as batch_op:
@@ -34,6 +36,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_security_events_kind"), ["kind"], unique=False)
         batch_op.create_index(batch_op.f("ix_security_events_org_id"), ["org_id"],
                               unique=False)
+
+    op.create_table("security_log_head",
+    sa.Column("id", sa.Integer(), nullable=False),
+    sa.Column("seq", sa.Integer(), nullable=False),
+    sa.Column("hash", sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint("id")
+    )
+    op.execute("INSERT INTO security_log_head (id, seq, hash) VALUES (1, 0, '" + "0" * 64 + "')")
 
     op.create_table("incidents",
     sa.Column("id", sa.Integer(), nullable=False),
@@ -106,4 +116,5 @@ def downgrade() -> None:
     op.drop_table("incident_actions")
     op.drop_table("incident_links")
     op.drop_table("incidents")
+    op.drop_table("security_log_head")
     op.drop_table("security_events")
