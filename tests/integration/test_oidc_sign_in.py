@@ -306,3 +306,38 @@ org = "{ORG}"
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "NDL_TEST_UNSET_SECRET" in done.stdout + done.stderr
+
+
+def test_a_provider_only_user_gets_a_cli_token(hub: Hub, provider: Provider,
+                                               tmp_path: Path) -> None:
+    """No password: the web session mints a token and ``ndl login --with-token`` saves it."""
+    import os
+
+    provider.set_user("erin-sub", email="erin@uni.example", amr=["otp"])
+    with httpx.Client() as browser:
+        anonymous = browser.get(f"{hub.proc.url}/account/cli-token")
+        assert anonymous.status_code == 303 and anonymous.headers["location"].startswith(
+            "/sign-in")
+        assert sign_in(browser, hub, "erin-sub").status_code == 303
+        page = browser.get(f"{hub.proc.url}/account/cli-token").text
+        csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        # A post without the session's CSRF token mints nothing.
+        assert browser.post(f"{hub.proc.url}/account/cli-token", data={}).status_code == 403
+        made = browser.post(f"{hub.proc.url}/account/cli-token", data={"csrf_token": csrf})
+        assert made.status_code == 200
+        token = made.text.split('id="cli-token">', 1)[1].split("<", 1)[0].strip()
+        assert token.startswith("ndl_")
+    env = {**os.environ, "NDL_CONFIG_DIR": str(tmp_path / "cfg")}
+    done = subprocess.run([sys.executable, "-m", "ndl", "login", "--hub", hub.proc.url,
+                           "--with-token"], input=token + "\n", capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "as erin" in done.stdout
+    who = subprocess.run([sys.executable, "-m", "ndl", "whoami"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert who.returncode == 0 and "erin" in who.stdout
+    bad = subprocess.run([sys.executable, "-m", "ndl", "login", "--hub", hub.proc.url,
+                          "--with-token"], input="ndl_not-a-token\n", capture_output=True,
+                         text=True, env={**env, "NDL_CONFIG_DIR": str(tmp_path / "other")},
+                         timeout=120)
+    assert bad.returncode != 0 and not (tmp_path / "other" / "config.json").exists()

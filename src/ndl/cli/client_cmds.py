@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated, Any
@@ -33,13 +34,29 @@ def _client(ctx: typer.Context, hub: str | None, token: str | None) -> Client:
 @handle_errors
 def login(
     ctx: typer.Context, hub: HubOpt = None,
-    username: Annotated[str, typer.Option(prompt=True, help="Your username.")] = "",
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True,
+    username: Annotated[str, typer.Option(help="Your username (prompted if not given).")] = "",
+    password: Annotated[str, typer.Option(hide_input=True,
                                           help="Your password (prompted if not given).")] = "",
+    with_token: Annotated[bool, typer.Option(
+        "--with-token", help="Read a token from standard input instead (from the hub's "
+                             "/account/cli-token page, for people who sign in through their "
+                             "organisation's identity provider).")] = False,
 ) -> None:
     """Log in to a hub and save the token for later commands."""
     env = environ(ctx)
     url = config.hub_url(env, hub)
+    if with_token:
+        # Standard input, not an argument: a token in argv ends up in shell history and ps.
+        given = typer.prompt("Token", hide_input=True) if sys.stdin.isatty() \
+            else sys.stdin.readline().strip()
+        with Client(url, given.strip(), allow_http_loopback=loopback_allowed(env)) as client:
+            me = client.me()  # refuses a token that does not work, before saving it
+        path = config.save(env, hub=url, token=given.strip())
+        console.print(f"logged in to {url} as {me['username']} ({', '.join(me['roles'])}); "
+                      f"token saved in {path}")
+        return
+    username = username or typer.prompt("Username")
+    password = password or typer.prompt("Password", hide_input=True)
     with Client(url, allow_http_loopback=loopback_allowed(env)) as client:
         token = client.login(username, password)
         me = client.me()

@@ -9,6 +9,10 @@ to its provider, and is cleared by the callback whatever happens, so a flow fini
 
 A sign-in the provider made without the factors the hub's policy requires is refused with a
 page saying so. The session is the same 12-hour token cookie as a password sign-in.
+
+Someone who signs in only through a provider has no password for ``ndl login``:
+``/account/cli-token`` mints them a token (a form post from their session) to give
+``ndl login --with-token``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ndl.access.oidc import Flow, OidcSettings, ProviderClient, load_config
 from ndl.core.errors import NdlError, Suspended
 from ndl.hub.deps import hub, public
 from ndl.hub.state import HubState
+from ndl.web.forms import error_page, posted, sign_in_redirect
 from ndl.web.render import pages_of
 from ndl.web.session import (
     COOKIE,
@@ -200,3 +205,37 @@ async def oidc_callback(
     response.delete_cookie(FLOW_COOKIE, **_cookie_flags(state))
     response.delete_cookie(PRE_COOKIE, **_cookie_flags(state))
     return response
+
+
+# --- a token for the command line, for people who have no password ------------------------
+
+CLI_TOKEN_DAYS = accounts.LOGIN_TTL.days  # as long as 'ndl login' gives
+
+
+@router.get("/account/cli-token", response_class=HTMLResponse)
+def cli_token_page(request: Request, who: Public) -> Response:
+    if who is None:
+        return sign_in_redirect(request)
+    return pages_of(request).render(request, "cli_token.html", {"token": None})
+
+
+@router.post("/account/cli-token", response_class=HTMLResponse)
+async def create_cli_token(request: Request, who: Public) -> Response:
+    got = await posted(request, who, "/account/cli-token")
+    if isinstance(got, Response):
+        return got
+    _, me = got
+    state = hub(request)
+
+    def mint() -> str:
+        with state.db.write() as s:
+            return accounts.create_own_token(s, me, scope="full", name="cli",
+                                             days=CLI_TOKEN_DAYS)[1]
+
+    try:
+        token = await run_in_threadpool(mint)
+    except NdlError as exc:
+        return error_page(request, exc)
+    return pages_of(request).render(request, "cli_token.html", {
+        "token": token, "days": CLI_TOKEN_DAYS,
+        "hub_url": str(request.base_url).rstrip("/")})
