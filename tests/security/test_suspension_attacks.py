@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -260,4 +262,32 @@ def test_suspending_twice_is_a_conflict(lib: Lib, victim: str) -> None:
     before = lib.register_head()
     r = lib.admin(f"users/{victim}/suspend", reason="again")
     assert r.status_code == 409 and "already suspended" in r.json()["error"]["message"]
+    assert lib.register_head() == before
+
+
+def _ndl_admin(lib: Lib, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ndl", "admin", *args, "--db", lib.hub.db_url,
+                           "--data-dir", str(lib.hub.data_dir)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_admin_cli_suspends_and_reinstates(lib: Lib) -> None:
+    done = _ndl_admin(lib, "suspend", "user", "vic", "--reason", "incident 11")
+    assert done.returncode == 0 and "user vic suspended" in done.stdout, done.stderr
+    try:
+        _suspended(httpx.get(f"{lib.url}/api/me", headers=lib.as_("victim")))
+        site = _ndl_admin(lib, "suspend", "datasite", SITE, "--reason", "incident 11")
+        assert site.returncode == 0, site.stderr
+        _suspended(_signed(lib.url, "poll", {"wait": 0}))
+    finally:
+        assert _ndl_admin(lib, "reinstate", "user", "vic").returncode == 0
+        assert _ndl_admin(lib, "reinstate", "datasite", SITE).returncode == 0
+    assert httpx.get(f"{lib.url}/api/me", headers=lib.as_("victim")).status_code == 200
+    assert _signed(lib.url, "poll", {"wait": 0}).status_code == 200
+    before = lib.register_head()
+    unknown = _ndl_admin(lib, "suspend", "user", "nobody", "--reason", "x")
+    assert unknown.returncode == 5  # NotFound's exit code
+    assert "there is no user 'nobody'" in unknown.stdout + unknown.stderr
+    blank = _ndl_admin(lib, "suspend", "datasite", SITE, "--reason", " ")
+    assert blank.returncode == 2 and "say why" in blank.stdout + blank.stderr
     assert lib.register_head() == before
