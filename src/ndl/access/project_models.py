@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Date, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from ndl.access.models import User
 from ndl.core.db import Base, UTCDateTime, utcnow
 
 
@@ -43,7 +44,9 @@ class ProjectMember(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     username: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(40), default="researcher")
+    # Whether they were accredited when they joined; pages read ``user.accredited`` (today).
     accredited: Mapped[bool] = mapped_column(default=False)
+    user: Mapped[User] = relationship(lazy="selectin", viewonly=True)
 
 
 class ProjectReference(Base):

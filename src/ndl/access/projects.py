@@ -100,13 +100,15 @@ def public_project(project: Project) -> dict[str, Any]:
         "purpose_category": project.purpose_category, "lay_summary": project.lay_summary,
         "legal_basis": project.legal_basis, "end_date": project.end_date.isoformat(),
         "team_size": len(project.members),
-        "accredited_members": sum(1 for m in project.members if m.accredited),
+        # Accredited today (evidence lapses), not when they joined.
+        "accredited_members": sum(1 for m in project.members if m.user.accredited),
     }
 
 
 def project_json(project: Project) -> dict[str, Any]:
     """What members see: the public record plus the team."""
     return {**public_project(project),
-            "members": [{"username": m.username, "role": m.role, "accredited": m.accredited}
+            "members": [{"username": m.username, "role": m.role,
+                         "accredited": m.user.accredited}
                         for m in project.members],
             "created_at": project.created_at.isoformat()}

@@ -16,9 +16,9 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from ndl.access import evidence, references, service
 from ndl.access import projects as proj
 from ndl.access import requests as access
-from ndl.access import service
 from ndl.access.accounts import Principal
 from ndl.core.db import RowId, utcnow
 from ndl.core.errors import InvalidInput, NdlError
@@ -64,6 +64,12 @@ def steward_context(s: Session, who: Principal, *, errors: dict[str, str] | None
         "href": links_for(p.item.dataset_id)["page"] if p.dataset else None,
         "own": p.own,
         "waiting_hours": (now - p.item.created_at).total_seconds() / 3600,
+        # What the steward judges the project's governance by: its references, and what the
+        # dataset's policy requires that is not valid today (checked again at every use).
+        "references": [references.view(r) for r in p.project.references],
+        "shortfalls": evidence.shortfalls(
+            s, p.project, [m.user_id for m in p.project.members],
+            access.policy_of(p.dataset).requires) if p.dataset else [],
     } for p in queue.pending]
     grants = [{**access.grant_json(g.grant), "title": g.dataset.title,
                "href": links_for(g.dataset.id)["page"], "project_title": g.project_title}
