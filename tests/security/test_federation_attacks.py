@@ -63,7 +63,7 @@ def _refused(r: httpx.Response, words: str) -> None:
 
 def test_a_genuine_poll_is_accepted(hub: dict[str, Any]) -> None:
     r = _post(hub["url"], "/api/federation/poll", _poll())
-    assert r.status_code == 200 and r.json() == {"messages": []}
+    assert r.status_code == 200 and r.json()["messages"] == []
 
 
 def test_forged_poll_signed_by_another_key(hub: dict[str, Any]) -> None:

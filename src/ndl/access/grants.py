@@ -40,8 +40,9 @@ def check_grant(doc: Any, hub_key: str | Sequence[KeyValidity], *, dataset: str,
     # since stays good until it expires; one signed by a revoked key never is.
     if not verify_any(_keys_at(hub_key, doc["issued_at"]), str(doc["sig"]),
                       rfc8785.dumps(body)):
-        raise PermissionDenied("the grant is not signed by a valid hub key: forged, altered, "
-                               "or signed by a key since revoked (ask for access again)")
+        raise PermissionDenied("the grant is not signed by the hub (by a hub key valid when it "
+                               "was issued): forged, altered, or signed by a key since "
+                               "revoked; ask for access again")
     if doc["dataset"] != dataset:
         raise PermissionDenied(f"the grant is for {doc['dataset']}, not {dataset}")
     if doc["project"] != project:

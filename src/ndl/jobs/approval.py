@@ -39,8 +39,9 @@ def check_approval(doc: Any, hub_key: str | Sequence[KeyValidity], *, job_id: st
     body = {k: doc[k] for k in _FIELDS}
     if not verify_any(_keys_at(hub_key, doc["issued_at"]), str(doc["sig"]),
                       rfc8785.dumps(body)):
-        raise PermissionDenied("the job's approval is not signed by a valid hub key: forged, "
-                               "altered, or signed by a key since revoked")
+        raise PermissionDenied("the job's approval is not signed by the hub (by a hub key valid "
+                               "when it was issued): forged, altered, or signed by a key since "
+                               "revoked")
     if doc["job_id"] != job_id:
         raise PermissionDenied(f"the approval is for job {doc['job_id']}, not {job_id}")
     if doc["code_sha256"] != code_sha256:
