@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 
 import httpx
 import pyarrow as pa
@@ -33,6 +34,23 @@ from ndl.testing import DatasiteProcess, HubProcess, write_dataset
 TODAY = date.today()
 ACCREDITED = "nhs-trust/ae-attendances"
 NEEDS_DPIA = "nhs-trust/admissions"
+CONTROLLED = "nhs-trust/pupils"
+JOB_TOML = f"""
+name = "regions"
+language = "python"
+entry = "analysis.py"
+environment = "python-data"
+datasets = ["{CONTROLLED}"]
+context = "Rows by region, for planning."
+
+[[outputs]]
+name = "by_region"
+kind = "table"
+description = "Rows by region"
+"""
+JOB_CODE = f"""from ndl import job
+job.table("by_region", job.dataset("{CONTROLLED}", as_="pandas"), by=["region"])
+"""
 PROJECT = dict(title="Emergency care use",
                purpose="Understand how emergency care use varies by region and season.",
                lay_summary="Counts by region.", legal_basis="public-task",
@@ -45,6 +63,9 @@ class Net:
     admin: str
     rex: str        # researcher, no evidence at first
     remi: str       # researcher whose accreditation lapses in 10 days
+    jo: str         # researcher who submits a job
+    sam: str        # data steward of nhs-trust
+    root: Path
 
     def client(self, token: str) -> Client:
         return Client(self.hub.url, token)
@@ -57,16 +78,20 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     regions = pa.table({"region": ["North East"] * 30 + ["London"] * 15})
     write_dataset(site, "ae-attendances", regions, title="A&E")
     write_dataset(site, "admissions", regions, title="Admissions")
+    write_dataset(site, "pupils", regions, tier="controlled", title="Pupils")
+    (site / "datasets" / "pupils" / "policy.yaml").write_text(
+        "auto_approve: {}\nrequires:\n  evidence: [accredited-researcher]\n")
     (site / "datasets" / "ae-attendances" / "policy.yaml").write_text(
         "auto_approve: {}\nrequires:\n  evidence: [accredited-researcher]\n")
     (site / "datasets" / "admissions" / "policy.yaml").write_text(
         "auto_approve: {}\nrequires:\n  references: [dpia]\n")
     hub = HubProcess(root / "hub")
     hub.create_org("nhs-trust", "NHS trust", "nhs")
+    steward = hub.create_user("sam", ["steward"], org="nhs-trust")
     net = Net(hub, admin=hub.create_user("ada", ["admin"]),
               rex=hub.create_user("rex", ["researcher"]),
-              remi=hub.create_user("remi", ["researcher"]))
-    steward = hub.create_user("sam", ["steward"], org="nhs-trust")
+              remi=hub.create_user("remi", ["researcher"]),
+              jo=hub.create_user("jo", ["researcher"]), sam=steward, root=root)
     # Before the hub starts, so its first housekeeping round finds it due.
     with hub.db.write() as s:
         evidence.add_evidence(s, hub.key, Operator("test"), "remi", evidence.NewEvidence(
@@ -107,7 +132,8 @@ def test_accreditation_is_checked_at_request_and_again_at_use(net: Net) -> None:
                f"{TODAY - timedelta(days=1)}: renew it" in str(refused.value)
         assert {g["state"] for g in rex.project(pid)["grants"]} == {"active"}
         with pytest.raises(PermissionDenied, match="expired on"):
-            rex.private_query(ACCREDITED, project=pid, sql="SELECT COUNT(*) AS n FROM data", rho=0.1)
+            rex.private_query(ACCREDITED, project=pid, sql="SELECT COUNT(*) AS n FROM data",
+                              rho=0.1)
     # Renewed evidence restores use.
     with net.client(net.admin) as ada:
         ada.add_evidence("rex", kind="accredited-researcher", issuer="UK Statistics Authority",
@@ -139,6 +165,32 @@ def test_a_required_project_reference_is_checked_at_request_and_at_use(net: Net)
     with net.client(net.rex) as rex, pytest.raises(PermissionDenied, match="only the lead"):
         rex.add_project_reference(pid, kind="dpia", issuer="Rex", reference="Y",
                                   expires_on=(TODAY + timedelta(days=9)).isoformat())
+
+
+def test_a_job_is_refused_at_submission_and_at_approval_once_evidence_lapses(net: Net) -> None:
+    bundle = net.root / "job"
+    bundle.mkdir()
+    (bundle / "ndl-job.toml").write_text(JOB_TOML)
+    (bundle / "analysis.py").write_text(JOB_CODE)
+    with net.client(net.admin) as ada:
+        ada.add_evidence("jo", kind="accredited-researcher", issuer="UK Statistics Authority",
+                         reference="DEA-JOBS", expires_on=(TODAY + timedelta(days=300)
+                                                           ).isoformat())
+    with net.client(net.jo) as jo:
+        pid = jo.create_project(**PROJECT)["id"]  # type: ignore[arg-type]
+        assert jo.request_access(pid, [CONTROLLED])["items"][0]["state"] == "granted"
+        job = jo.submit_job(bundle, project=pid)
+        assert job.state == "awaiting_review"
+    with net.hub.db.write() as s:  # every accreditation jo holds lapses
+        s.execute(update(Evidence).where(Evidence.user_id == select(User.id).where(
+            User.username == "jo").scalar_subquery()).values(
+            expires_on=TODAY - timedelta(days=1)))
+    with net.client(net.sam) as sam, pytest.raises(PermissionDenied, match="expired on"):
+        sam.review_job(job.id, "approve", "Code reads only what it says.")
+    with net.client(net.jo) as jo:
+        assert jo.job(job.id).state == "awaiting_review"  # the approval changed nothing
+        with pytest.raises(PermissionDenied, match="jo's accredited-researcher evidence"):
+            jo.submit_job(bundle, project=pid)
 
 
 def test_evidence_about_to_lapse_is_shown_and_reminded(net: Net) -> None:
