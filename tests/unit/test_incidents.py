@@ -24,6 +24,7 @@ from ndl.core.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    RateLimited,
 )
 from ndl.core.keys import SigningKey, verify_signature
 from ndl.federation import incidents
@@ -202,3 +203,13 @@ def test_an_organisation_reaches_its_datasites_and_stewards(db: Database) -> Non
     assert raised.datasites == ["dfe"]
     with db.read() as s:
         assert {n.recipient for n in s.scalars(select(Notice))} == {"dfe", "dee"}
+
+
+def test_a_member_cannot_flood_the_federation_with_incidents(db: Database) -> None:
+    for _ in range(incidents.MAX_RAISED_PER_DAY):
+        _raise(db, "carol")
+    with pytest.raises(RateLimited):
+        _raise(db, "carol", orgs=["dfe"])
+    with db.read() as s:  # the refused one told nobody
+        assert s.scalar(select(Message)) is None
+    _raise(db, "root")  # admins, who answer incidents, are not limited

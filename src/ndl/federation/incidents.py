@@ -17,12 +17,12 @@ incidents. Other services record their response against an incident with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import rfc8785
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ndl.access import rules
@@ -31,7 +31,7 @@ from ndl.access.models import Org, User, UserRole
 from ndl.access.project_models import Project, ProjectMember
 from ndl.catalogue.models import Dataset
 from ndl.core.db import utcnow
-from ndl.core.errors import Conflict, InvalidInput, NotFound
+from ndl.core.errors import Conflict, InvalidInput, NotFound, RateLimited
 from ndl.core.keys import SigningKey
 from ndl.federation.incident_models import Incident, IncidentAction, IncidentLink, Notice
 from ndl.federation.models import Datasite, Message
@@ -52,6 +52,7 @@ NOTICE_KIND = "notice"
 # A datasite offline for a week still hears of an incident when it comes back.
 NOTICE_TTL = 7 * 24 * 3600.0
 MAX_REFS = 50
+MAX_RAISED_PER_DAY = 20
 _REF_CHARS = 200
 
 
@@ -267,10 +268,25 @@ def _tell(session: Session, key: SigningKey, inc: Incident, event: str) -> list[
     return sorted(sites)
 
 
+def _check_flood(session: Session, who: Principal) -> None:
+    """Each incident messages datasites and people: a member raises a bounded number a day
+    (admins, who answer them, are not limited)."""
+    if rules.may_see_every_incident(who):
+        return
+    since = utcnow() - timedelta(days=1)
+    raised = session.scalar(select(func.count()).select_from(Incident).where(
+        Incident.raised_by == who.username, Incident.created_at >= since)) or 0
+    if raised >= MAX_RAISED_PER_DAY:
+        raise RateLimited(f"you have raised {raised} incidents in the last 24 hours, the most "
+                          "a member may; add to one of them through an admin, or wait",
+                          detail={"retry_after": 3600})
+
+
 def raise_incident(session: Session, key: SigningKey, who: Principal, body: NewIncident,
                    *, source: str = "") -> Raised:
     """Record an incident, tell those it touches, and put that it happened in the register."""
     rules.require_signed_in(who, doing="raise an incident")
+    _check_flood(session, who)
     _check_refs(session, body)
     now = utcnow()
     inc = Incident(title=body.title, description=body.description, severity=body.severity,
