@@ -327,6 +327,9 @@ ROWS: list[Row] = [
         args={"username": "accreditee"}, json={"accredited": True}),
     # Evidence on people and references on projects (IN_TWO_YEARS: a valid expiry)
     Row("GET", "/api/evidence", SIGNED_IN),
+    Row("GET", "/api/evidence/baseline", ANYONE),
+    Row("PUT", "/api/evidence/baseline", frozenset({"admin"}),
+        json={"tier": "controlled", "evidence": [], "references": []}),
     Row("POST", "/api/users/{username}/evidence", frozenset({"admin"}), ok=(201,),
         args={"username": "accreditee"},
         json={"kind": "information-governance-training", "issuer": "NHS England",

@@ -152,6 +152,18 @@ def test_revoking_evidence_needs_another_admin(hub: Hub) -> None:
     assert [e["state"] for e in hub.evidence_of("rob")] == ["revoked"]
 
 
+def test_only_admins_set_the_federation_baseline(hub: Hub) -> None:
+    body = {"tier": "safeguarded", "evidence": ["safe-researcher-training"]}
+    for role in ("anonymous", "rita", "sam", "olly"):
+        r = hub.call("PUT", "/api/evidence/baseline", role, json=body)
+        assert r.status_code == (401 if role == "anonymous" else 403), (role, r.text)
+    for bad in ({"tier": "open"}, {"tier": "safeguarded", "evidence": ["legacy-flag"]},
+                {"tier": "controlled", "references": ["dpia"] * 4}, {"tier": "x" * 10_000}):
+        assert hub.call("PUT", "/api/evidence/baseline", "ada", json=bad).status_code == 422
+    got = hub.call("GET", "/api/evidence/baseline").json()["baseline"]
+    assert all(b["evidence"] == [] and b["references"] == [] for b in got), got
+
+
 def test_reading_someone_elses_evidence(hub: Hub) -> None:
     for role, status in (("anonymous", 401), ("rita", 403), ("olly", 403), ("sam", 200),
                          ("abe", 200)):

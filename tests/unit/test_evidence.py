@@ -220,6 +220,37 @@ def test_reference_reminders_are_sent_once_and_shown_to_the_lead(db: Database) -
         assert entry.subject == "project:p-1" and "DSA-9" not in str(entry.payload)
 
 
+def test_the_federation_baseline_adds_to_every_datasets_policy(db: Database) -> None:
+    with db.read() as s:
+        ada = Principal(_user(s, "ada").id, "ada", frozenset({"admin"}), None)
+        rob = Principal(_user(s, "bob").id, "bob", frozenset({"researcher"}), None)
+    body = evidence.NewBaseline(tier="safeguarded", evidence=["safe-researcher-training"],
+                                references=["data-sharing-agreement"])
+    with pytest.raises(PermissionDenied, match="role admin"), db.write() as s:
+        evidence.set_baseline(s, KEY, rob, body)
+    with db.write() as s:
+        made = evidence.set_baseline(s, KEY, ada, body)
+    assert made.evidence == ["safe-researcher-training"]
+    with db.read() as s:
+        merged = evidence.requirements_for(s, "safeguarded",
+                                           Requirements(evidence=["accredited-researcher"]))
+        untouched = evidence.requirements_for(s, "controlled", Requirements())
+        project = s.get(Project, "p-1")
+        assert project is not None
+        found = evidence.shortfalls(s, project, [_user(s, "alice").id], merged)
+    assert merged.evidence == ["safe-researcher-training", "accredited-researcher"]
+    assert merged.references == ["data-sharing-agreement"]
+    assert untouched == Requirements()
+    assert len(found) == 3 and "safe-researcher-training" in found[0]
+    with db.write() as s:  # setting it again replaces it
+        evidence.set_baseline(s, KEY, OP, evidence.NewBaseline(tier="safeguarded"))
+    with db.read() as s:
+        assert evidence.baseline(s, "safeguarded") == Requirements()
+        entries = s.scalars(select(LedgerEntry).where(
+            LedgerEntry.kind == "evidence.baseline")).all()
+        assert [e.subject for e in entries] == ["tier:safeguarded"] * 2
+
+
 def test_migration_backfills_the_accredited_flag_as_evidence(db_url: str) -> None:
     db = Database(db_url)
     db.migrate()

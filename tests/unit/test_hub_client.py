@@ -179,6 +179,8 @@ OPERATIONS = [
          "POST", "/api/users/bob/evidence",
          body={"kind": "accredited-researcher", "issuer": "UKSA", "reference": "R1",
                "expires_on": "2030-01-01"}, answer={"id": 1}),
+    Case("evidence_baseline", (), {}, "GET", "/api/evidence/baseline",
+         answer={"baseline": []}),
     Case("project_references", (PID,), {}, "GET", f"/api/projects/{PID}/references",
          answer={"references": []}),
     Case("add_project_reference", (PID,), {"kind": "dpia", "issuer": "DPO",

@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 
 from ndl.access import rules
 from ndl.access.accounts import Principal, official_actor
-from ndl.access.models import ACCREDITATION_KINDS, Evidence, User
-from ndl.access.policy import EvidenceKind, Requirements
+from ndl.access.models import ACCREDITATION_KINDS, Baseline, Evidence, User
+from ndl.access.policy import EvidenceKind, ReferenceKind, Requirements
 from ndl.access.project_models import Project
 from ndl.access.references import reference_shortfalls
 from ndl.core.db import utcnow
@@ -218,6 +218,65 @@ def accredited(session: Session, user_id: int) -> bool:
     """Whether a user is an accredited researcher today (auto-approval asks this)."""
     user = session.get(User, user_id)
     return user is not None and user.accredited
+
+
+# --- the federation's baseline (SATRE 5.2.01, 5.3.02) ----------------------------------------
+
+class NewBaseline(BaseModel):
+    """What every user of a tier's data must hold, whatever the dataset's own policy says."""
+
+    tier: Literal["safeguarded", "controlled"]
+    evidence: list[EvidenceKind] = Field(default_factory=list, max_length=3)
+    references: list[ReferenceKind] = Field(default_factory=list, max_length=3)
+
+
+class BaselineView(BaseModel):
+    tier: str
+    evidence: list[str]
+    references: list[str]
+
+
+def baseline(session: Session, tier: str) -> Requirements:
+    rows = session.scalars(select(Baseline).where(Baseline.tier == tier)
+                           .order_by(Baseline.kind)).all()
+    return Requirements.model_validate({
+        "evidence": [r.kind for r in rows if r.applies_to == "person"],
+        "references": [r.kind for r in rows if r.applies_to == "project"]})
+
+
+def baselines(session: Session) -> list[BaselineView]:
+    """The baseline of every tier that serves granted data (public: what the federation
+    agreed every user must hold)."""
+    return [BaselineView(tier=t, **baseline(session, t).model_dump())
+            for t in ("safeguarded", "controlled")]
+
+
+def set_baseline(session: Session, key: SigningKey, who: Principal | Operator,
+                 body: NewBaseline) -> BaselineView:
+    """Replace a tier's baseline (an admin records what the federation agreed)."""
+    actor = (official_actor(rules.require_admin(who, doing="set the federation's baseline"))
+             if isinstance(who, Principal) else who.name)
+    for row in session.scalars(select(Baseline).where(Baseline.tier == body.tier)):
+        session.delete(row)
+    session.flush()
+    kinds = [(k, "person") for k in dict.fromkeys(body.evidence)] + \
+        [(k, "project") for k in dict.fromkeys(body.references)]
+    for kind, applies_to in kinds:
+        session.add(Baseline(tier=body.tier, kind=kind, applies_to=applies_to, set_by=actor))
+    session.flush()
+    view_ = BaselineView(tier=body.tier, **baseline(session, body.tier).model_dump())
+    register.append(session, key, kind="evidence.baseline", actor=actor,
+                    subject=f"tier:{body.tier}",
+                    payload={"evidence": view_.evidence, "references": view_.references})
+    return view_
+
+
+def requirements_for(session: Session, tier: str, requires: Requirements) -> Requirements:
+    """A dataset's own requirements together with its tier's federation baseline."""
+    base = baseline(session, tier)
+    return Requirements.model_validate({
+        "evidence": list(dict.fromkeys([*base.evidence, *requires.evidence])),
+        "references": list(dict.fromkeys([*base.references, *requires.references]))})
 
 
 # --- renewal reminders ---------------------------------------------------------------------

@@ -96,6 +96,22 @@ class Evidence(Base):
                 and (self.expires_on is None or self.expires_on >= day))
 
 
+class Baseline(Base):
+    """The federation's baseline: a kind of evidence every member (``person``) or of
+    reference every project (``project``) must hold to use a tier's data, on top of what each
+    dataset's own policy requires (SATRE 5.2.01, 5.3.02)."""
+
+    __tablename__ = "requirement_baseline"
+    __table_args__ = (UniqueConstraint("tier", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tier: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(40))
+    applies_to: Mapped[str] = mapped_column(String(10))
+    set_by: Mapped[str] = mapped_column(String(100))
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class UserRole(Base):
     __tablename__ = "user_roles"
     __table_args__ = (UniqueConstraint("user_id", "role"),)

@@ -74,7 +74,9 @@ def submit_request(session: Session, key: SigningKey, who: Principal, project_id
         # The whole team is on the grant, so every member must hold the evidence it needs.
         rules.require_requirements_met(
             evidence.shortfalls(session, project, [m.user_id for m in project.members],
-                                policy_of(ds).requires), doing=f"ask for {ds.id}")
+                                evidence.requirements_for(session, ds.tier,
+                                                          policy_of(ds).requires)),
+            doing=f"ask for {ds.id}")
     req = AccessRequest(project_id=project.id, requested_by=who.user_id)
     session.add(req)
     for ds in datasets:
@@ -224,9 +226,10 @@ def active_grant(session: Session, who: Principal, project_id: str, dataset_id: 
         raise PermissionDenied(
             f"project {project_id} has no active grant for {dataset_id}: ask for access with "
             f"'ndl request {project_id} {dataset_id}' (grants expire and can be revoked)")
+    ds = get_dataset(session, dataset_id)
     rules.require_requirements_met(
         evidence.shortfalls(session, project, [who.user_id],
-                            policy_of(get_dataset(session, dataset_id)).requires),
+                            evidence.requirements_for(session, ds.tier, policy_of(ds).requires)),
         doing=f"use {dataset_id}")
     return best
 

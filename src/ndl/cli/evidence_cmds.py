@@ -94,6 +94,53 @@ def admin_revoke(
                   highlight=False)
 
 
+@admin_evidence.command("baseline")
+@handle_errors
+def admin_baseline(
+    ctx: typer.Context,
+    tier: Annotated[str, typer.Option(help="safeguarded or controlled.")],
+    evidence: Annotated[list[str] | None, typer.Option(
+        help="Evidence every member must hold (repeat): " + ", ".join(EVIDENCE_KINDS) + ".")
+    ] = None,
+    reference: Annotated[list[str] | None, typer.Option(
+        help="A reference every project must hold (repeat): " + ", ".join(REFERENCE_KINDS)
+             + ".")] = None,
+    db: Db = None, data_dir: DataDir = DEFAULT_HUB_DIR,
+) -> None:
+    """Set the federation's baseline for a tier (replacing it; none of either clears it)."""
+    try:
+        body = evidence_service.NewBaseline.model_validate(
+            {"tier": tier, "evidence": evidence or [], "references": reference or []})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput(f"--{first['loc'][0]}: {first['msg']}") from None
+    database = Database(_hub_db(environ(ctx), db, data_dir))
+    database.migrate()
+    key = SigningKey.load_or_create(data_dir / "hub-key.pem")
+    with database.write() as s:
+        made = evidence_service.set_baseline(s, key, Operator("admin-cli"), body)
+    console.print(f"{made.tier}: every member must hold "
+                  f"{', '.join(made.evidence) or 'no evidence'}; every project "
+                  f"{', '.join(made.references) or 'no reference'}", highlight=False)
+
+
+@evidence_app.command("baseline")
+@handle_errors
+def evidence_baseline(ctx: typer.Context, hub: HubOpt = None, token: TokenOpt = None,
+                      as_json: JsonOpt = False) -> None:
+    """What the federation agreed every user of each tier's data must hold."""
+    with _client(ctx, hub, token) as c:
+        got = c.evidence_baseline()["baseline"]
+    if as_json:
+        typer.echo(json.dumps(got, indent=2))
+        return
+    for b in got:
+        console.print(f"{b['tier']}: every member holds "
+                      f"{', '.join(b['evidence']) or 'no evidence required'}; every project "
+                      f"holds {', '.join(b['references']) or 'no reference required'}",
+                      highlight=False)
+
+
 def _when(e: dict[str, Any]) -> str:
     if e["state"] != "valid":
         return str(e["state"])

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from ndl.access import evidence, references
 from ndl.access.accounts import Principal
 from ndl.core.db import RowId
-from ndl.hub.deps import authenticated, hub, requires
+from ndl.hub.deps import authenticated, hub, public, requires
 from ndl.hub.state import HubState
 
 router = APIRouter(prefix="/api")
@@ -32,6 +32,23 @@ def list_evidence(state: HubDep, who: Annotated[Principal, Depends(authenticated
         found = evidence.list_evidence(s, who, user)
     return {"evidence": [e.model_dump(mode="json") for e in found],
             "renew_within_days": evidence.RENEW_WITHIN_DAYS}
+
+
+@router.get("/evidence/baseline")
+def get_baseline(state: HubDep,
+                 _: Annotated[Principal | None, Depends(public)]) -> dict[str, Any]:
+    """What the federation agreed every user of each tier's data must hold, beside what each
+    dataset's own policy requires (public)."""
+    with state.db.read() as s:
+        return {"baseline": [b.model_dump() for b in evidence.baselines(s)]}
+
+
+@router.put("/evidence/baseline")
+def set_baseline(body: evidence.NewBaseline, state: HubDep,
+                 who: Annotated[Principal, Depends(requires("admin"))]) -> dict[str, Any]:
+    """An admin records a tier's baseline (it replaces the tier's previous one)."""
+    with state.db.write() as s:
+        return evidence.set_baseline(s, state.key, who, body).model_dump()
 
 
 @router.post("/users/{username}/evidence", status_code=201)

@@ -170,6 +170,11 @@ def add_evidence(username: str, *, kind: str, issuer: str, reference: str, expir
     return _post(f"/api/users/{segment(username)}/evidence", body)
 
 
+def evidence_baseline() -> Call[Json]:
+    """What the federation agreed every user of each tier's data must hold."""
+    return _get("/api/evidence/baseline")
+
+
 def project_references(project_id: str) -> Call[Json]:
     """A project's references: ethics approval, DPIA, data-sharing agreement."""
     return _get(f"/api/projects/{segment(check_project_id(project_id))}/references")

@@ -94,6 +94,7 @@ class HubApi:
     time_to_access = Operation(api.time_to_access)
     evidence = Operation(api.evidence)
     add_evidence = Operation(api.add_evidence)
+    evidence_baseline = Operation(api.evidence_baseline)
     project_references = Operation(api.project_references)
     add_project_reference = Operation(api.add_project_reference)
     # accounts and the register (login is per driver: it also changes who the client acts as)

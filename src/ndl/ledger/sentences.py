@@ -73,6 +73,10 @@ SENTENCES: dict[str, Sentence] = {
         f"until {p.get('expires_on', 'an unstated day')}."),
     "evidence.revoked": lambda a, s, p: (
         f"{_cap(who(a))} revoked {who(s)}'s {p.get('kind', 'evidence')} evidence."),
+    "evidence.baseline": lambda a, s, p: (
+        f"{_cap(who(a))} set what every user of {s.removeprefix('tier:')} data must hold: "
+        f"{', '.join(p.get('evidence') or []) or 'no evidence'}, and every project: "
+        f"{', '.join(p.get('references') or []) or 'no reference'}."),
     "evidence.reminder": lambda a, s, p: (
         f"The library reminded {who(s)} that their {p.get('kind', 'evidence')} evidence "
         f"lapses on {p.get('expires_on', 'a day soon')}."),

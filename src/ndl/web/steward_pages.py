@@ -69,7 +69,8 @@ def steward_context(s: Session, who: Principal, *, errors: dict[str, str] | None
         "references": [references.view(r) for r in p.project.references],
         "shortfalls": evidence.shortfalls(
             s, p.project, [m.user_id for m in p.project.members],
-            access.policy_of(p.dataset).requires) if p.dataset else [],
+            evidence.requirements_for(s, p.dataset.tier, access.policy_of(p.dataset).requires)
+        ) if p.dataset else [],
     } for p in queue.pending]
     grants = [{**access.grant_json(g.grant), "title": g.dataset.title,
                "href": links_for(g.dataset.id)["page"], "project_title": g.project_title}

@@ -54,6 +54,16 @@ def upgrade() -> None:
         sa.Column("reminded_at", UTCDateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_project_references_project_id", "project_references", ["project_id"])
+    op.create_table(
+        "requirement_baseline",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("tier", sa.String(20), nullable=False),
+        sa.Column("kind", sa.String(40), nullable=False),
+        sa.Column("applies_to", sa.String(10), nullable=False),
+        sa.Column("set_by", sa.String(100), nullable=False),
+        sa.Column("set_at", UTCDateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("tier", "kind"),
+    )
     # Backfill: the flag said "accredited" without saying by whom or until when.
     conn = op.get_bind()
     users = sa.table("users", sa.column("id", sa.Integer()), sa.column("accredited", sa.Boolean()))
@@ -82,6 +92,7 @@ def downgrade() -> None:
         "UPDATE users SET accredited = :t WHERE id IN (SELECT user_id FROM evidence WHERE "
         "kind IN ('legacy-flag', 'accredited-researcher') AND revoked_at IS NULL)"),
         {"t": True})
+    op.drop_table("requirement_baseline")
     op.drop_index("ix_project_references_project_id", "project_references")
     op.drop_table("project_references")
     op.drop_index("ix_evidence_user_id", "evidence")
