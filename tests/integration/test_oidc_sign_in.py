@@ -20,10 +20,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from ndl.access.models import User
 from ndl.access.oidc import Flow, ProviderClient
 from ndl.access.oidc import Provider as OidcProvider
 from ndl.core.errors import AuthenticationRequired
+from ndl.ledger.security_models import SecurityEvent
 from ndl.testing import HubProcess, free_port, wait_http
 
 ORG = "uni-example"
@@ -147,6 +150,10 @@ def test_sign_in_through_the_provider_makes_a_session(hub: Hub) -> None:
         # A new account in the provider's organisation, with its default role.
         assert me["username"] == "alice" and me["org"] == ORG
         assert me["roles"] == ["researcher"]
+    with hub.proc.db.read() as s:
+        signed = s.scalars(select(SecurityEvent).where(
+            SecurityEvent.kind == "auth.sign_in", SecurityEvent.actor == "user:alice")).all()
+        assert [e.details.get("via") for e in signed] == ["oidc:uni"]
     # Signing in again finds the same account by (issuer, subject), not a second one.
     with httpx.Client() as again:
         assert sign_in(again, hub, "alice-sub").status_code == 303
@@ -161,11 +168,11 @@ def test_a_sign_in_without_mfa_is_refused_by_policy(hub: Hub) -> None:
         assert "mfa, otp, hwk" in refused.text
         assert not browser.cookies.get("ndl_session")
     with hub.proc.db.read() as s:
-        from sqlalchemy import select
-
-        from ndl.access.models import User
-        # No account was made for someone the policy refused.
+        # No account was made for someone the policy refused; the security log has the try.
         assert s.scalar(select(User).where(User.username == "bob")) is None
+        refusals = s.scalars(select(SecurityEvent).where(
+            SecurityEvent.kind == "auth.sign_in_failed")).all()
+        assert any(e.actor == "oidc:uni:bob-sub" and e.outcome == "refused" for e in refusals)
 
 
 def test_the_same_person_with_a_second_factor_gets_in(hub: Hub, provider: Provider) -> None:
@@ -341,3 +348,49 @@ def test_a_provider_only_user_gets_a_cli_token(hub: Hub, provider: Provider,
                          text=True, env={**env, "NDL_CONFIG_DIR": str(tmp_path / "other")},
                          timeout=120)
     assert bad.returncode != 0 and not (tmp_path / "other" / "config.json").exists()
+
+
+def _config(base: Path, provider: Provider, mfa: str) -> Path:
+    secret = base / "client-secret"
+    secret.write_text("a-client-secret\n")
+    config = base / "oidc.toml"
+    config.write_text(f"""
+[providers.uni]
+label = "University of Example"
+issuer = "{provider.url}"
+client_id = "ndl-hub"
+client_secret_file = "{secret}"
+org = "{ORG}"
+{mfa}
+""")
+    return config
+
+
+def test_a_hub_without_passwords_signs_in_only_with_mfa(provider: Provider,
+                                                        tmp_path: Path) -> None:
+    """SATRE 3.2.04 by configuration: passwords refused, every provider requires MFA."""
+    lax = _config(tmp_path, provider, "")
+    refused = subprocess.run([sys.executable, "-m", "ndl", "hub", "--data-dir",
+                              str(tmp_path / "lax"), "--port", str(free_port()),
+                              "--oidc-config", str(lax), "--no-password-sign-in"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "every provider must require MFA" in refused.stdout + refused.stderr
+    strict = _config(tmp_path, provider, 'require_acr = ["urn:ndl:loa:2"]')
+    proc = HubProcess(tmp_path / "hub", extra_args=["--oidc-config", str(strict),
+                                                    "--insecure-cookies",
+                                                    "--no-password-sign-in"])
+    proc.create_org(ORG, "University of Example", "academic")
+    proc.create_user("pat", ["researcher"], password="a long enough password")
+    with proc:
+        page = httpx.get(f"{proc.url}/sign-in").text
+        assert 'id="sign-in-form"' not in page and "Sign in with University" in page
+        r = httpx.post(f"{proc.url}/api/auth/login",
+                       json={"username": "pat", "password": "a long enough password"})
+        assert r.status_code == 403 and "does not take passwords" in r.text
+        with httpx.Client() as browser:
+            # alice's provider reports acr urn:ndl:loa:2; bob's reports none.
+            assert sign_in(browser, Hub(proc, ""), "alice-sub").status_code == 303
+            assert browser.get(f"{proc.url}/api/me").json()["username"] == "alice"
+        with httpx.Client() as browser:
+            assert sign_in(browser, Hub(proc, ""), "bob-sub").status_code == 403

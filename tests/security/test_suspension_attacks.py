@@ -19,10 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from ndl.core.envelope import seal
 from ndl.core.keys import SigningKey
 from ndl.federation.blobs import ENVELOPE_HEADER, REQUEST_KIND
+from ndl.ledger.security_models import SecurityEvent
 from ndl.testing import HubProcess
 
 SITE = "nhs-trust"
@@ -210,6 +212,13 @@ def test_the_register_records_suspension_without_the_reason(lib: Lib) -> None:
     assert ("datasite.suspended", "admin", SITE) in kinds
     assert ("datasite.reinstated", "admin", SITE) in kinds
     assert "secret-incident-detail" not in json.dumps(feed)
+    # The security log (admins and the SIEM only) keeps who did it and why.
+    with lib.hub.db.read() as s:
+        events = s.scalars(select(SecurityEvent).where(
+            SecurityEvent.kind == "admin.suspension",
+            SecurityEvent.subject == f"datasite:{SITE}")).all()
+        assert any(e.actor == "user:root" and e.details.get("reason") ==
+                   "secret-incident-detail" for e in events)
 
 
 # --- who may suspend, and bad names ---------------------------------------------------------

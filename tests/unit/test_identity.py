@@ -13,7 +13,15 @@ from sqlalchemy.orm import Session
 from ndl.access import accounts, suspension
 from ndl.access.identities import account_for
 from ndl.access.models import User, UserIdentity
-from ndl.access.oidc import MfaPolicy, Provider, VerifiedIdentity, check_url, parse_config
+from ndl.access.oidc import (
+    MfaPolicy,
+    OidcSettings,
+    Provider,
+    VerifiedIdentity,
+    check_mfa_everywhere,
+    check_url,
+    parse_config,
+)
 from ndl.access.requests import active_grant
 from ndl.access.service import Operator
 from ndl.core.db import Database
@@ -192,3 +200,22 @@ def test_only_admins_suspend_and_names_must_exist(db: Database) -> None:
             suspension.reinstate_datasite(s, KEY, ADMIN, "ghost")
         with pytest.raises(InvalidInput, match="say why"):
             suspension.suspend_user(s, KEY, ADMIN, "alice", reason=" ")
+
+
+def test_without_passwords_every_provider_must_require_mfa() -> None:
+    with pytest.raises(InvalidInput, match="nobody could sign in"):
+        check_mfa_everywhere(OidcSettings())
+    with pytest.raises(InvalidInput, match="uni sets neither"):
+        check_mfa_everywhere(OidcSettings((PROVIDER,)))
+    strict = Provider(name="uni", label="Uni", issuer=ISSUER, client_id="ndl",
+                      client_secret="s", org="uni", mfa=MfaPolicy(acr=("urn:loa:2",)))
+    check_mfa_everywhere(OidcSettings((strict,)))
+
+
+def test_passwords_off_refuses_before_looking_at_the_account(db: Database) -> None:
+    with db.write() as s:
+        accounts.create_user(s, "pat", roles=["researcher"], password="a long password")
+    with db.write() as s, pytest.raises(PermissionDenied, match="does not take passwords"):
+        accounts.login(s, "pat", "a long password", passwords=False)
+    with db.write() as s:
+        assert accounts.login(s, "pat", "a long password")[0].username == "pat"

@@ -228,9 +228,16 @@ def touch_token(session: Session, token_id: int) -> None:
 
 
 def login(session: Session, username: str, password: str, *, name: str = "login",
-          ttl: timedelta = LOGIN_TTL) -> tuple[User, str]:
+          ttl: timedelta = LOGIN_TTL, passwords: bool = True) -> tuple[User, str]:
     """Check a password and issue a token (``name``, lasting ``ttl``). The same message for
-    every failure."""
+    every failure. ``passwords=False``: the hub signs people in only through identity
+    providers that require MFA (``ndl hub --no-password-sign-in``), so every password is
+    refused, before any account is looked at."""
+    if not passwords:
+        raise PermissionDenied(
+            "this hub does not take passwords: sign in on its web page through your "
+            "organisation's identity provider; for the command line, create a token at "
+            "/account/cli-token and run 'ndl login --with-token'")
     user = session.scalar(select(User).where(User.username == username))
     fail = AuthenticationRequired("wrong username or password")
     if user is None or user.password_hash is None or user.disabled:

@@ -190,6 +190,18 @@ def parse_config(text: str, environ: Mapping[str, str]) -> OidcSettings:
     return OidcSettings(tuple(out))
 
 
+def check_mfa_everywhere(settings: OidcSettings) -> None:
+    """With passwords off, every way in must require MFA (SATRE 3.2.04): refuse to start a
+    hub with no provider, or with one that requires no ``amr`` or ``acr``."""
+    if not settings.providers:
+        raise InvalidInput("--no-password-sign-in needs --oidc-config naming at least one "
+                           "identity provider: otherwise nobody could sign in")
+    lax = [p.name for p in settings.providers if not (p.mfa.amr or p.mfa.acr)]
+    if lax:
+        raise InvalidInput(f"with --no-password-sign-in every provider must require MFA; "
+                           f"{', '.join(lax)} sets neither require_amr nor require_acr")
+
+
 def load_config(path: str | Path, environ: Mapping[str, str]) -> OidcSettings:
     try:
         text = Path(path).read_text("utf-8")

@@ -8,7 +8,7 @@ standing, with its register entry.
 
 The register says who acted, on whom and when (``user.suspended``, ``datasite.reinstated``
 ...), never why: a reason may name an investigation or a person, so it stays in the hub's own
-row (``suspended_reason``), for admins.
+row (``suspended_reason``) and the security log (``admin.suspension``), for admins.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ndl.core.db import utcnow
 from ndl.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from ndl.core.keys import SigningKey
 from ndl.federation.models import Datasite
-from ndl.ledger import register
+from ndl.ledger import register, security_log
 
 MAX_REASON_CHARS = 2000
 
@@ -52,6 +52,15 @@ def _actor(who: Actor, doing: str) -> str:
     if isinstance(who, Operator):
         return who.name
     return official_actor(rules.require_admin(who, doing=doing))
+
+
+def _log(session: Session, who: Actor, kind: str, subject: str, org: str | None,
+         reason: str | None = None) -> None:
+    """The security log (admins' and the SIEM's, not public) names the admin and keeps the
+    reason; the public register has neither."""
+    actor = who.name if isinstance(who, Operator) else f"user:{who.username}"
+    security_log.record(session, kind, actor=actor, subject=subject, org=org,
+                        details={"reason": reason} if reason else None)
 
 
 def _reason(reason: str) -> str:
@@ -95,6 +104,7 @@ def suspend_user(session: Session, key: SigningKey, who: Actor, username: str, *
     user.suspended_at, user.suspended_reason = utcnow(), text
     register.append(session, key, kind="user.suspended", actor=actor,
                     subject=f"user#{user.id}")
+    _log(session, who, "admin.suspension", f"user:{user.username}", user.org_id, text)
     return Standing("user", user.username, True, user.suspended_at, text)
 
 
@@ -106,6 +116,7 @@ def reinstate_user(session: Session, key: SigningKey, who: Actor, username: str)
     user.suspended_at, user.suspended_reason = None, None
     register.append(session, key, kind="user.reinstated", actor=actor,
                     subject=f"user#{user.id}")
+    _log(session, who, "admin.reinstatement", f"user:{user.username}", user.org_id)
     return Standing("user", user.username, False, None, None)
 
 
@@ -122,6 +133,7 @@ def suspend_datasite(session: Session, key: SigningKey, who: Actor, datasite_id:
     site.suspended_at, site.suspended_reason = utcnow(), text
     register.append(session, key, kind="datasite.suspended", actor=actor, subject=site.id,
                     payload={"org": site.org_id})
+    _log(session, who, "admin.suspension", f"datasite:{site.id}", site.org_id, text)
     return Standing("datasite", site.id, True, site.suspended_at, text)
 
 
@@ -134,4 +146,5 @@ def reinstate_datasite(session: Session, key: SigningKey, who: Actor,
     site.suspended_at, site.suspended_reason = None, None
     register.append(session, key, kind="datasite.reinstated", actor=actor, subject=site.id,
                     payload={"org": site.org_id})
+    _log(session, who, "admin.reinstatement", f"datasite:{site.id}", site.org_id)
     return Standing("datasite", site.id, False, None, None)

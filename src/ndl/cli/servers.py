@@ -95,6 +95,10 @@ def hub(
         help="A TOML file naming OpenID Connect identity providers to sign in with, and the "
              "MFA each must report (see docs/security-model.md). [env NDL_OIDC_CONFIG]")
     ] = None,
+    password_sign_in: Annotated[bool, typer.Option(
+        help="Take passwords (the demo's local accounts). --no-password-sign-in refuses "
+             "them: people sign in only through --oidc-config's providers, each of which "
+             "must then require MFA.")] = True,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the library hub: catalogue, accounts, mailbox, register and web pages."""
@@ -104,10 +108,12 @@ def hub(
 
     parse_proxies(trusted_proxy or [])  # a typo fails here, not at the first sign-in
     oidc_path = str(oidc_config or environ(ctx).get("NDL_OIDC_CONFIG", ""))
-    if oidc_path:
-        from ndl.access.oidc import load_config
+    from ndl.access.oidc import OidcSettings, check_mfa_everywhere, load_config
 
-        load_config(oidc_path, environ(ctx))  # a mistake fails here, not at the first sign-in
+    # A mistake fails here, not at the first sign-in.
+    providers = load_config(oidc_path, environ(ctx)) if oidc_path else OidcSettings()
+    if not password_sign_in:
+        check_mfa_everywhere(providers)
     settings = HubSettings(
         db_url=_hub_db(environ(ctx), db, data_dir), data_dir=data_dir,
         query_timeout=query_timeout, lease_seconds=lease_seconds, work_ttl=work_ttl,
@@ -119,7 +125,7 @@ def hub(
         blob_max_records_bytes=blob_max_records_bytes,
         blob_max_sealed_bytes=blob_max_sealed_bytes, wake_recheck=wake_recheck,
         security_log_days=security_log_days, share_security_log=share_security_log,
-        oidc_config=oidc_path,
+        oidc_config=oidc_path, password_sign_in=password_sign_in,
     )
     if share_security_log not in ("none", "org"):
         raise typer.BadParameter("--share-security-log is 'none' or 'org'")

@@ -44,7 +44,8 @@ def login(body: LoginBody, request: Request, state: HubDep,
         raise
     try:
         with state.db.write() as s:
-            user, token = accounts.login(s, body.username, body.password)
+            user, token = accounts.login(s, body.username, body.password,
+                                         passwords=state.settings.password_sign_in)
             who = accounts.principal_of(user)
             security_log.record(s, "auth.sign_in", actor=f"user:{who.username}",
                                 subject="sign-in", source=source, org=who.org_id,

@@ -68,6 +68,9 @@ class HubSettings:
     # A TOML file naming the OpenID Connect identity providers people may sign in with
     # (ndl.access.oidc); "" for none (local accounts only).
     oidc_config: str = ""
+    # False: passwords are refused and people sign in only through those providers, each of
+    # which must require MFA (SATRE 3.2.04); the demo keeps local password accounts.
+    password_sign_in: bool = True
     # The security log (ndl.ledger.security_log): days kept before housekeeping drops events,
     # and whether a datasite's stewards may fetch their own organisation's events ("org")
     # or nobody but admins sees it ("none").

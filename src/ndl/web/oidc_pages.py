@@ -36,7 +36,9 @@ from ndl.access.identities import account_for
 from ndl.access.oidc import Flow, OidcSettings, ProviderClient, load_config
 from ndl.core.errors import NdlError, Suspended
 from ndl.hub.deps import hub, public
+from ndl.hub.login_limits import request_source
 from ndl.hub.state import HubState
+from ndl.ledger import security_log
 from ndl.web.forms import error_page, posted, sign_in_redirect
 from ndl.web.render import pages_of
 from ndl.web.session import (
@@ -179,14 +181,24 @@ async def oidc_callback(
                         ". Nothing was changed. Start again from the sign-in page.")
     client = providers_of(request).client(provider)
     signed_in = web_of(request).user
+    source = request_source(request, state.settings.trusted_proxies)
+    via = f"oidc:{provider}"
 
     def finish() -> tuple[str | None, str | None]:
         """(session token, None), or (None, why the MFA policy refuses this sign-in)."""
         identity = client.finish(flow, code=code, redirect_uri=_callback_url(request, provider))
         if (short := client.mfa_shortfall(identity)) is not None:
-            return None, short  # refused before any account is made or linked
+            # Refused before any account is made or linked; the security log keeps the try.
+            security_log.record_apart(
+                state.db, "auth.sign_in_failed", actor=f"{via}:{identity.subject}"[:200],
+                subject="sign-in", source=source, outcome="refused",
+                details={"via": via, "why": "mfa required by policy"})
+            return None, short
         with state.db.write() as s:
             user = account_for(s, state.key, client.provider, identity, signed_in=signed_in)
+            security_log.record(s, "auth.sign_in", actor=f"user:{user.username}",
+                                subject="sign-in", source=source, org=user.org_id,
+                                details={"via": via})
             return accounts.issue_token(s, user, name=f"web-{provider}", ttl=SESSION_TTL), None
 
     try:

@@ -46,7 +46,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ndl.access import accounts
 from ndl.access.accounts import Principal
-from ndl.core.errors import AuthenticationRequired, InternalError, RateLimited, Suspended
+from ndl.core.errors import (
+    AuthenticationRequired,
+    InternalError,
+    PermissionDenied,
+    RateLimited,
+    Suspended,
+)
 from ndl.core.keys import open_secret, seal_secret
 from ndl.hub.deps import hub, public
 from ndl.hub.login_limits import request_source
@@ -355,6 +361,7 @@ def _sign_in_page(request: Request, *, next_url: str, username: str = "",
         "errors": errors or {}, "signed_out": signed_out,
         # "Sign in with <provider>" buttons, set by ndl.web.oidc_pages when any is configured.
         "oidc_providers": getattr(request.app.state, "ndl_sign_in_buttons", []),
+        "password_sign_in": state.settings.password_sign_in,
         "error_list": [{"text": message, "href": f"#{field}"}
                        for field, message in (errors or {}).items() if message],
     }, status=status)
@@ -406,7 +413,8 @@ async def sign_in(request: Request, _: Public) -> Response:
     def check() -> str:
         with state.db.write() as s:
             # A browser session's token lasts 12 hours, not the CLI's week.
-            user, token = accounts.login(s, username, password, name="web", ttl=SESSION_TTL)
+            user, token = accounts.login(s, username, password, name="web", ttl=SESSION_TTL,
+                                         passwords=state.settings.password_sign_in)
             security_log.record(s, "auth.sign_in", actor=f"user:{user.username}",
                                 subject="sign-in", source=source, org=user.org_id,
                                 details={"via": "web"})
@@ -417,6 +425,9 @@ async def sign_in(request: Request, _: Public) -> Response:
     except Suspended as exc:  # the password was right; the account may not be used
         await run_in_threadpool(state.limiter.succeeded, username, source)
         return pages_of(request).error(request, 403, "Your account is suspended",
+                                       exc.message)
+    except PermissionDenied as exc:  # this hub takes no passwords (--no-password-sign-in)
+        return pages_of(request).error(request, 403, "Sign in through your organisation",
                                        exc.message)
     except AuthenticationRequired:
         await run_in_threadpool(state.limiter.failed, username, source)
