@@ -228,3 +228,28 @@ def test_evidence_about_to_lapse_is_shown_and_reminded(net: Net) -> None:
     assert 'id="renewal-due"' in page.text and "DEA-REMI" in page.text
     assert "Data steward" not in page.text and "Researcher" in page.text
     assert 'id="references-due"' in page.text and "REC-55" in page.text
+
+
+def test_the_federation_baseline_applies_to_every_dataset_of_a_tier(net: Net) -> None:
+    """Last in the module: it changes what every safeguarded dataset requires."""
+    with net.client(net.rex) as rex:
+        pid = next(p["id"] for p in rex.my_projects()["projects"]
+                   if any(g["dataset"] == ACCREDITED and g["state"] == "active"
+                          for g in rex.project(p["id"])["grants"]))
+        assert rex.budget(ACCREDITED, pid)["budget_remaining"]["researcher"] > 0
+    admin = httpx.Client(base_url=net.hub.url,
+                         headers={"Authorization": f"Bearer {net.admin}"}, timeout=30)
+    with admin:
+        r = admin.put("/api/evidence/baseline", json={
+            "tier": "safeguarded", "evidence": ["information-governance-training"]})
+        assert r.status_code == 200, r.text
+        with net.client(net.rex) as rex:
+            assert rex.evidence_baseline()["baseline"][0] == {
+                "tier": "safeguarded", "evidence": ["information-governance-training"],
+                "references": []}
+            with pytest.raises(PermissionDenied,
+                               match="no valid information-governance-training evidence"):
+                rex.budget(ACCREDITED, pid)
+        admin.put("/api/evidence/baseline", json={"tier": "safeguarded"})
+    with net.client(net.rex) as rex:
+        assert rex.budget(ACCREDITED, pid)["budget_remaining"]["researcher"] > 0
