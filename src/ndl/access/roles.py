@@ -62,6 +62,7 @@ ROLES: tuple[RoleInfo, ...] = (
         ("create organisations and users (require_admin)",
          "record and revoke evidence about other people, never themselves "
          "(require_evidence_recorder)",
+         "set the federation's baseline of evidence and references per tier (require_admin)",
          "record a project's references (require_reference_recorder)")),
 )
 
