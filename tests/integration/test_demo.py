@@ -52,7 +52,9 @@ def _reap(demo: subprocess.Popen[str], root: Path) -> None:
 def test_demo_comes_up_answers_the_tour_and_stops_cleanly(tmp_path: Path) -> None:
     port, root = free_port(), tmp_path / "demo"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NDL_")},
-           "NDL_CONFIG_DIR": str(tmp_path / "cfg"), "NDL_HUB": f"http://127.0.0.1:{port}"}
+           "NDL_CONFIG_DIR": str(tmp_path / "cfg"), "NDL_HUB": f"http://127.0.0.1:{port}",
+           # as the tour says: the demo hub is plain http:// on loopback
+           "NDL_ALLOW_HTTP_LOOPBACK": "1"}
     started = time.monotonic()
     demo = subprocess.Popen([sys.executable, "-m", "ndl", "demo", "--dir", str(root),
                              "--port", str(port)], stdout=subprocess.PIPE,
@@ -67,6 +69,7 @@ def test_demo_comes_up_answers_the_tour_and_stops_cleanly(tmp_path: Path) -> Non
             assert time.monotonic() - started < 60, out
         ready = time.monotonic() - started
         print(f"demo ready in {ready:.1f} s")
+        assert "export NDL_ALLOW_HTTP_LOOPBACK=1" in out  # the tour says how to reach it
 
         found = _ndl(env, "search", "A&E")
         assert found.returncode == 0 and "nhs-trust/ae-attendances" in found.stdout
@@ -139,7 +142,9 @@ def _port_free(port: int) -> bool:
 def test_sigterm_stops_every_child_and_frees_the_port(tmp_path: Path) -> None:
     port, root = free_port(), tmp_path / "demo"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NDL_")},
-           "NDL_CONFIG_DIR": str(tmp_path / "cfg"), "NDL_HUB": f"http://127.0.0.1:{port}"}
+           "NDL_CONFIG_DIR": str(tmp_path / "cfg"), "NDL_HUB": f"http://127.0.0.1:{port}",
+           # as the tour says: the demo hub is plain http:// on loopback
+           "NDL_ALLOW_HTTP_LOOPBACK": "1"}
     env["COLUMNS"] = "200"  # wide enough that Rich keeps each table cell on one line
     demo, out = _start_demo(env, root, port)
     try:
