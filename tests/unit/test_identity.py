@@ -73,6 +73,12 @@ def test_config_reads_a_provider_and_its_secret_from_the_environment() -> None:
     assert (p.issuer, p.client_secret, p.mfa.amr, p.roles) == (ISSUER, "s3", ("mfa",),
                                                                ("researcher",))
     assert "s3" not in repr(p)  # the secret is never in logs or tracebacks
+    assert p.redirect_uri == ""  # built from the request unless configured
+    behind = parse_config(_toml(redirect_uri='"https://lib.example/sign-in/oidc/uni/callback"'),
+                          {"SECRET": "s3"})
+    assert behind.get("uni").redirect_uri.startswith("https://lib.example/")
+    with pytest.raises(InvalidInput, match="redirect_uri"):
+        parse_config(_toml(redirect_uri='"http://lib.example/cb"'), {"SECRET": "s3"})
 
 
 @pytest.mark.parametrize("text,env,words", [

@@ -26,6 +26,7 @@ Configuration is a TOML file (``ndl hub --oidc-config FILE`` or ``NDL_OIDC_CONFI
     roles = ["researcher"]                 # given to people it signs in for the first time
     require_amr = ["mfa", "otp", "hwk"]     # any one of these (optional)
     require_acr = []                       # any one of these (optional)
+    # redirect_uri = "https://library.example/sign-in/oidc/uni/callback"  # behind a proxy
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ class Provider:
     roles: tuple[str, ...] = ("researcher",)
     mfa: MfaPolicy = MfaPolicy()
     scopes: tuple[str, ...] = ("openid", "email", "profile")
+    # The callback URL registered at the provider; "" builds it from the request's own URL,
+    # which behind a TLS-terminating proxy would say http:// (so set it there).
+    redirect_uri: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,8 @@ def parse_config(text: str, environ: Mapping[str, str]) -> OidcSettings:
                           _strings(raw.get("require_acr"), f"{where} require_acr")),
             scopes=_strings(raw.get("scopes"), f"{where} scopes") or ("openid", "email",
                                                                       "profile"),
+            redirect_uri=check_url(str(raw["redirect_uri"]), f"{where} redirect_uri")
+            if raw.get("redirect_uri") else "",
         ))
     return OidcSettings(tuple(out))
 

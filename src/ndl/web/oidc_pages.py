@@ -124,7 +124,8 @@ def _unpack(key: bytes, raw: str | None) -> tuple[Flow, str] | None:
 
 
 def _callback_url(request: Request, name: str) -> str:
-    return str(request.url_for("oidc_callback", provider=name))
+    configured = providers_of(request).client(name).provider.redirect_uri
+    return configured or str(request.url_for("oidc_callback", provider=name))
 
 
 def _refused(request: Request, state: HubState, status: int, title: str,
