@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -271,3 +272,41 @@ def test_migration_backfills_the_accredited_flag_as_evidence(db_url: str) -> Non
         # Dropping the column lost nothing that points at a user.
         assert old.role_names == {"researcher"}
     db.dispose()
+
+
+def test_the_admin_cli_records_evidence_and_sets_the_baseline(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ndl.cli import app
+
+    database = Database(str(tmp_path / "hub.db"))
+    database.migrate()
+    with database.write() as s:
+        accounts.create_user(s, "carol", roles=["researcher"])
+    where = ["--db", str(tmp_path / "hub.db"), "--data-dir", str(tmp_path)]
+    runner = CliRunner()
+    later = (TODAY + timedelta(days=90)).isoformat()
+    bad = runner.invoke(app, ["admin", "evidence", "add", "carol", "--kind",
+                              "accredited-researcher", "--issuer", "UKSA", "--reference", "R",
+                              "--expires", "2027-02-30", *where])
+    assert bad.exit_code == 2 and "--expires: '2027-02-30' is not a date" in bad.output
+    wrong = runner.invoke(app, ["admin", "evidence", "add", "carol", "--kind", "tea",
+                                "--issuer", "UKSA", "--reference", "R", "--expires", later,
+                                *where])
+    assert wrong.exit_code == 2 and "--kind" in wrong.output
+    ok = runner.invoke(app, ["admin", "evidence", "add", "carol", "--kind",
+                             "accredited-researcher", "--issuer", "UKSA", "--reference",
+                             "DEA-7", "--expires", later, *where])
+    assert ok.exit_code == 0, ok.output
+    assert f"valid until {later}" in ok.output
+    base = runner.invoke(app, ["admin", "evidence", "baseline", "--tier", "controlled",
+                               "--evidence", "safe-researcher-training", "--reference",
+                               "dpia", *where])
+    assert base.exit_code == 0, base.output
+    with database.read() as s:
+        carol = _user(s, "carol")
+        assert [(e.kind, e.reference, e.recorded_by) for e in carol.evidence] == [
+            ("accredited-researcher", "DEA-7", "admin-cli")]
+        assert evidence.baseline(s, "controlled") == Requirements(
+            evidence=["safe-researcher-training"], references=["dpia"])
+    database.dispose()

@@ -19,12 +19,13 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
 from rich.console import Console
 
-from ndl.access import accounts
+from ndl.access import accounts, evidence
 from ndl.access import service as access_service
 from ndl.access.models import Org, User
 from ndl.core.db import Database
@@ -75,7 +76,11 @@ def bootstrap_hub(hub_dir: Path, db_url: str) -> dict[str, str]:
                     display_name=u.display, password=f"{PASSWORD}-{u.username}"))
                 user = s.get(User, made.user_id)
                 assert user is not None
-                user.accredited = u.username == "alice"
+                if u.username == "alice":  # accredited, with the evidence an admin records
+                    evidence.add_evidence(s, key, DEMO, u.username, evidence.NewEvidence(
+                        kind="accredited-researcher", issuer="UK Statistics Authority",
+                        reference="DEA-DEMO-0001",
+                        expires_on=date.today() + timedelta(days=365)))
             if u.org:
                 tokens[u.org] = accounts.issue_token(s, user, name="demo-datasite")
     db.dispose()
