@@ -185,6 +185,9 @@ def test_a_suspended_datasite_is_refused_everywhere(lib: Lib, suspended_site: st
 
 
 def test_a_suspended_datasites_data_answer_nothing(lib: Lib, suspended_site: str) -> None:
+    sites = httpx.get(f"{lib.url}/api/datasites").json()["datasites"]
+    assert [s["suspended"] for s in sites if s["id"] == SITE] == [True]
+    assert "incident 9" not in json.dumps(sites)  # that it is, never why
     before = lib.register_head()
     r = httpx.post(f"{lib.url}/api/datasets/{SITE}/ae/sql", headers=lib.as_("researcher"),
                    json={"sql": "select count(*) from data"})

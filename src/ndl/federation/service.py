@@ -212,4 +212,6 @@ def datasite_json(ds: Datasite, online_window: float = 60.0) -> dict[str, Any]:
     return {"id": ds.id, "org": ds.org_id, "name": ds.name, "public_key": ds.public_key,
             "registered_at": ds.registered_at.isoformat(),
             "last_seen_at": seen.isoformat() if seen else None, "online": online,
-            "state": ds.state}
+            "state": ds.state,
+            # Everyone may see that a site is suspended (its data answer nothing), not why.
+            "suspended": ds.suspended_at is not None}
