@@ -241,6 +241,8 @@ def test_withdraw_then_delete_a_dataset_at_its_datasite(fed: Fed) -> None:
         "kind": "dataset.deleted"}).json()["entries"]
     assert [(e["subject"], e["actor"]) for e in entries] == [(ds, "datasite:nhs-trust")]
     assert entries[0]["payload"]["files"] == len(env["body"]["files"])
+    page = httpx.get(f"{fed.hub.url}/datasets/{ds}", timeout=10).text
+    assert 'id="withdrawn"' in page and "deleted at the datasite" in page
 
 
 def test_closing_a_project_revokes_its_grants(fed: Fed) -> None:
