@@ -391,6 +391,7 @@ def run_work(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 def _tree_env(tree: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NDL_")}
+    env["NDL_ALLOW_HTTP_LOOPBACK"] = "1"  # both trees' hubs are on loopback, over http://
     env["PYTHONPATH"] = os.pathsep.join([str(tree / "src"), *filter(None, [
         os.environ.get("PYTHONPATH")])])
     return env

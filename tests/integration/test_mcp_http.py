@@ -132,7 +132,8 @@ def test_hub_mcp_refuses_bad_tokens_and_starts_and_stops_cleanly(tmp_path: Path)
 def test_ndl_mcp_over_stdio(network: Network, tmp_path: Path) -> None:
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "ndl", "mcp", "--hub", network.hub.url],
-        env={"NDL_CONFIG_DIR": str(tmp_path / "no-config")})
+        env={"NDL_CONFIG_DIR": str(tmp_path / "no-config"),
+             "NDL_ALLOW_HTTP_LOOPBACK": "1"})  # the test hub is plain http:// on loopback
 
     async def main() -> tuple[Any, ...]:
         async with Client(params) as c:
