@@ -299,6 +299,9 @@ PARTY_ENVELOPE_ROUTES = {
     "party-send": ("party.send", {"to": "party:x", "purpose": "x", "sha256": "0" * 64}),
     "party-inbox": ("party.poll", {"wait": 0}),
     "party-ack": ("party.ack", {"message_ids": []}),
+    # A key rotation (ndl.federation.key_service; attacks in tests/security/test_key_attacks.py)
+    "rotate-key": ("key.rotate", {"public_key": SigningKey.generate().public_b64,
+                                  "overlap": 60, "proof": "x"}),
     **{f"coordination-{a}": (f"coordination.{a}", {"coordination_id": "x"})
        for a in ("inspect", "approve", "contribute", "withdraw", "complete")},
 }
@@ -435,6 +438,12 @@ ROWS: list[Row] = [
     *[Row("POST", f"/api/federation/{route}", NOBODY, json={"v": 1}, variant="no envelope",
           deny="envelope") for route in PARTY_ENVELOPE_ROUTES],
     Row("GET", "/api/parties", ANYONE),
+    # Signing keys: anyone reads them; only an admin revokes (this row changes nothing: an
+    # unknown fingerprint is not found, after the rule).
+    Row("GET", "/api/keys", ANYONE),
+    Row("POST", "/api/admin/keys/{fingerprint}/revoke", frozenset({"admin"}), ok=(404,),
+        args={"fingerprint": "0123456789abcdef"}, json={"reason": "A test."},
+        variant="an unknown key"),
     Row("GET", "/api/parties/{principal}/keys", ANYONE, args={"principal": f"datasite:{ORG_A}"}),
     Row("POST", "/api/coordinations", SIGNED_IN, ok=(201,), json={
         "purpose": "Link two datasets", "parties": [f"datasite:{ORG_A}"],
