@@ -114,17 +114,54 @@ def run(backend: str, people: int, pg_base: str | None, work: Path, made: list[s
           f"--with-data {full.seconds:.2f} s {full.bytes:,} bytes (Parquet {data:,} bytes)")
 
 
+def scale(backend: str, entries: int, blob_mb: int, pg_base: str | None, work: Path,
+          made: list[str]) -> None:
+    """A hub with ``entries`` register entries and one blob of ``blob_mb`` MiB (no processes):
+    how backup and restore grow with the database and the blobs."""
+    import hashlib
+
+    from ndl.federation.blobs import FileStore
+    from ndl.ledger import register
+
+    root = work / f"scale-{backend}"
+    db_url = str(root / "hub" / "hub.db") if backend == "sqlite" else _pg_db(pg_base or "", made)
+    hub = HubProcess(root / "hub", db_url)
+    for start in range(0, entries, 5000):
+        with hub.db.write() as s:
+            for i in range(start, min(entries, start + 5000)):
+                register.append(s, hub.key, kind="bench.entry", actor="bench",
+                                subject=f"entry:{i}", payload={"i": i, "note": "x" * 100})
+    hub.db.dispose()
+    blob = os.urandom(1024 * 1024) * blob_mb  # incompressible per MiB, repeated
+    FileStore(root / "hub" / "blobs" / "store").put(hashlib.sha256(blob).hexdigest(), [blob])
+    archive = root / "hub.tar.gz"
+    made_b = backup_hub(db_url, root / "hub", archive)
+    target = str(root / "restored.db") if backend == "sqlite" else _pg_db(pg_base or "", made)
+    done = restore_hub(archive, target, root / "restored")
+    peer_s, peer_size, peer_name = _peer(db_url, root / "peer.dump")
+    print(f"\n== scale, {backend}: {entries:,} register entries + a {blob_mb} MiB blob")
+    print(f"  backup hub   {made_b.seconds:6.2f} s  {made_b.bytes:>12,} bytes")
+    print(f"  restore hub  {done.seconds:6.2f} s")
+    print(f"  peer (db only) {peer_s:6.2f} s  {peer_size:>12,} bytes  [{peer_name}]")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--people", type=int, default=2000)
     ap.add_argument("--db", default=None, help="a PostgreSQL URL to also run on PostgreSQL")
+    ap.add_argument("--scale-entries", type=int, default=0,
+                    help="also time a hub with this many register entries (no demo run)")
+    ap.add_argument("--blob-mb", type=int, default=64, help="its blob's size in MiB")
+    ap.add_argument("--skip-demo", action="store_true", help="only the --scale-entries case")
     args = ap.parse_args()
     made: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="ndl-bench-backup-"))
     try:
-        run("sqlite", args.people, None, work, made)
-        if args.db:
-            run("postgres", args.people, args.db, work, made)
+        backends = ["sqlite", *(["postgres"] if args.db else [])]
+        for backend in [] if args.skip_demo else backends:
+            run(backend, args.people, args.db, work, made)
+        for backend in backends if args.scale_entries else []:
+            scale(backend, args.scale_entries, args.blob_mb, args.db, work, made)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if made and args.db:
