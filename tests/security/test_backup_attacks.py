@@ -341,3 +341,22 @@ def test_an_archive_without_keys_needs_the_key(tmp_path: Path) -> None:
 
 def test_invalid_input_is_the_base_of_archive_errors() -> None:
     assert issubclass(ArchiveError, InvalidInput)  # exit code 2, HTTP 422
+
+
+def test_the_command_line_says_why_and_exits_with_the_error_code(hub_archive: Path,
+                                                                 tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = change(hub_archive, tmp_path / "bad.tar.gz", _edit_row)
+    done = subprocess.run([sys.executable, "-m", "ndl", "restore", "hub", str(bad), "--db",
+                           str(tmp_path / "new.db"), "--data-dir", str(tmp_path / "new")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == InvalidInput.exit_code
+    assert "does not match its manifest" in done.stderr and "Traceback" not in done.stderr
+    assert_nothing_written(tmp_path)
+    missing = subprocess.run([sys.executable, "-m", "ndl", "backup", "hub", "--data-dir",
+                              str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.tar.gz")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 5 and "no hub key" in missing.stderr
+    assert not (tmp_path / "x.tar.gz").exists()
