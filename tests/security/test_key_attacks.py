@@ -276,3 +276,34 @@ def test_a_hub_will_not_start_with_a_wrong_passphrase(monkeypatch: pytest.Monkey
     monkeypatch.setenv("NDL_KEY_PASSPHRASE", "two")
     with pytest.raises(KeyLocked):
         create_app(settings)
+
+
+# -- a party (an enclave) rotates too ----------------------------------------------------------
+
+def test_a_party_rotates_with_an_overlap_and_its_old_key_cannot_rotate_again(
+        hub: dict[str, Any]) -> None:
+    old = SigningKey.generate()
+    with PartyClient(hub["url"], principal="party:enclave-rot", signing_key=old,
+                     encryption_key=EncryptionKey.generate()) as party:
+        party.register(hub["tokens"]["steward"], kind="enclave", org="nhs-trust")
+        new = SigningKey.generate()
+        out = party.rotate_key(new, overlap=120)
+        assert out["old_fingerprint"] == old.fingerprint
+        assert out["new_fingerprint"] == new.fingerprint
+        assert party.receive() == []  # signed with the new key: accepted
+    # During the overlap the old key still signs the party's requests...
+    env = seal(old, sender="party:enclave-rot", recipient="hub", kind="party.poll",
+               body={"wait": 0})
+    assert _post(hub, "/api/federation/party-inbox", env).status_code == 200
+    # ... but cannot rotate again, and once revoked it is refused at once.
+    r = _post(hub, "/api/federation/rotate-key",
+              _rotate_env(old, "party:enclave-rot", SigningKey.generate(),
+                          principal="party:enclave-rot"))
+    assert r.status_code == 401, r.text
+    assert _revoke(hub, old.fingerprint, hub["tokens"]["admin"]).status_code == 200
+    env = seal(old, sender="party:enclave-rot", recipient="hub", kind="party.poll",
+               body={"wait": 0})
+    assert _post(hub, "/api/federation/party-inbox", env).status_code == 401
+    keys = httpx.get(f"{hub['url']}/api/keys", params={"owner": "party:enclave-rot"}).json()
+    assert {k["fingerprint"]: k["state"] for k in keys["keys"]} == {
+        old.fingerprint: "revoked", new.fingerprint: "active"}

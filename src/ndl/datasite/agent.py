@@ -38,16 +38,16 @@ from ndl.core.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ndl.core.keys import KeyValidity, fingerprint, keys_valid_at
+from ndl.core.keys import KeyValidity, keys_valid_at
 from ndl.core.sealed import EncryptionKey
 from ndl.core.tiers import ColumnUse, Operation
 from ndl.core.transport import check_hub_url
 from ndl.datasite import jobs, lifecycle, notices
 from ndl.datasite.controlled import Controlled
 from ndl.datasite.engines import Engine, make_engine
+from ndl.datasite.hub_keys import HubKeyRing
 from ndl.datasite.store import DatasiteStore, LocalDataset
 from ndl.datasite.work import Job, WorkPool, encode, error_reply, reply_problem
-from ndl.federation.key_service import follow_hub_keys
 from ndl.hubclient import Client
 from ndl.privacy.budget import BudgetLedger
 from ndl.query.spec import DEFAULT_THRESHOLD, CountQuery, QueryResult
@@ -96,8 +96,7 @@ class Agent:
         # Controlled jobs: the sandbox ("strict" bubblewrap, or the operator's logged
         # "weaker" choice), the release ledger and the run folders.
         self.controlled = Controlled(store.root, mode=sandbox)
-        self._keys_looked = 0.0
-        self._keys_stamp: object = None
+        self.hub_ring = HubKeyRing(store, self.http)  # followed through rotations
 
     def prepare(self) -> None:
         """Start what this datasite's tiers will need before it goes online: the open-SQL
@@ -148,8 +147,8 @@ class Agent:
             )
         self.store.save_config(id=self.id, org=self.org, name=self.name,
                                hub_url=self.hub_url, hub_key=hub_key, registered=True,
-                               hub_keys=[KeyValidity(hub_key, 0).to_json()])
-        self.refresh_hub_keys()  # keys the hub rotated from before we met it
+                               hub_keys=self.hub_ring.pin(hub_key))
+        self.hub_ring.refresh()  # keys the hub rotated from before we met it
         log.info("registered datasite %s with %s", self.id, self.hub_url)
 
     def publish_encryption_key(self) -> bool:
@@ -246,49 +245,17 @@ class Agent:
         data = self._post("/api/federation/poll", "poll",
                           {"wait": wait, "limit": free, "kind_limits": kinds,
                            **({"work_slots": slots} if slots is not None else {})})
-        stamp = data.get("hub_keys")
-        if stamp is not None and stamp != self._keys_stamp:
-            # The hub's keys changed (a rotation, a revocation): read the signed statements
-            # before opening what came with this poll.
-            self.refresh_hub_keys()
-            self._keys_stamp = stamp
+        # The hub's keys changed (a rotation, a revocation): read the signed statements
+        # before opening what came with this poll.
+        self.hub_ring.seen(data.get("hub_keys"))
         for env in data.get("messages", []):
             self.dispatch(env)
         return len(data.get("messages", []))
 
     # -- doing the work -------------------------------------------------------------------
-    # -- the hub's keys: pinned at registration, then followed through rotations ----------
     def hub_keys(self) -> list[KeyValidity]:
         """The hub keys this datasite believes, each with when it may sign."""
-        cfg = self.store.config()
-        ring = cfg.get("hub_keys")
-        if isinstance(ring, list) and ring:
-            return [KeyValidity.from_json(k) for k in ring]
-        return [KeyValidity(str(cfg["hub_key"]), 0)] if cfg.get("hub_key") else []
-
-    def refresh_hub_keys(self, *, force: bool = True) -> bool:
-        """Read the hub's key document and believe what a believed key signed (a rotation's
-        next key, a revocation): see ndl.federation.key_service.follow_hub_keys. Returns
-        whether anything changed."""
-        now = time.monotonic()
-        if not force and now - self._keys_looked < 5.0:
-            return False
-        self._keys_looked = now
-        known = self.hub_keys()
-        if not known:
-            return False
-        doc = Client.over(self.http)._request("GET", "/api/federation/hub-key")
-        ring = follow_hub_keys(known, doc)
-        if ring == known:
-            return False
-        current = [k for k in ring if k.retire_at is None and k.revoked_at is None]
-        self.store.save_config(hub_keys=[k.to_json() for k in ring],
-                               hub_key=(current[-1] if current else ring[-1]).public_key)
-        log.info("hub keys now: %s", ", ".join(
-            f"{fingerprint(k.public_key)}"
-            f"{' (revoked)' if k.revoked_at else ' (retiring)' if k.retire_at else ''}"
-            for k in ring))
-        return True
+        return self.hub_ring.keys()
 
     def _open(self, env: dict[str, Any]) -> dict[str, Any] | None:
         def keys(sender: str) -> list[str] | None:
@@ -303,7 +270,7 @@ class Agent:
                 # (only a key a believed key endorsed is taken) and look once more.
                 if attempt == 1 and ("signature" in str(exc) or "no key" in str(exc)):
                     try:
-                        if self.refresh_hub_keys(force=False):
+                        if self.hub_ring.refresh(force=False):
                             continue
                     except NdlError as fail:
                         log.warning("could not read the hub's keys: %s", fail)

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from ndl.access import rules
 from ndl.access.accounts import Principal, official_actor
 from ndl.core.db import utcnow
+from ndl.core.envelope import _signing_bytes
 from ndl.core.errors import Conflict, EnvelopeRejected, InvalidInput, NotFound
 from ndl.core.keys import (
     KeyValidity,
@@ -232,8 +233,6 @@ def rotate(session: Session, hub_key: SigningKey, owner: str, current: str,
     if isinstance(overlap, bool) or not isinstance(overlap, int):
         raise InvalidInput("a key.rotate body needs overlap, whole seconds from 0 to 30 days")
     overlap = parse_overlap(overlap)
-    from ndl.core.envelope import _signing_bytes
-
     if not verify_signature(current, str(env["sig"]), _signing_bytes(env)):
         raise EnvelopeRejected("a rotation must be signed with the current key, not one "
                                "that is being retired: sign it with the newest key")
