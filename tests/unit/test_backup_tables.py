@@ -115,3 +115,43 @@ def test_encrypted_keys_stay_encrypted_in_the_archive(tmp_path: Path,
     with pytest.raises(KeyLocked, match="NDL_KEY_PASSPHRASE"):  # signing needs the key
         backup_hub(db_url, tmp_path / "hub", tmp_path / "c.tar.gz")
     assert not (tmp_path / "c.tar.gz").exists()
+
+
+def test_a_backup_that_stops_part_way_leaves_no_archive(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    from ndl.federation.blobs import FileStore
+
+    db_url = str(tmp_path / "hub" / "hub.db")
+    _hub(db_url, tmp_path / "hub").dispose()
+    blob = os.urandom(1024 * 1024) * 96
+    import hashlib
+    FileStore(tmp_path / "hub" / "blobs" / "store").put(hashlib.sha256(blob).hexdigest(), [blob])
+    out = tmp_path / "out" / "hub.tar.gz"
+    out.parent.mkdir()
+
+    def crash(step: str, n: int) -> None:
+        if step == "blobs":  # the archive is open, its blob written, no manifest yet
+            raise KeyboardInterrupt  # an operator's Ctrl-C half way
+    with pytest.raises(KeyboardInterrupt):
+        backup_hub(db_url, tmp_path / "hub", out, progress=crash)
+    assert list(out.parent.iterdir()) == []  # no archive, no temporary file
+
+    # Killed outright: the temporary file may stay (hidden), the archive's name never appears.
+    proc = subprocess.Popen([sys.executable, "-m", "ndl", "backup", "hub", "--db", db_url,
+                             "--data-dir", str(tmp_path / "hub"), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".part") for p in out.parent.iterdir()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    assert all(p.name.startswith(".") for p in out.parent.iterdir())
