@@ -29,11 +29,12 @@ from typing import Any
 
 import rfc8785
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ndl.access import rules
 from ndl.access.accounts import Principal, official_actor
-from ndl.core.db import utcnow
+from ndl.core.db import Database, utcnow
 from ndl.core.envelope import _signing_bytes
 from ndl.core.errors import Conflict, EnvelopeRejected, InvalidInput, NotFound
 from ndl.core.keys import (
@@ -173,6 +174,19 @@ def ensure_hub_key(session: Session, key: SigningKey) -> SigningKeyRecord:
         raise Conflict(f"the hub's key {rec.fingerprint} was revoked: rotate to a new one "
                        "with 'ndl admin rotate-hub-key' before starting the hub")
     return rec
+
+
+def start_hub_key(db: Database, key: SigningKey) -> None:
+    """:func:`ensure_hub_key` at a hub process's start; several workers starting at once may
+    race to make the row, and the loser finds the winner's."""
+    for attempt in (1, 2):
+        try:
+            with db.write() as s:
+                ensure_hub_key(s, key)
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise
 
 
 def list_keys(session: Session, owner: str | None = None) -> list[KeyInfo]:

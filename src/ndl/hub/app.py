@@ -175,8 +175,7 @@ def create_app(settings: HubSettings, *, migrate: bool = True) -> FastAPI:
         db.migrate()
     # Re-read when 'ndl admin rotate-hub-key' replaces the file: no restart needed.
     key = FileSigningKey(settings.data_dir / "hub-key.pem")
-    with db.write() as s:
-        key_service.ensure_hub_key(s, key)
+    key_service.start_hub_key(db, key)  # a revoked key refuses to start
     app = FastAPI(title="ndl library hub", version=__version__, docs_url=None,
                   openapi_url="/api/openapi.json", redoc_url=None)
     app.state.hub = HubState(settings=settings, db=db, key=key)
