@@ -39,7 +39,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_user_identities_user_id", table_name="user_identities")
     op.drop_table("user_identities")
+    # Dropped in place (SQLite 3.35+): batch mode would copy and DROP users/datasites, and
+    # with foreign keys on that cascades to every row pointing at them.
     for table in ("datasites", "users"):
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("suspended_reason")
-            batch.drop_column("suspended_at")
+        op.drop_column(table, "suspended_reason")
+        op.drop_column(table, "suspended_at")

@@ -74,15 +74,12 @@ def downgrade() -> None:
     op.drop_index("ix_deletion_records_dataset_id", "deletion_records")
     op.drop_table("deletion_records")
     op.drop_table("datasite_status")
-    with op.batch_alter_table("projects") as batch:
-        batch.drop_column("retention_days")
-    with op.batch_alter_table("datasets") as batch:
-        batch.drop_column("deleted_at")
-        batch.drop_column("withdrawn_reason")
-        batch.drop_column("withdrawn_at")
-    with op.batch_alter_table("datasites") as batch:
-        batch.drop_column("retired_reason")
-        batch.drop_column("retired_at")
-        batch.drop_column("approved_at")
-        batch.drop_column("approved_by")
-        batch.drop_column("state")
+    # Dropped in place (SQLite 3.35+): batch mode would copy and DROP these parent tables,
+    # and with foreign keys on that cascades to every row pointing at them.
+    for table, columns in (
+            ("projects", ("retention_days",)),
+            ("datasets", ("deleted_at", "withdrawn_reason", "withdrawn_at")),
+            ("datasites", ("retired_reason", "retired_at", "approved_at", "approved_by",
+                           "state"))):
+        for column in columns:
+            op.drop_column(table, column)
