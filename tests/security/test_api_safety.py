@@ -68,7 +68,8 @@ PUBLIC_POSTS = {
                     "/stewards/grants/{grant_id}/revoke", "/wishlist/new",
                     "/wishlist/{wish_id}/vote", "/wishlist/{wish_id}/comments",
                     "/wishlist/{wish_id}/state", "/datasets/{site}/{name}/private-query",
-                    "/jobs/{job_id}/cancel", "/jobs/{job_id}/review", "/jobs/{job_id}/check")},
+                    "/jobs/{job_id}/cancel", "/jobs/{job_id}/review", "/jobs/{job_id}/check",
+                    "/account/cli-token", "/datasites/{datasite_id}/approve")},
 }
 
 

@@ -188,7 +188,7 @@ def test_every_kind_of_data_work_names_its_tier_operation() -> None:
     """A new kind of datasite work must say which tier operation it is (or be administrative)."""
     from ndl.datasite.agent import HANDLERS
 
-    administrative = {"metadata.update", "grant.revoked"}
+    administrative = {"metadata.update", "grant.revoked", "dataset.delete"}
     assert set(HANDLERS) - administrative <= set(DATA_OPERATIONS), \
         set(HANDLERS) - administrative - set(DATA_OPERATIONS)
 

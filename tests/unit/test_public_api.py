@@ -9,10 +9,12 @@ from ndl.core import errors
 # Cancelled: the error a cancelled work item stands for.
 # JobView (controlled jobs): what Client.submit_job, job and wait_job return; JobFailed and
 # SandboxUnavailable: the errors of a failed job and of a missing sandbox.
-# Suspended (issue 13): the error a suspended user's or datasite's requests get.
+# Suspended (issue 13): the error a suspended user's or datasite's requests get; KeyLocked: a
+# key at rest whose passphrase is missing or wrong; InsecureTransport: a plain-http hub URL.
 EXPECTED = [
     "AuthenticationRequired", "BudgetExhausted", "Cancelled", "Client", "Conflict",
-    "EnvelopeRejected", "InternalError", "InvalidInput", "JobFailed", "JobView", "NdlError",
+    "EnvelopeRejected", "InsecureTransport", "InternalError", "InvalidInput", "JobFailed",
+    "JobView", "KeyLocked", "NdlError",
     "NotFound", "PayloadTooLarge", "PermissionDenied", "QueryAnswer", "RateLimited",
     "SandboxUnavailable", "Suspended", "UpstreamTimeout", "UpstreamUnavailable", "UserError",
     "Work", "WorkResult", "__version__",

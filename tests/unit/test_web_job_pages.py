@@ -375,3 +375,20 @@ def test_a_controlled_dataset_says_how_to_run_code_on_it(login: Login) -> None:
     assert "ndl job init" in section and "ndl run my-job --mock" in section
     assert "ndl submit my-job --project" in section
     assert 'id="run-code"' not in login("").get("/datasets/nhs-trust/ambulance-handovers").text
+
+
+def test_the_org_dashboard_counts_jobs_that_ran_on_its_data(app: FastAPI) -> None:
+    """Controlled jobs are a use of the data too (the dashboard once said 0 for ever)."""
+    from ndl.ledger import register
+    from ndl.wishlist.service import dashboard
+
+    hub = app.state.hub
+    ran, waiting = make_job(app, state="released", outputs=True), make_job(app)
+    with hub.db.write() as s:
+        register.append(s, hub.key, kind="job.ran", actor="datasite:nhs-trust", subject=ran.id,
+                        payload={"code_sha256": ran.code_sha256, "outcome": "released"})
+    with hub.db.read() as s:
+        got = dashboard(s, "nhs-trust")
+    assert got["jobs"] == 1 and waiting.id != ran.id
+    per = {d["id"]: d["jobs"] for d in got["per_dataset"]}
+    assert per[OUTPATIENT] == 1 and sum(per.values()) == 1

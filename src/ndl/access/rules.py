@@ -8,7 +8,8 @@ organisation) and returns nothing, so a call reads as the sentence it enforces::
 
 The tier rules (which operations a tier serves, which columns may take part) live in
 :mod:`ndl.core.tiers`; :func:`require_data_operation` joins the two for data operations.
-``tests/unit/test_rules.py`` checks the rules as a table of principals x actions x resources.
+``tests/security/test_authz_matrix.py`` checks them as a table of routes x roles, and
+``tests/security/test_tier_matrix.py`` as tiers x operations x roles.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ Tree::
     │   ├── RateLimited              HTTP 429, exit 7
     │   ├── BudgetExhausted          HTTP 403, exit 8  (a privacy budget would be overspent)
     │   ├── EnvelopeRejected         HTTP 401, exit 3  (forged, altered, expired, replayed)
+    │   ├── KeyLocked                HTTP 400, exit 3  (a key at rest: no or wrong passphrase)
+    │   ├── InsecureTransport        HTTP 400, exit 2  (plain http:// hub URL, not a loopback demo)
     │   └── JobFailed                HTTP 422, exit 9  (a controlled job's code failed)
     └── InternalError                HTTP 500, exit 10
         ├── UpstreamUnavailable      HTTP 503, exit 11 (a datasite or hub did not answer)
@@ -176,7 +178,8 @@ ERRORS_BY_CODE: dict[str, type[NdlError]] = {
         NdlError, UserError, InvalidInput, AuthenticationRequired, PermissionDenied, Suspended,
         NotFound,
         Conflict, Cancelled, PayloadTooLarge, RateLimited, BudgetExhausted, EnvelopeRejected,
-        JobFailed, InternalError, UpstreamUnavailable, SandboxUnavailable, UpstreamTimeout,
+        JobFailed, KeyLocked, InsecureTransport, InternalError, UpstreamUnavailable,
+        SandboxUnavailable, UpstreamTimeout,
     )
 }
 

@@ -189,6 +189,26 @@ def record_status(session: Session, site: Datasite, report: StatusReport,
     return row
 
 
+def report_status(session: Session, key: SigningKey, site: Datasite, envelope: dict[str, Any]
+                  ) -> None:
+    """A datasite's signed ``status`` envelope (signature and standing checked by the route's
+    dependency): keep it, and tell the register when the self-check outcome changes."""
+    if envelope["kind"] != "status":
+        raise InvalidInput(f"expected a 'status' envelope, got {envelope['kind']!r}")
+    report = read_report(envelope["body"])
+    before = site_status(session, site).report
+    record_status(session, site, report, envelope)
+    if self_check_changed(before, report):
+        register.append(session, key, kind="datasite.status", actor=f"datasite:{site.id}",
+                        subject=site.id, payload={
+                            "self_check_ok": report.self_check.ok,
+                            "software_version": report.software_version,
+                            "policy_hash": report.policy_hash,
+                            "config_hash": report.config_hash,
+                            "sandbox_mode": report.sandbox_mode,
+                            "engine": report.engine})
+
+
 def self_check_changed(previous: dict[str, Any] | None, report: StatusReport) -> bool:
     before = (previous or {}).get("self_check", {}).get("ok")
     return before is None or bool(before) != report.self_check.ok

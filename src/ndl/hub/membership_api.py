@@ -23,7 +23,6 @@ from ndl.federation.models import Datasite
 from ndl.hub.deps import authenticated, hub, public, signed_by_datasite
 from ndl.hub.openapi import ENVELOPE_BODY
 from ndl.hub.state import HubState
-from ndl.ledger import register
 
 router = APIRouter(prefix="/api")
 HubDep = Annotated[HubState, Depends(hub)]
@@ -93,21 +92,8 @@ def retire(datasite_id: str, body: Reason, state: HubDep, who: User) -> dict[str
 def report_status(signed: Signed, state: HubDep) -> dict[str, Any]:
     """A datasite's signed status (its signature and standing checked by the dependency)."""
     site, env = signed
-    if env["kind"] != "status":
-        raise InvalidInput(f"expected a 'status' envelope, got {env['kind']!r}")
-    report = membership.read_report(env["body"])
     with state.db.write() as s:
-        before = membership.site_status(s, site).report
-        membership.record_status(s, site, report, env)
-        if membership.self_check_changed(before, report):
-            register.append(s, state.key, kind="datasite.status", actor=f"datasite:{site.id}",
-                            subject=site.id, payload={
-                                "self_check_ok": report.self_check.ok,
-                                "software_version": report.software_version,
-                                "policy_hash": report.policy_hash,
-                                "config_hash": report.config_hash,
-                                "sandbox_mode": report.sandbox_mode,
-                                "engine": report.engine})
+        membership.report_status(s, state.key, site, env)
     return {"accepted": True}
 
 

@@ -132,6 +132,45 @@ SENTENCES: dict[str, Sentence] = {
     "incident.contained": lambda a, s, p: (
         f"Incident {_bare(s, 'incident:')} was contained."),
     "incident.closed": lambda a, s, p: f"Incident {_bare(s, 'incident:')} was closed.",
+    # Joining and leaving, suspension, keys (issue 13): who acted on which party, never why
+    # a person was suspended (that stays in the security log).
+    "datasite.approved": lambda a, s, p: (
+        f"{_cap(who(a))} approved the datasite {s} of {p.get('org', '?')} to join."),
+    "datasite.retired": lambda a, s, p: (
+        f"{_cap(who(a))} retired the datasite {s}{_reason(p)}: "
+        f"{_plural(p.get('datasets_withdrawn', 0), 'dataset', 'datasets')} withdrawn, "
+        f"{_plural(p.get('grants_ended', 0), 'grant', 'grants')} ended."),
+    "datasite.status": lambda a, s, p: (
+        f"The datasite {s} reported its self-check "
+        f"{'passing' if p.get('self_check_ok') else 'FAILING'} "
+        f"(ndl {p.get('software_version', '?')}, sandbox {p.get('sandbox_mode', '?')})."),
+    "datasite.suspended": lambda a, s, p: f"{_cap(who(a))} suspended the datasite {s}.",
+    "datasite.reinstated": lambda a, s, p: f"{_cap(who(a))} reinstated the datasite {s}.",
+    "user.suspended": lambda a, s, p: f"{_cap(who(a))} suspended {who(s)}.",
+    "user.reinstated": lambda a, s, p: f"{_cap(who(a))} reinstated {who(s)}.",
+    "key.rotated": lambda a, s, p: (
+        f"{_cap(who(s))} replaced its signing key {str(p.get('old', '?'))[:16]} with "
+        f"{str(p.get('new', '?'))[:16]}"
+        + (f"; the old key is accepted until {str(p['retire_at'])[:16]}"
+           if p.get("retire_at") else "") + "."),
+    "key.revoked": lambda a, s, p: (
+        f"{_cap(who(a))} revoked the signing key {str(p.get('fingerprint', '?'))[:16]} of "
+        f"{who(s)}{_reason(p)}; its signatures are refused from now on."),
+    "dataset.withdrawn": lambda a, s, p: (
+        f"{_cap(who(a))} withdrew the dataset {s}{_reason(p)}; "
+        f"{_plural(p.get('grants_ended', 0), 'grant', 'grants')} ended."),
+    "dataset.deletion_requested": lambda a, s, p: (
+        f"{_cap(who(a))} asked the datasite to delete the dataset {s}."),
+    "dataset.deleted": lambda a, s, p: (
+        f"{_cap(who(a))} deleted the dataset {s} ("
+        f"{_plural(p.get('files', 0), 'file', 'files')}) and signed a deletion record."),
+    "project.closed": lambda a, s, p: (
+        f"{_cap(who(a))} closed project {s}{_reason(p)}; "
+        f"{_plural(p.get('grants_revoked', 0), 'grant', 'grants')} revoked"
+        + (f", outputs kept until {p['outputs_until']}" if p.get("outputs_until") else "")
+        + "."),
+    "project.outputs_expired": lambda a, s, p: (
+        f"The outputs of closed project {s} reached the end of their retention."),
     "grant.revoked": lambda a, s, p: (
         f"{_cap(who(a))} withdrew project {p.get('project', '?')}'s access to "
         f"{p.get('dataset') or 'data'}{_reason(p)}."),

@@ -17,6 +17,7 @@ from ndl.catalogue.service import get_dataset
 from ndl.core.db import utcnow
 from ndl.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from ndl.core.keys import SigningKey
+from ndl.jobs.models import Job
 from ndl.ledger import register
 from ndl.ledger.models import LedgerEntry
 from ndl.wishlist.models import Wish, WishComment, WishVote
@@ -191,13 +192,22 @@ def dashboard(session: Session, org_id: str) -> dict[str, Any]:
             # leaving out private queries undercounted exactly the sensitive datasets.
             LedgerEntry.kind.in_(QUESTION_KINDS),
             LedgerEntry.subject.in_(ids)).group_by(LedgerEntry.subject)).all()) if ids else {}
+    # Controlled jobs that ran on the organisation's data (the register's job.ran), each
+    # counted once per dataset it read.
+    ran = set(session.scalars(select(LedgerEntry.subject).where(
+        LedgerEntry.kind == "job.ran", LedgerEntry.subject.in_(
+            select(Job.id).where(Job.org_id == org_id)))))
+    jobs: dict[str, int] = {}
+    for job in session.scalars(select(Job).where(Job.id.in_(ran))) if ran else []:
+        for ds_id in set(job.datasets or []):
+            jobs[ds_id] = jobs.get(ds_id, 0) + 1
     now = utcnow()
     per_dataset = [{
         "id": d.id, "title": d.title, "tier": d.tier,
         "requests": sum(1 for i in items if i.dataset_id == d.id),
         "grants_active": sum(1 for g in grants if g.dataset_id == d.id and g.revoked_at is None
                              and g.expires_at > now),
-        "queries": queries.get(d.id, 0), "jobs": 0,
+        "queries": queries.get(d.id, 0), "jobs": jobs.get(d.id, 0),
     } for d in sorted(datasets, key=lambda d: d.id)]
     return {
         "org": {"id": org.id, "name": org.name},
@@ -209,7 +219,7 @@ def dashboard(session: Session, org_id: str) -> dict[str, Any]:
         "requests_pending": sum(1 for i in items if i.state == "pending"),
         "grants": len(grants),
         "queries": sum(queries.values()),
-        "jobs": 0,
+        "jobs": len(ran),
         "per_dataset": per_dataset,
         "top_wishes": [{"id": w.id, "title": w.title, "votes": votes(session, w.id),
                         "state": w.state} for w in wishes][:10],
