@@ -19,7 +19,7 @@ from ndl.core.db import utcnow
 from ndl.core.envelope import open_envelope
 from ndl.core.errors import InvalidInput
 from ndl.core.tiers import Operation, tier_def
-from ndl.federation import key_service, work
+from ndl.federation import key_service, standing, work
 from ndl.federation import service as federation
 from ndl.federation.models import Datasite
 from ndl.hub.deps import hub, public, requires, signed_by_datasite
@@ -48,6 +48,13 @@ async def register_datasite(
     who: Annotated[Principal, Depends(requires("steward", "admin"))],
 ) -> dict[str, Any]:
     """A steward's token says who may; the envelope, signed by the new key, proves possession."""
+    return await registration(request, state, who, may_wait=False)
+
+
+async def registration(request: Request, state: HubState, who: Principal, *,
+                       may_wait: bool) -> dict[str, Any]:
+    """Register the datasite whose key signed the body (``/register`` and, pending until a
+    steward approves, ``/federation/join``): the one reading of a registration envelope."""
     try:
         env = await request.json()
     except ValueError as exc:
@@ -66,10 +73,10 @@ async def register_datasite(
         with state.db.write() as s:
             site, created = federation.register_datasite(
                 s, state.key, who, datasite_id=str(b.get("datasite_id")),
-                org_id=str(b.get("org")), name=str(b.get("name") or ""),
-                public_key=b["public_key"],
-            )
+                org_id=str(b.get("org")), name=str(b.get("name") or "")[:200],
+                public_key=b["public_key"], may_wait=may_wait)
             return {"datasite": federation.datasite_json(site), "created": created,
+                    "standing": standing.refusal(site),
                     "hub_id": federation.HUB_ID, "hub_public_key": state.key.public_b64}
 
     return await run_in_threadpool(do)

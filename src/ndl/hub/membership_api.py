@@ -10,16 +10,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from ndl.access import closure
 from ndl.access.accounts import Principal
 from ndl.catalogue import lifecycle
-from ndl.core.envelope import open_envelope
 from ndl.core.errors import InvalidInput
-from ndl.federation import membership, standing
-from ndl.federation import service as federation
+from ndl.federation import membership
 from ndl.federation.models import Datasite
+from ndl.hub import federation_api
 from ndl.hub.deps import authenticated, hub, public, signed_by_datasite
 from ndl.hub.openapi import ENVELOPE_BODY
 from ndl.hub.state import HubState
@@ -42,31 +40,7 @@ async def join(request: Request, state: HubDep, who: User) -> dict[str, Any]:
     """Register a datasite by its key with any account (its operator's): it waits,
     ``pending``, until a data steward of its organisation or an admin approves it. A
     steward's or admin's own token approves it in the same act."""
-    try:
-        env = await request.json()
-    except ValueError as exc:
-        raise InvalidInput("the body must be a JSON signed envelope") from exc
-    body = env.get("body") if isinstance(env, dict) else None
-    if not isinstance(body, dict) or not isinstance(body.get("public_key"), str):
-        raise InvalidInput("the envelope body needs datasite_id, org, name and public_key")
-
-    def do() -> dict[str, Any]:
-        opened = open_envelope(env, public_key_for=lambda _s: body["public_key"],
-                               recipient=federation.HUB_ID, guard=state.guard,
-                               kinds=("register",))
-        b = opened["body"]
-        if opened["sender"] != b.get("datasite_id"):
-            raise InvalidInput("the envelope sender must be the datasite_id being registered")
-        with state.db.write() as s:
-            site, created = federation.register_datasite(
-                s, state.key, who, datasite_id=str(b.get("datasite_id")),
-                org_id=str(b.get("org")), name=str(b.get("name") or "")[:200],
-                public_key=b["public_key"], may_wait=True)
-            return {"datasite": federation.datasite_json(site), "created": created,
-                    "standing": standing.refusal(site),
-                    "hub_id": federation.HUB_ID, "hub_public_key": state.key.public_b64}
-
-    return await run_in_threadpool(do)
+    return await federation_api.registration(request, state, who, may_wait=True)
 
 
 @router.post("/datasites/{datasite_id}/approve")
