@@ -27,7 +27,13 @@ from sqlalchemy.orm import Session
 from ndl.access import rules
 from ndl.access.accounts import Principal, check_slug, official_actor
 from ndl.core.db import utcnow
-from ndl.core.errors import Conflict, InvalidInput, NotFound
+from ndl.core.errors import (
+    AuthenticationRequired,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
 from ndl.core.keys import SigningKey
 from ndl.federation import standing, work
 from ndl.federation.lifecycle_models import DatasiteStatus
@@ -62,6 +68,17 @@ def approve(session: Session, key: SigningKey, who: Principal | None, datasite_i
     register.append(session, key, kind="datasite.approved", actor=official_actor(official),
                     subject=datasite_id, payload={"org": site.org_id})
     return site
+
+
+def may_approve(who: Principal | None, site: Datasite) -> bool:
+    """Whether ``approve`` would let ``who`` approve ``site`` now (pages offer the button)."""
+    if site.state != "pending":
+        return False
+    try:
+        rules.require_membership_official(who, site.org_id, doing="approve a datasite")
+    except (AuthenticationRequired, PermissionDenied):
+        return False
+    return True
 
 
 def mark_approved(site: Datasite, who: Principal) -> None:

@@ -12,7 +12,6 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from ndl.access import rules
 from ndl.access.accounts import Principal
 from ndl.catalogue import service as catalogue
 from ndl.core.errors import NdlError
@@ -32,7 +31,7 @@ def datasite_context(s: Session, who: Principal | None, datasite_id: str,
                 for d in catalogue.list_datasets(s, site.id) if d.withdrawn_at is None]
     return "datasite.html", {
         "site": status.to_json(), "datasets": datasets,
-        "may_approve": site.state == "pending" and rules.is_org_official(who, site.org_id),
+        "may_approve": membership.may_approve(who, site),
         "done": "You approved the datasite: it may now publish and answer." if done else "",
     }
 
