@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from ndl.access import rules
 from ndl.access.accounts import Principal, official_actor
 from ndl.access.models import ACCREDITATION_KINDS, Baseline, Evidence, User
-from ndl.access.policy import EvidenceKind, ReferenceKind, Requirements
+from ndl.access.policy import EvidenceKind, ReferenceKind, Requirements, one_line
 from ndl.access.project_models import Project
 from ndl.access.references import reference_shortfalls
 from ndl.core.db import utcnow
@@ -68,10 +68,7 @@ class NewEvidence(BaseModel):
     @field_validator("issuer", "reference")
     @classmethod
     def _clean(cls, value: str) -> str:
-        value = value.strip()
-        if not value or any(ord(c) < 32 for c in value):
-            raise ValueError("give printable text on one line")
-        return value
+        return one_line(value)
 
 
 class EvidenceView(BaseModel):

@@ -197,3 +197,12 @@ def decide(policy: Policy, project: ProjectFacts) -> Decision:
 
 def policy_json(policy: Policy) -> dict[str, Any]:
     return policy.model_dump(mode="json")
+
+
+def one_line(value: str) -> str:
+    """Issuers and reference numbers: printable text on one line (the register and pages show
+    them), surrounding spaces dropped."""
+    value = value.strip()
+    if not value or any(ord(c) < 32 for c in value):
+        raise ValueError("give printable text on one line")
+    return value

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from ndl.access import rules
 from ndl.access.accounts import Principal, official_actor
-from ndl.access.policy import ReferenceKind
+from ndl.access.policy import ReferenceKind, one_line
 from ndl.access.project_models import Project, ProjectMember, ProjectReference
 from ndl.access.projects import get_project, member_of
 from ndl.core.db import utcnow
@@ -42,10 +42,7 @@ class NewReference(BaseModel):
     @field_validator("issuer", "reference")
     @classmethod
     def _clean(cls, value: str) -> str:
-        value = value.strip()
-        if not value or any(ord(c) < 32 for c in value):
-            raise ValueError("give printable text on one line")
-        return value
+        return one_line(value)
 
 
 class ReferenceView(BaseModel):
